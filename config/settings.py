@@ -1,0 +1,217 @@
+"""One settings module for every deployment, driven by environment variables.
+
+Every variable is listed in the README's settings table. Values are parsed strictly: a malformed
+value stops start-up with ImproperlyConfigured naming the variable. The process environment wins
+over the local `.env` file that `make run` writes. Secrets may also be given as a path in
+`<NAME>_FILE` (django-environ's FileAwareEnv), e.g. `LC_SHARED_SECRET_FILE=/run/secrets/lc`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded database and broker live here
+
+env = environ.FileAwareEnv()
+# overwrite=False: a variable already in the process environment is never replaced by `.env`.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} is not set: run `make .env` to generate one, or export it.")
+    return value
+
+
+def _int(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = os.environ.get(name, "")
+    if raw == "" and not os.environ.get(f"{name}_FILE"):
+        return default
+    try:
+        value = int(env.str(name).strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(name: str, default: str) -> str:
+    value = env.str(name, default=default).strip().rstrip("/")
+    if value and urlsplit(value).scheme not in {"http", "https"}:
+        raise ImproperlyConfigured(f"{name} must be an absolute http:// or https:// URL, got {value!r}")
+    return value
+
+
+SECRET_KEY = _required("SECRET_KEY")
+# Comma-separated Fernet keys: the first encrypts, all decrypt (add a new key in front to rotate).
+FIELD_ENCRYPTION_KEY = _required("FIELD_ENCRYPTION_KEY")
+DEBUG = _bool("DEBUG", False)
+
+# --- LimaCharlie -------------------------------------------------------------------------------
+LC_SHARED_SECRET = env.str("LC_SHARED_SECRET", default="")
+LC_API_URL = _url("LC_API_URL", "https://api.limacharlie.io")
+LC_API_TIMEOUT_SECONDS = _int("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
+# The cap applies to the body *after* gunzip: gzip is checked before the signature, so an
+# unauthenticated caller could otherwise make us inflate a bomb.
+LC_MAX_BODY_BYTES = _int("LC_MAX_BODY_BYTES", 1_048_576, 1_024, 67_108_864)
+# The limacharlie SDK must never read or write ~/.limacharlie on a server.
+os.environ["LC_EPHEMERAL_CREDS"] = "1"
+
+# --- Twilio and sending ------------------------------------------------------------------------
+TWILIO_API_BASE_URL = _url("TWILIO_API_BASE_URL", "")
+TWILIO_TIMEOUT_SECONDS = _int("TWILIO_TIMEOUT_SECONDS", 10, 1, 120)
+TWILIO_VALIDITY_PERIOD = _int("TWILIO_VALIDITY_PERIOD", 3600, 1, 36000)
+SMS_MAX_BODY_CHARS = _int("SMS_MAX_BODY_CHARS", 1600, 20, 1600)
+SMS_MAX_RECIPIENTS = _int("SMS_MAX_RECIPIENTS", 20, 1, 500)
+SEND_MAX_ATTEMPTS = _int("SEND_MAX_ATTEMPTS", 6, 1, 50)
+SEND_RETRY_BASE_SECONDS = _int("SEND_RETRY_BASE_SECONDS", 2, 1, 600)
+SEND_RETRY_MAX_SECONDS = _int("SEND_RETRY_MAX_SECONDS", 60, 1, 3600)
+SEND_DEADLINE_SECONDS = _int("SEND_DEADLINE_SECONDS", 900, 10, 36000)
+
+PUBLIC_BASE_URL = _url("PUBLIC_BASE_URL", "")
+
+# --- Django ------------------------------------------------------------------------------------
+_default_hosts = ["localhost", "127.0.0.1", "[::1]"]
+if PUBLIC_BASE_URL:
+    _default_hosts.append(urlsplit(PUBLIC_BASE_URL).hostname or "")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=_default_hosts)
+CSRF_TRUSTED_ORIGINS = [PUBLIC_BASE_URL] if PUBLIC_BASE_URL.startswith("https://") else []
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "deliveries",
+    "extension",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # WAL lets the web process read while the worker writes; IMMEDIATE takes the write lock
+            # at BEGIN so two writers queue on `timeout` instead of failing with "database is locked".
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+    # A file (not :memory:) so that a Celery worker started by the tests shares the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request while it is missing
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(VAR_DIR / "broker-processed"),
+        "store_processed": False,
+    }
+    # The filesystem transport has no fan-out exchange for remote control commands.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# A task is acknowledged after it ran, so a worker that dies mid-task leaves it to be redelivered;
+# the claim on the delivery row (pending -> sending) keeps a redelivered task from sending twice.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Limits above the HTTP timeout: a task is never killed while its POST to Twilio may still succeed.
+CELERY_TASK_SOFT_TIME_LIMIT = TWILIO_TIMEOUT_SECONDS + 20
+CELERY_TASK_TIME_LIMIT = TWILIO_TIMEOUT_SECONDS + 40
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Enqueueing happens inside a web request: fail fast when the broker is down rather than hang
+# LimaCharlie's call (the delivery row is already committed and stays `pending`).
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+# --- Logging -----------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # The twilio SDK logs request bodies and headers at DEBUG; keep it quiet whatever LOG_LEVEL says.
+    "loggers": {"twilio": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}

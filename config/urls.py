@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from extension.views import IntakeView
+
+urlpatterns = [
+    path("extension/", IntakeView.as_view(), name="extension-intake"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,179 @@
+"""The only module that talks to Twilio (and the only importer of `twilio`).
+
+It turns every way a POST to Twilio can end into a `SendResult` whose `outcome` carries the
+retry policy (see `classify_*`). Retry decisions are made by deliveries.services, never here and
+never by the SDK: the async SDK client re-POSTs after a 500, which can text a person twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+# Twilio codes that mean "nothing was created, try again later" although the HTTP status is 4xx.
+NOT_PROCESSED_CODES = frozenset({20429, 21611})
+OPTED_OUT_CODE = 21610
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    NOT_PROCESSED = "not_processed"  # no message exists: safe to retry
+    PERMANENT = "permanent"  # retrying cannot help
+    AMBIGUOUS = "ambiguous"  # the message may exist at Twilio: never blindly re-POST
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    duration_ms: int
+    http_status: int | None = None
+    twilio_code: int | None = None
+    twilio_message: str = ""
+    twilio_request_id: str = ""
+    sid: str = ""
+    twilio_status: str = ""
+
+
+class _HeaderKeepingClient(TwilioHttpClient):
+    """Remembers the last response's `Twilio-Request-Id` (the id Twilio support asks for), which the
+    SDK drops when it raises TwilioRestException."""
+
+    last_request_id: str = ""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self.last_request_id = ""
+        response = super().request(*args, **kwargs)
+        self.last_request_id = response.headers.get("Twilio-Request-Id", "") if response.headers else ""
+        return response
+
+
+_local = threading.local()
+
+
+def _http_client() -> _HeaderKeepingClient:
+    """One HTTP client (one requests.Session, one connection pool) per process and thread.
+
+    requests.Session is not promised thread-safe, and a session inherited across a Celery prefork
+    fork would share sockets with the parent, hence the pid check. Credentials travel with each
+    request, so one client serves every Twilio account."""
+    client = getattr(_local, "client", None)
+    if client is None or _local.pid != os.getpid():
+        client = _HeaderKeepingClient(timeout=settings.TWILIO_TIMEOUT_SECONDS)
+        _local.client, _local.pid = client, os.getpid()
+    return client
+
+
+def _client(account_sid: str, auth_token: str) -> Client:
+    client = Client(account_sid, auth_token, http_client=_http_client())
+    if settings.TWILIO_API_BASE_URL:
+        client.api.base_url = settings.TWILIO_API_BASE_URL
+    return client
+
+
+def send_sms(
+    *,
+    account_sid: str,
+    auth_token: str,
+    to: str,
+    from_: str,
+    body: str,
+    validity_period: int,
+    status_callback: str = "",
+) -> SendResult:
+    """POST one message. Never raises for an HTTP or network failure: it returns the outcome."""
+    params: dict[str, Any] = {"to": to, "body": body, "validity_period": validity_period}
+    if from_.startswith("MG"):
+        params["messaging_service_sid"] = from_
+    else:
+        params["from_"] = from_
+    if status_callback:
+        params["status_callback"] = status_callback
+    http = _http_client()
+    started = time.monotonic()
+    try:
+        message = _client(account_sid, auth_token).messages.create(**params)
+    except TwilioRestException as exc:
+        return SendResult(
+            outcome=classify_rest_error(exc.status, exc.code),
+            duration_ms=_ms_since(started),
+            http_status=exc.status,
+            twilio_code=exc.code,
+            twilio_message=str(exc.msg or "")[:1000],
+            twilio_request_id=http.last_request_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure must become an outcome, not a lost task
+        return SendResult(
+            outcome=classify_exception(exc),
+            duration_ms=_ms_since(started),
+            twilio_message=_describe(exc),
+            twilio_request_id=http.last_request_id,
+        )
+    return SendResult(
+        outcome=Outcome.ACCEPTED,
+        duration_ms=_ms_since(started),
+        http_status=201,
+        twilio_request_id=http.last_request_id,
+        sid=message.sid or "",
+        twilio_status=message.status or "",
+        twilio_code=message.error_code or None,
+        twilio_message=message.error_message or "",
+    )
+
+
+def classify_rest_error(status: int | None, code: int | None) -> Outcome:
+    """Status first (Twilio warns that codes evolve), codes only for the special cases."""
+    if status == 429 or code in NOT_PROCESSED_CODES:
+        return Outcome.NOT_PROCESSED
+    if status is None or status >= 500:
+        return Outcome.AMBIGUOUS
+    return Outcome.PERMANENT
+
+
+def classify_exception(exc: BaseException) -> Outcome:
+    """Network failures surface raw from the SDK. Only a failure to *connect* proves that Twilio
+    never saw the request; anything after the request left (read timeout, reset) may have created
+    the message."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Outcome.NOT_PROCESSED
+    if isinstance(exc, requests.exceptions.ConnectionError) and _is_connect_failure(exc):
+        return Outcome.NOT_PROCESSED
+    return Outcome.AMBIGUOUS
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    from urllib3.exceptions import NewConnectionError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (NewConnectionError, ConnectionRefusedError)):
+            return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+            continue
+        args = getattr(current, "args", ())
+        nested = next((a for a in args if isinstance(a, BaseException)), None)
+        current = nested or current.__cause__ or current.__context__
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    # The class name and not str(exc): a requests error message can carry the full URL, and the
+    # URL of a message resource contains the Account SID.
+    return f"{type(exc).__module__}.{type(exc).__name__}"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,211 @@
+"""State and its invariants. Every write goes through deliveries.services."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from deliveries.fields import EncryptedTextField
+
+
+class Organization(models.Model):
+    """A LimaCharlie organisation that subscribed to the extension, and its Twilio credential."""
+
+    class Subscription(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"  # seen in a request before any subscribe event
+        SUBSCRIBED = "subscribed", "Subscribed"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    oid = models.CharField("LimaCharlie org id", max_length=64, unique=True)
+    subscription = models.CharField(max_length=16, choices=Subscription.choices, default=Subscription.UNKNOWN)
+    subscribed_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    twilio_account_sid = models.CharField(max_length=34, blank=True)
+    twilio_auth_token = EncryptedTextField(blank=True)
+    credential_refreshed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.oid
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+
+class AlertRequest(models.Model):
+    """One accepted `run` call. Its unique key is the durable replay defence: `lc-ext-sig` has no
+    timestamp or nonce, so a captured request could be replayed forever without it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_requests")
+    idempotency_key = models.CharField(max_length=255)
+    reply = models.JSONField(help_text="The reply the first call got; a repeat gets it again.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "idempotency_key"], name="alert_request_once_per_key"),
+        ]
+
+
+class Delivery(models.Model):
+    """One SMS to one recipient. Never deleted: the audit trail is the product."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # in our queue (first try or a scheduled retry)
+        SENDING = "sending", "Sending"  # claimed by a worker; POST may be in flight
+        QUEUED = "queued", "Queued"  # Twilio has it
+        ACCEPTED = "accepted", "Accepted"  # Twilio has it (Messaging Service)
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        UNDELIVERED = "undelivered", "Undelivered"
+        FAILED = "failed", "Failed"  # permanent: never reached Twilio's queue
+        AMBIGUOUS = "ambiguous", "Ambiguous"  # may exist at Twilio; must be reconciled, never blindly re-sent
+        SUPPRESSED = "suppressed", "Suppressed"  # deliberately not sent (opt-out, flood control)
+
+    FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.SUPPRESSED})
+
+    class Encoding(models.TextChoices):
+        GSM7 = "gsm7", "GSM-7"
+        UCS2 = "ucs2", "UCS-2"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="deliveries")
+    idempotency_key = models.CharField(max_length=255)
+    ident = models.CharField("caller identity", max_length=255, blank=True)
+    inv_id = models.CharField("investigation id", max_length=255, blank=True)
+    from_number = models.CharField("from", max_length=34, help_text="E.164 number or Messaging Service SID")
+    to_number = models.CharField("to", max_length=16)
+    body = models.TextField(help_text="As sent to Twilio, after normalisation and truncation.")
+    original_length = models.PositiveIntegerField()
+    truncated = models.BooleanField(default=False)
+    encoding = models.CharField(max_length=4, choices=Encoding.choices)
+    segments = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.CharField(max_length=255, blank=True)
+    twilio_sid = models.CharField(max_length=34, blank=True)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last claimed it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When Twilio accepted it.")
+    settled_at = models.DateTimeField(null=True, blank=True, help_text="When it reached a final status.")
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key", "to_number"], name="delivery_once_per_key_and_recipient"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="delivery_created"),
+            models.Index(fields=["status", "-created_at"], name="delivery_status_created"),
+            models.Index(fields=["to_number", "-created_at"], name="delivery_to_created"),
+            models.Index(fields=["twilio_sid"], name="delivery_sid", condition=~Q(twilio_sid="")),
+            models.Index(fields=["idempotency_key"], name="delivery_key"),
+        ]
+        permissions = [("resend_delivery", "Can resend a delivery")]
+
+    def __str__(self) -> str:
+        return f"{self.to_number} ({self.status})"
+
+
+class Attempt(models.Model):
+    """One try to hand a delivery to Twilio. Created when the try starts; finished exactly once and
+    never changed afterwards. An attempt with no `finished_at` is a worker that died mid-try."""
+
+    class Trigger(models.TextChoices):
+        AUTOMATIC = "automatic", "Automatic"
+        RETRY = "retry", "Retry"
+        RESEND = "resend", "Resend"
+        RECONCILE = "reconcile", "Reconcile"
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted by Twilio"
+        NOT_PROCESSED = "not_processed", "Not processed (safe to retry)"
+        PERMANENT = "permanent", "Permanent failure"
+        AMBIGUOUS = "ambiguous", "Ambiguous (may exist at Twilio)"
+        FOUND_ON_RECONCILE = "found_on_reconcile", "Found at Twilio on reconcile"
+        NOT_FOUND_ON_RECONCILE = "not_found_on_reconcile", "Not found at Twilio on reconcile"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.PROTECT, related_name="attempts")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    twilio_code = models.PositiveIntegerField(null=True, blank=True)
+    twilio_message = models.TextField(blank=True)
+    twilio_request_id = models.CharField(max_length=64, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_per_delivery")]
+        indexes = [models.Index(fields=["outcome", "-started_at"], name="attempt_outcome_started")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.outcome or 'in flight'})"
+
+
+class StatusEvent(models.Model):
+    """One Twilio status callback, every field kept as received."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.PROTECT, related_name="status_events")
+    message_sid = models.CharField(max_length=34)
+    message_status = models.CharField(max_length=32)
+    error_code = models.PositiveIntegerField(null=True, blank=True)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["received_at", "id"]
+
+
+class OptOut(models.Model):
+    """A recipient who texted STOP to a sender (Twilio 21610). Cleared, never deleted."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="opt_outs")
+    sender = models.CharField(max_length=34)
+    recipient = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+    source_delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    cleared_reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "sender", "recipient"],
+                condition=Q(cleared_at__isnull=True),
+                name="one_active_opt_out_per_pair",
+            ),
+        ]
+
+
+class ErrorReport(models.Model):
+    """An `error_report` LimaCharlie sent about this extension."""
+
+    oid = models.CharField(max_length=64, blank=True)
+    error = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]

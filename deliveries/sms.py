@@ -1,0 +1,134 @@
+"""SMS text rules: numbers, body normalisation, truncation, encoding and segment count.
+
+Cost matters here: a single character outside GSM-7 (an emoji, a smart quote, a non-breaking
+space) switches the whole message to UCS-2, which fits 70 characters per segment instead of 160,
+so the same alert costs two to three times as much. Alerts are machine-made text, so
+characters that only look typographic are replaced by their plain equivalents first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+TRUNCATION_MARKER = " [truncated]"  # plain ASCII: the marker itself must not force UCS-2
+
+# GSM 03.38 basic character set, and the extension table whose characters take two septets.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+# Characters that force UCS-2 for no benefit in an alert, and their GSM-7 stand-ins.
+_PLAIN_EQUIVALENTS = str.maketrans(
+    {
+        "\u00a0": " ",  # no-break space
+        "\u2007": " ",  # figure space
+        "\u202f": " ",  # narrow no-break space
+        "\u2009": " ",  # thin space
+        "\u200b": "",  # zero-width space
+        "\ufeff": "",  # byte-order mark
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2013": "-",  # en dash
+        "\u2014": "-",  # em dash
+        "\u2212": "-",  # minus sign
+        "\u2026": "...",
+        "\t": " ",
+    }
+)
+
+
+class InvalidNumber(ValueError):
+    """A number that is not E.164; the message says why, without guessing a country."""
+
+
+def normalize_number(value: str) -> str:
+    """Return `value` as E.164 (`+` and up to 15 digits). Spaces, dashes and brackets are accepted
+    because people paste numbers that way; a leading `+` and country code are required, because
+    guessing a country for a security alert would text a stranger."""
+    text = value.strip()
+    if not text.startswith("+"):
+        raise InvalidNumber("must be in E.164 form: '+' then the country code and number, e.g. +14155550100")
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidNumber("is not a phone number in E.164 form, e.g. +14155550100") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidNumber("has the wrong number of digits for its country code")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_sender(value: str) -> str:
+    """A sender is an E.164 number or a Messaging Service SID (`MG` + 32 hex)."""
+    text = value.strip()
+    if MESSAGING_SERVICE_SID.match(text):
+        return text
+    try:
+        return normalize_number(text)
+    except InvalidNumber as exc:
+        raise InvalidNumber(f"{exc}, or a Messaging Service SID (MG followed by 32 hex digits)") from None
+
+
+def parse_recipients(value: str, limit: int) -> list[str]:
+    """Split a comma-separated `to` into distinct E.164 numbers, in the order given."""
+    parts = [part for part in (p.strip() for p in value.split(",")) if part]
+    if not parts:
+        raise InvalidNumber("is empty: give at least one number in E.164 form")
+    numbers: list[str] = []
+    for part in parts:
+        try:
+            number = normalize_number(part)
+        except InvalidNumber as exc:
+            raise InvalidNumber(f"{_shown(part)} {exc}") from None
+        if number not in numbers:
+            numbers.append(number)
+    if len(numbers) > limit:
+        raise InvalidNumber(f"has {len(numbers)} recipients; at most {limit} are allowed (SMS_MAX_RECIPIENTS)")
+    return numbers
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 32 else value[:29] + "...")
+
+
+@dataclass(frozen=True)
+class PreparedBody:
+    text: str
+    original_length: int
+    truncated: bool
+    encoding: str  # "gsm7" or "ucs2"
+    segments: int
+
+
+def prepare_body(raw: str, max_chars: int) -> PreparedBody:
+    """Normalise, cap at `max_chars` with a visible marker, and work out encoding and segments."""
+    text = raw.translate(_PLAIN_EQUIVALENTS).strip()
+    original_length = len(raw)
+    truncated = len(text) > max_chars
+    if truncated:
+        text = text[: max_chars - len(TRUNCATION_MARKER)].rstrip() + TRUNCATION_MARKER
+    encoding, segments = encoding_and_segments(text)
+    return PreparedBody(text, original_length, truncated, encoding, segments)
+
+
+def encoding_and_segments(text: str) -> tuple[str, int]:
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text):
+        septets = sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+        return "gsm7", 1 if septets <= 160 else math.ceil(septets / 153)
+    # UCS-2 counts UTF-16 code units: an emoji outside the BMP takes two.
+    units = len(text.encode("utf-16-le")) // 2
+    return "ucs2", 1 if units <= 70 else math.ceil(units / 67)

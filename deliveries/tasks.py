@@ -1,0 +1,15 @@
+"""Celery tasks: thin. Each fetches by id and calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from deliveries import services
+
+
+@shared_task(name="deliveries.send_delivery")
+def send_delivery(delivery_id: str, trigger: str = "automatic") -> str:
+    decision = services.delivery_send(delivery_id=delivery_id, trigger=trigger)
+    if decision.retry_in is not None:
+        send_delivery.apply_async((delivery_id, "retry"), countdown=decision.retry_in)
+    return decision.status

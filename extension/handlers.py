@@ -1,0 +1,206 @@
+"""One handler per LimaCharlie message type. Each returns (HTTP status, reply envelope).
+
+Permanent failures answer 400 with `retriable: false` (LimaCharlie never retries a 4xx); transient
+ones answer 500 with `retriable: true`. Every error names the field and why, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from deliveries import services as delivery_services
+from deliveries.sms import InvalidNumber, normalize_sender, parse_recipients, prepare_body
+from extension import credentials
+from extension.envelope import EnvelopeError, reply
+from extension.schema import CONFIG_DEFAULT_FROM, CONFIG_MESSAGING_SERVICE, CONFIG_TWILIO_SECRET, extension_schema
+
+logger = logging.getLogger(__name__)
+Reply = tuple[int, dict[str, Any]]
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OrgSerializer(serializers.Serializer):
+    oid = StrictCharField(max_length=64)
+    jwt = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    ident = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
+
+
+class RunDataSerializer(serializers.Serializer):
+    body = StrictCharField(trim_whitespace=False, error_messages={"blank": "must be non-empty text"})
+    to = StrictCharField(error_messages={"blank": "must hold at least one number in E.164 form"})
+    secret = StrictCharField(required=False, allow_blank=True, default="")
+    # `from` is a Python keyword, so it is declared by name.
+    vars()["from"] = StrictCharField(required=False, allow_blank=True, default="")
+
+
+def _first_error(errors: Any, prefix: str) -> str:
+    """Flatten DRF's nested errors to 'request.data.to: This field is required.'"""
+    if isinstance(errors, dict):
+        name, detail = next(iter(errors.items()))
+        where = prefix if name == "non_field_errors" else f"{prefix}.{name}"
+        return _first_error(detail, where)
+    if isinstance(errors, list) and errors:
+        return _first_error(errors[0], prefix)
+    return f"{prefix}: {errors}"
+
+
+def _validated(serializer_class: type[serializers.Serializer], data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"{where} must be a JSON object")
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise EnvelopeError(_first_error(serializer.errors, where))
+    return dict(serializer.validated_data)
+
+
+def _config(block: dict[str, Any], where: str) -> dict[str, Any]:
+    config = block.get("config") or {}
+    if not isinstance(config, dict):
+        raise EnvelopeError(f"{where}.config must be a JSON object")
+    for key in (CONFIG_TWILIO_SECRET, CONFIG_DEFAULT_FROM, CONFIG_MESSAGING_SERVICE):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise EnvelopeError(f"{where}.config.{key} must be a string")
+    return config
+
+
+def _credential_failure(exc: credentials.CredentialError) -> Reply:
+    if exc.retriable:
+        return 500, reply(error=exc.message, retriable=True)
+    return 400, reply(error=exc.message, retriable=False)
+
+
+# --- message types ---------------------------------------------------------------------------------
+
+
+def heartbeat(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    return 200, reply()
+
+
+def schema_request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    return 200, reply(extension_schema())
+
+
+def error_report(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    error, oid = block.get("error", ""), block.get("oid", "")
+    delivery_services.error_report_record(
+        oid=oid if isinstance(oid, str) else "", error=error if isinstance(error, str) else repr(error)
+    )
+    return 200, reply()
+
+
+def event(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    org = _validated(OrgSerializer, block.get("org"), "event.org")
+    name = block.get("event_name")
+    if name not in ("subscribe", "unsubscribe", "update"):
+        raise EnvelopeError("event.event_name must be subscribe, unsubscribe or update")
+    delivery_services.organization_record_event(oid=org["oid"], event_name=name)
+    return 200, reply()
+
+
+def conf_validation(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    org = _validated(OrgSerializer, block.get("org"), "conf_validation.org")
+    conf = block.get("conf") or {}
+    if not isinstance(conf, dict):
+        raise EnvelopeError("conf_validation.conf must be a JSON object")
+    _config({"config": conf}, "conf_validation")
+    for key in (CONFIG_DEFAULT_FROM, CONFIG_MESSAGING_SERVICE):
+        if conf.get(key):
+            try:
+                sender = normalize_sender(conf[key])
+            except InvalidNumber as exc:
+                return 400, reply(error=f"config {key} {exc}", retriable=False)
+            if key == CONFIG_MESSAGING_SERVICE and not sender.startswith("MG"):
+                return 400, reply(error=f"config {key} must be a Messaging Service SID (MG + 32 hex)", retriable=False)
+    reference = credentials.choose_reference(None, conf.get(CONFIG_TWILIO_SECRET))
+    try:
+        credentials.fetch_twilio_credential(oid=org["oid"], jwt=org["jwt"], reference=reference)
+    except credentials.CredentialError as exc:
+        return _credential_failure(exc)
+    return 200, reply()
+
+
+def request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    action = block.get("action")
+    if action != "run":
+        raise EnvelopeError(f"request.action {action!r} is not supported: the only action is 'run'")
+    return run(block, envelope)
+
+
+def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    org = _validated(OrgSerializer, block.get("org"), "request.org")
+    data = _validated(RunDataSerializer, block.get("data"), "request.data")
+    config = _config(block, "request")
+    inv_id = block.get("inv_id") or ""
+    if not isinstance(inv_id, str):
+        raise EnvelopeError("request.inv_id must be a string")
+    key = envelope.get("idempotency_key") or ""
+    if not key:
+        raise EnvelopeError("idempotency_key is required for a run request")
+
+    # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
+    sender_value = data["from"] or config.get(CONFIG_DEFAULT_FROM) or config.get(CONFIG_MESSAGING_SERVICE) or ""
+    if not sender_value:
+        raise EnvelopeError(
+            "request.data.from is missing: give the sending Twilio number in E.164 form, or set a default "
+            "sender in the extension configuration"
+        )
+    try:
+        sender = normalize_sender(sender_value)
+    except InvalidNumber as exc:
+        raise EnvelopeError(f"request.data.from {exc}") from None
+    try:
+        recipients = parse_recipients(data["to"], settings.SMS_MAX_RECIPIENTS)
+    except InvalidNumber as exc:
+        raise EnvelopeError(f"request.data.to {exc}") from None
+    if not data["body"].strip():
+        raise EnvelopeError("request.data.body must be non-empty text")
+    body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS)
+
+    # 2. A repeat of an accepted call gets the first reply and causes nothing.
+    previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
+    if previous is not None:
+        logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
+        return 200, reply(previous)
+
+    # 3. The credential, with the JWT of this call.
+    reference = credentials.choose_reference(data["secret"], config.get(CONFIG_TWILIO_SECRET))
+    try:
+        credential = credentials.fetch_twilio_credential(oid=org["oid"], jwt=org["jwt"], reference=reference)
+    except credentials.CredentialError as exc:
+        return _credential_failure(exc)
+
+    # 4 and 5. Persist, enqueue after commit, answer.
+    accepted = delivery_services.deliveries_accept(
+        oid=org["oid"],
+        idempotency_key=key,
+        ident=org["ident"],
+        inv_id=inv_id,
+        from_number=sender,
+        recipients=recipients,
+        body=body,
+        account_sid=credential.account_sid,
+        auth_token=credential.auth_token,
+    )
+    return 200, reply(accepted.reply)
+
+
+HANDLERS = {
+    "heartbeat": heartbeat,
+    "schema_request": schema_request,
+    "conf_validation": conf_validation,
+    "request": request,
+    "event": event,
+    "error_report": error_report,
+}

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from django.conf import settings
+
+from config.celery import app as celery_app
+from extension.envelope import SIGNATURE_HEADER, build, gzip_bytes, sign
+from tests.fakes.limacharlie import FakeLimaCharlie
+from tests.fakes.twilio import FakeTwilio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An organisation as LimaCharlie and Twilio know it. Numbers are in reserved fictional ranges."""
+
+    oid: str
+    jwt: str
+    account_sid: str
+    auth_token: str
+    sender: str = "+15005550006"
+    recipient: str = "+15005550001"
+
+    @property
+    def credential(self) -> str:
+        return f"{self.account_sid}/{self.auth_token}"
+
+
+@pytest.fixture(scope="session")
+def twilio_server() -> Iterator[FakeTwilio]:
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def lc_server() -> Iterator[FakeLimaCharlie]:
+    with FakeLimaCharlie() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
+    with twilio_server.lock:
+        twilio_server.received.clear()
+        twilio_server.messages.clear()
+        twilio_server.plans.clear()
+    settings.TWILIO_API_BASE_URL = twilio_server.url
+    return twilio_server
+
+
+@pytest.fixture
+def fake_lc(lc_server: FakeLimaCharlie, settings: Any) -> FakeLimaCharlie:
+    with lc_server.lock:
+        lc_server.requests.clear()
+        lc_server.failures.clear()
+    settings.LC_API_URL = lc_server.url
+    return lc_server
+
+
+@pytest.fixture
+def tenant(fake_twilio: FakeTwilio, fake_lc: FakeLimaCharlie) -> Tenant:
+    t = Tenant(
+        oid=str(uuid.uuid4()),
+        jwt="eyJ" + secrets.token_urlsafe(40),
+        account_sid="AC" + secrets.token_hex(16),
+        auth_token=secrets.token_hex(16),
+    )
+    fake_lc.add_org(t.oid, t.jwt)
+    fake_lc.add_secret(t.oid, "twilio", t.credential)
+    fake_twilio.add_account(t.account_sid, t.auth_token)
+    return t
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Unit tests run tasks in-process; tests marked `worker` use a real worker and broker."""
+    eager = request.node.get_closest_marker("worker") is None
+    celery_app.conf.task_always_eager = eager
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def run_block(tenant: Tenant, **data: Any) -> dict[str, Any]:
+    """A `request` block shaped like the one LimaCharlie sends for a D&R `extension request`."""
+    data.setdefault("body", "Detection: suspicious powershell on host-17")
+    data.setdefault("from", tenant.sender)
+    data.setdefault("to", tenant.recipient)
+    return {
+        "org": {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "dr-general/ext-twilio-rule"},
+        "action": "run",
+        "data": {k: v for k, v in data.items() if v is not None},
+        "config": {},
+        "resource_state": None,
+        "inv_id": "inv-" + secrets.token_hex(4),
+    }
+
+
+class Intake:
+    """Posts to /extension/ exactly as LimaCharlie does: compact JSON, gzipped, signed."""
+
+    def __init__(self, client: Any, capture: Callable[..., Any]) -> None:
+        self.client, self.capture = client, capture
+
+    def post_bytes(
+        self, body: bytes, *, compress: bool = True, signature: str | None = "auto", secret: str | None = None
+    ) -> Any:
+        headers: dict[str, str] = {}
+        if signature == "auto":
+            signature = sign(secret or settings.LC_SHARED_SECRET, body)
+        if signature is not None:
+            headers[f"HTTP_{SIGNATURE_HEADER.upper().replace('-', '_')}"] = signature
+        payload = gzip_bytes(body) if compress else body
+        if compress:
+            headers["HTTP_CONTENT_ENCODING"] = "gzip"
+        with self.capture(execute=True):
+            return self.client.post("/extension/", data=payload, content_type="application/json", **headers)
+
+    def send(self, message_type: str, block: dict[str, Any], key: str | None = None, **kwargs: Any) -> Any:
+        return self.post_bytes(build(message_type, block, key or str(uuid.uuid4())), **kwargs)
+
+    def run(self, tenant: Tenant, key: str | None = None, **data: Any) -> Any:
+        return self.send("request", run_block(tenant, **data), key)
+
+
+@pytest.fixture
+def intake(client: Any, django_capture_on_commit_callbacks: Callable[..., Any]) -> Intake:
+    return Intake(client, django_capture_on_commit_callbacks)
+
+
+# --- a real Celery worker ---------------------------------------------------------------------------
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: Any, django_db_blocker: Any, twilio_server: FakeTwilio, lc_server: FakeLimaCharlie
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process on the configured broker, sharing the test database."""
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TWILIO_API_BASE_URL": twilio_server.url,
+        "LC_API_URL": lc_server.url,
+    }
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    subprocess.run([*celery, "purge", "-f"], env=env, cwd=ROOT, check=False, capture_output=True, timeout=60)
+    log = open(ROOT / "var" / "test-worker.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [*celery, "worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO",
+         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 60
+    while b"ready." not in (ROOT / "var" / "test-worker.log").read_bytes():
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError("celery worker did not start:\n" + (ROOT / "var" / "test-worker.log").read_text())
+        time.sleep(0.2)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

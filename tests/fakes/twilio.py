@@ -1,0 +1,167 @@
+"""A fake of Twilio's Messages API that behaves as ../shared/reference/twilio-messaging.md describes.
+
+It records the exact form of every POST, keeps the messages it created (what "exists at Twilio"),
+answers GET Messages.json with filters, and can be told how to answer the next POSTs:
+
+    fake.plan("429")            # 429 / 20429: not processed, nothing created
+    fake.plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
+    fake.plan("500")            # creates nothing, answers 500
+    fake.plan("create_then_500")# creates the message, then answers 500 (the ambiguous case)
+    fake.plan("create_then_reset") / fake.plan("reset")  # connection dropped after/without creating
+    fake.plan("slow", seconds=3)   # creates, answers 201 after a delay
+    fake.plan("hang", seconds=30)  # creates, answers after the client gave up (read timeout)
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.base import FakeServer, QuietHandler
+
+
+@dataclass
+class Plan:
+    kind: str
+    status: int = 0
+    code: int = 0
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Received:
+    account_sid: str
+    form: dict[str, str]
+    headers: dict[str, str]
+    at: float = field(default_factory=time.time)
+
+
+class _Handler(QuietHandler):
+    fake: "FakeTwilio"
+
+    def _account(self) -> str | None:
+        parts = urlsplit(self.path).path.strip("/").split("/")
+        # /2010-04-01/Accounts/{sid}/Messages.json
+        if len(parts) == 4 and parts[0] == "2010-04-01" and parts[1] == "Accounts" and parts[3] == "Messages.json":
+            return parts[2]
+        return None
+
+    def _authorised(self, sid: str) -> bool:
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user == sid and self.fake.accounts.get(sid) == password
+
+    def _error(self, status: int, code: int, message: str) -> None:
+        self.send_json(
+            status,
+            {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+            {"Twilio-Request-Id": self.fake.request_id()},
+        )
+
+    def do_GET(self) -> None:  # noqa: N802
+        sid = self._account()
+        if sid is None or not self._authorised(sid):
+            return self._error(401 if sid else 404, 20003 if sid else 20404, "Authenticate")
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        with self.fake.lock:
+            found = [
+                m for m in self.fake.messages
+                if m["account_sid"] == sid
+                and ("To" not in query or m["to"] == query["To"])
+                and ("From" not in query or m["from"] == query["From"])
+            ]
+        self.send_json(200, {"messages": found, "page": 0, "page_size": 50, "next_page_uri": None,
+                             "uri": self.path}, {"Twilio-Request-Id": self.fake.request_id()})
+
+    def do_POST(self) -> None:  # noqa: N802
+        sid = self._account()
+        raw = self.read_body()
+        form = {k: v[0] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
+        if sid is None:
+            return self._error(404, 20404, "The requested resource was not found")
+        with self.fake.lock:
+            self.fake.received.append(Received(sid, form, dict(self.headers.items())))
+            plan = self.fake.plans.pop(0) if self.fake.plans else Plan("ok")
+        if not self._authorised(sid):
+            return self._error(401, 20003, "Authenticate")
+        if plan.kind == "429":
+            return self._error(429, 20429, "Too Many Requests")
+        if plan.kind == "error":
+            return self._error(plan.status, plan.code, plan.message)
+        if plan.kind == "500":
+            return self._error(500, 20500, "Internal Server Error")
+        if plan.kind == "reset":
+            return self._drop()
+        message = self.fake.create(sid, form)
+        if plan.kind == "create_then_500":
+            return self._error(500, 20500, "Internal Server Error")
+        if plan.kind == "create_then_reset":
+            return self._drop()
+        if plan.kind in ("slow", "hang"):
+            time.sleep(plan.seconds)
+        self.send_json(201, message, {"Twilio-Request-Id": self.fake.request_id()})
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(2)
+
+
+class FakeTwilio(FakeServer):
+    handler_class = _Handler
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accounts: dict[str, str] = {}
+        self.received: list[Received] = []
+        self.messages: list[dict[str, Any]] = []
+        self.plans: list[Plan] = []
+
+    def add_account(self, sid: str, token: str) -> None:
+        with self.lock:
+            self.accounts[sid] = token
+
+    def plan(self, kind: str, **kwargs: Any) -> None:
+        with self.lock:
+            self.plans.append(Plan(kind, **kwargs))
+
+    def request_id(self) -> str:
+        return "RQ" + secrets.token_hex(16)
+
+    def create(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
+        now = datetime.now(timezone.utc)
+        service = form.get("MessagingServiceSid")
+        message = {
+            "sid": "SM" + secrets.token_hex(16),
+            "account_sid": account_sid,
+            "to": form.get("To"),
+            "from": None if service else form.get("From"),
+            "messaging_service_sid": service,
+            "body": form.get("Body"),
+            "status": "accepted" if service else "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "price": None,
+            "date_created": format_datetime(now),
+            "date_sent": None,
+            "date_updated": format_datetime(now),
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Messages.json",
+        }
+        with self.lock:
+            self.messages.append(message)
+        return message
+
+    def posts(self) -> list[dict[str, str]]:
+        with self.lock:
+            return [r.form for r in self.received]
