@@ -108,7 +108,7 @@ def send_sms(
             duration_ms=_ms_since(started),
             http_status=exc.status,
             twilio_code=exc.code,
-            twilio_message=str(exc.msg or "")[:1000],
+            twilio_message=_twilio_message(exc),
             twilio_request_id=http.last_request_id,
         )
     except Exception as exc:  # noqa: BLE001 - every failure must become an outcome, not a lost task
@@ -167,6 +167,14 @@ def _is_connect_failure(exc: BaseException) -> bool:
         nested = next((a for a in args if isinstance(a, BaseException)), None)
         current = nested or current.__cause__ or current.__context__
     return False
+
+
+def _twilio_message(exc: TwilioRestException) -> str:
+    # The SDK prefixes Twilio's own message with its own words; keep Twilio's, as its docs word it.
+    message = str(exc.msg or "")
+    for prefix in ("Unable to create record: ", "Unable to fetch page: "):
+        message = message.removeprefix(prefix)
+    return message[:1000]
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from tests.fakes.limacharlie import FakeLimaCharlie
 from tests.fakes.twilio import FakeTwilio
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG = Path(settings.VAR_DIR) / "test-worker.log"
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,22 @@ def run_block(tenant: Tenant, **data: Any) -> dict[str, Any]:
     }
 
 
+def make_delivery(tenant: Tenant, **fields: Any) -> Any:
+    """A stored delivery (and its organisation with credential), as the intake would have left it."""
+    from deliveries.models import Delivery, Organization
+
+    org, _ = Organization.objects.get_or_create(oid=tenant.oid)
+    org.twilio_account_sid, org.twilio_auth_token = tenant.account_sid, tenant.auth_token
+    org.save()
+    values: dict[str, Any] = {
+        "organization": org, "idempotency_key": str(uuid.uuid4()), "from_number": tenant.sender,
+        "to_number": tenant.recipient, "body": "Detection: test", "original_length": 15,
+        "encoding": "gsm7", "segments": 1,
+    }
+    values.update(fields)
+    return Delivery.objects.create(**values)
+
+
 class Intake:
     """Posts to /extension/ exactly as LimaCharlie does: compact JSON, gzipped, signed."""
 
@@ -167,16 +184,16 @@ def celery_worker_process(
     }
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     subprocess.run([*celery, "purge", "-f"], env=env, cwd=ROOT, check=False, capture_output=True, timeout=60)
-    log = open(ROOT / "var" / "test-worker.log", "wb")  # noqa: SIM115 - closed at teardown
+    log = open(LOG, "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
         [*celery, "worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO",
          "--without-mingle", "--without-gossip", "--without-heartbeat"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 60
-    while b"ready." not in (ROOT / "var" / "test-worker.log").read_bytes():
+    while b"ready." not in (LOG).read_bytes():
         if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("celery worker did not start:\n" + (ROOT / "var" / "test-worker.log").read_text())
+            raise RuntimeError("celery worker did not start:\n" + (LOG).read_text())
         time.sleep(0.2)
     yield proc
     proc.send_signal(signal.SIGTERM)

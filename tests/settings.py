@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
 if not os.environ.get("EXT_TWILIO_TEST_RUN"):
     os.environ["EXT_TWILIO_TEST_RUN"] = "1"
+    # Its own folder for the embedded database and broker, apart from a `make run` instance.
+    os.environ["VAR_DIR"] = str(Path(__file__).resolve().parent.parent / "var" / "test")
     os.environ["SECRET_KEY"] = secrets.token_urlsafe(40)
     os.environ["FIELD_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     os.environ["LC_SHARED_SECRET"] = secrets.token_urlsafe(24)

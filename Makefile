@@ -1,0 +1,31 @@
+# `make run` and `make test` are the two commands of the README. Both set up .venv from
+# requirements.txt first (once, and again whenever requirements.txt changes).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export PORT ?= 8000
+
+.PHONY: run test install clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+.env: | $(VENV)/.installed
+	$(PY) -m config.envfile .env
+
+run: install .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	bin/run
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) var staticfiles
