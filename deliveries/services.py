@@ -50,6 +50,16 @@ def organization_record_event(*, oid: str, event_name: str) -> Organization:
     return org
 
 
+def organizations_reencrypt() -> int:
+    """Re-save every stored credential, so it is encrypted with the first FIELD_ENCRYPTION_KEY and
+    the old key can then be dropped."""
+    count = 0
+    for org in Organization.objects.exclude(twilio_auth_token="").iterator():
+        org.save(update_fields=["twilio_auth_token"])
+        count += 1
+    return count
+
+
 def error_report_record(*, oid: str, error: str) -> ErrorReport:
     report = ErrorReport.objects.create(oid=oid[:64], error=error)
     logger.warning("LimaCharlie error report for org %s: %s", oid or "-", error[:2000])
@@ -220,12 +230,13 @@ def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendRes
         # Only the claim we hold may be resolved: if something else moved the row meanwhile, keep it.
         Delivery.objects.filter(id=delivery.id, status=Status.SENDING).update(**fields)
     logger.info(
-        "delivery %s attempt %d: %s (http %s, code %s)",
+        "delivery %s attempt %d: %s (http %s, code %s, %s)",
         delivery.id,
         attempt.number,
         result.outcome.value,
         result.http_status,
         result.twilio_code,
+        result.twilio_message or "-",
     )
     return SendDecision(status=str(fields.get("status", delivery.status)), retry_in=retry_in)
 

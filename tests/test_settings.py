@@ -1,0 +1,60 @@
+"""Start-up refuses a malformed setting and names the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(**overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **overrides}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TWILIO_TIMEOUT_SECONDS", "ten", "TWILIO_TIMEOUT_SECONDS must be a whole number, got 'ten'"),
+        ("TWILIO_VALIDITY_PERIOD", "40000", "TWILIO_VALIDITY_PERIOD must be between 1 and 36000, got 40000"),
+        ("SMS_MAX_BODY_CHARS", "2000", "SMS_MAX_BODY_CHARS must be between 20 and 1600, got 2000"),
+        ("LC_API_URL", "api.limacharlie.io", "LC_API_URL must be an absolute http:// or https:// URL"),
+        ("DEBUG", "maybe", "DEBUG must be true or false, got 'maybe'"),
+        ("SECRET_KEY", "", "SECRET_KEY is not set"),
+    ],
+)
+def test_a_malformed_setting_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
+    result = _start(**{name: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+def test_a_bad_encryption_key_is_named_without_showing_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from deliveries.fields import fernet; fernet()"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "FIELD_ENCRYPTION_KEY": "hunter2-not-a-key"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert "FIELD_ENCRYPTION_KEY must be one or more comma-separated Fernet keys" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_a_secret_may_come_from_a_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "lc"
+    secret_file.write_text("from-a-file")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LC_SHARED_SECRET_FILE": str(secret_file)}
+    env.pop("LC_SHARED_SECRET")
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+         "print(settings.LC_SHARED_SECRET == 'from-a-file')"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.stdout.strip() == "True", result.stderr
