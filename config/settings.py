@@ -90,6 +90,19 @@ SEND_DEADLINE_SECONDS = _int("SEND_DEADLINE_SECONDS", 900, 10, 36000)
 
 PUBLIC_BASE_URL = _url("PUBLIC_BASE_URL", "")
 
+# --- nothing lost, nothing doubled ---------------------------------------------------------------
+AMBIGUOUS_POLICY = env.str("AMBIGUOUS_POLICY", default="at-least-once")
+if AMBIGUOUS_POLICY not in {"at-least-once", "at-most-once"}:
+    raise ImproperlyConfigured(f"AMBIGUOUS_POLICY must be at-least-once or at-most-once, got {AMBIGUOUS_POLICY!r}")
+RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 30, 0, 3600)
+SWEEP_INTERVAL_SECONDS = _int("SWEEP_INTERVAL_SECONDS", 30, 1, 3600)
+SWEEP_STUCK_SECONDS = _int("SWEEP_STUCK_SECONDS", 180, 5, 86400)
+FLOOD_WINDOW_SECONDS = _int("FLOOD_WINDOW_SECONDS", 3600, 1, 86400)
+FLOOD_RECIPIENT_LIMIT = _int("FLOOD_RECIPIENT_LIMIT", 20, 0, 1_000_000)
+FLOOD_ORG_LIMIT = _int("FLOOD_ORG_LIMIT", 1000, 0, 10_000_000)
+FLOOD_DUPLICATE_SECONDS = _int("FLOOD_DUPLICATE_SECONDS", 300, 0, 86400)
+TWILIO_MAX_CONCURRENT_PER_ACCOUNT = _int("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20, 0, 10_000)
+
 # --- Django ------------------------------------------------------------------------------------
 _default_hosts = ["localhost", "127.0.0.1", "[::1]"]
 if PUBLIC_BASE_URL:
@@ -198,10 +211,24 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Limits above the HTTP timeout: a task is never killed while its POST to Twilio may still succeed.
 CELERY_TASK_SOFT_TIME_LIMIT = TWILIO_TIMEOUT_SECONDS + 20
 CELERY_TASK_TIME_LIMIT = TWILIO_TIMEOUT_SECONDS + 40
+if SWEEP_STUCK_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    # Otherwise the sweeper could take a live worker's claim for a dead one and reconcile before
+    # that worker's POST reached Twilio, then send a second text.
+    raise ImproperlyConfigured(
+        f"SWEEP_STUCK_SECONDS must be more than TWILIO_TIMEOUT_SECONDS + 40 ({CELERY_TASK_TIME_LIMIT}), "
+        f"got {SWEEP_STUCK_SECONDS}"
+    )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Enqueueing happens inside a web request: fail fast when the broker is down rather than hang
 # LimaCharlie's call (the delivery row is already committed and stays `pending`).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BEAT_SCHEDULE = {"sweep": {"task": "deliveries.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)}}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # An unacknowledged task (its worker was killed) is redelivered after this long. It must exceed
+    # the longest retry countdown, or a scheduled retry would be delivered twice (harmless: the
+    # claim stops the second, but wasteful). The sweeper covers the gap much sooner.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 3, "socket_timeout": 5}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 # --- Logging -----------------------------------------------------------------------------------

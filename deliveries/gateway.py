@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+from datetime import datetime, timedelta
 import threading
 import time
 from dataclasses import dataclass
@@ -18,11 +19,40 @@ import requests
 from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 # Twilio codes that mean "nothing was created, try again later" although the HTTP status is 4xx.
 NOT_PROCESSED_CODES = frozenset({20429, 21611})
 OPTED_OUT_CODE = 21610
+
+# What an operator needs to know about the codes Twilio reports (in answers and status callbacks).
+ERROR_MEANINGS = {
+    20003: "Twilio refused the credentials (wrong Account SID or Auth Token)",
+    20429: "Too many concurrent requests to Twilio",
+    21211: "Invalid 'To' number",
+    21408: "Sending to this region is not enabled on the Twilio account",
+    21606: "The 'From' number cannot send SMS",
+    21608: "Trial account: the recipient is not a verified number",
+    21610: "The recipient texted STOP to this sender (opted out)",
+    21611: "The sender's queue is full",
+    21614: "The 'To' number is not a mobile number",
+    21617: "The body is over 1,600 characters",
+    30001: "Queue overflow: Twilio dropped the message",
+    30003: "Unreachable handset (switched off or out of coverage; may succeed later)",
+    30005: "Unknown handset (the number does not exist)",
+    30006: "Landline or unreachable carrier",
+    30007: "Filtered by the carrier (spam filtering)",
+    30008: "Unknown error from the carrier",
+    30500: "Twilio internal error",
+}
+
+# Twilio message statuses in the order a message moves through them; callbacks arrive out of order,
+# so a status only ever moves to a higher rank, and rank 4 is final.
+STATUS_RANK = {
+    "accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3,
+    "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4, "read": 4,
+}
 
 
 class Outcome(enum.StrEnum):
@@ -70,6 +100,7 @@ def _http_client() -> _HeaderKeepingClient:
     if client is None or _local.pid != os.getpid():
         client = _HeaderKeepingClient(timeout=settings.TWILIO_TIMEOUT_SECONDS)
         _local.client, _local.pid = client, os.getpid()
+    client.timeout = settings.TWILIO_TIMEOUT_SECONDS  # the SDK's default is no timeout at all
     return client
 
 
@@ -128,6 +159,60 @@ def send_sms(
         twilio_code=message.error_code or None,
         twilio_message=message.error_message or "",
     )
+
+
+def signature_valid(*, auth_token: str, url: str, params: dict[str, str], signature: str) -> bool:
+    """X-Twilio-Signature check, over the URL exactly as Twilio called it."""
+    return bool(signature) and RequestValidator(auth_token).validate(url, params, signature)
+
+
+class LookupOutcome(enum.StrEnum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"  # could not ask: try again later
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    outcome: LookupOutcome
+    duration_ms: int
+    sid: str = ""
+    twilio_status: str = ""
+    http_status: int | None = None
+    twilio_code: int | None = None
+    twilio_message: str = ""
+    twilio_request_id: str = ""
+
+
+def find_message(
+    *, account_sid: str, auth_token: str, to: str, from_: str, body: str, since: datetime
+) -> LookupResult:
+    """Look for a message we may have created after an ambiguous answer. Twilio has no idempotency
+    key, so "the same message" means: same To, same sender, same body, created after `since`.
+    Only the newest page is read: the message, if it exists, is minutes old."""
+    http = _http_client()
+    started = time.monotonic()
+    filters: dict[str, Any] = {"to": to, "limit": 50, "page_size": 50}
+    if not from_.startswith("MG"):
+        filters["from_"] = from_
+    try:
+        messages = _client(account_sid, auth_token).messages.list(**filters)
+    except TwilioRestException as exc:
+        return LookupResult(LookupOutcome.FAILED, _ms_since(started), http_status=exc.status, twilio_code=exc.code,
+                            twilio_message=_twilio_message(exc), twilio_request_id=http.last_request_id)
+    except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
+        return LookupResult(LookupOutcome.FAILED, _ms_since(started), twilio_message=_describe(exc),
+                            twilio_request_id=http.last_request_id)
+    for message in messages:
+        created = message.date_created
+        if message.body == body and (created is None or created >= since - timedelta(seconds=30)) and (
+            not from_.startswith("MG") or message.messaging_service_sid == from_
+        ):
+            return LookupResult(LookupOutcome.FOUND, _ms_since(started), sid=message.sid or "",
+                                twilio_status=message.status or "", http_status=200,
+                                twilio_request_id=http.last_request_id)
+    return LookupResult(LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200,
+                        twilio_request_id=http.last_request_id)
 
 
 def classify_rest_error(status: int | None, code: int | None) -> Outcome:

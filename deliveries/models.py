@@ -70,6 +70,20 @@ class Delivery(models.Model):
 
     FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.SUPPRESSED})
 
+    class Kind(models.TextChoices):
+        ALERT = "alert", "Alert"
+        SUMMARY = "summary", "Flood-control summary"
+
+    class Hold(models.TextChoices):
+        """Why a delivery was deliberately not sent."""
+
+        OPTED_OUT = "opted_out", "Recipient opted out"
+        DUPLICATE = "duplicate", "Same text to the same recipient shortly before"
+        RECIPIENT_LIMIT = "recipient_limit", "Recipient's limit reached"
+        ORG_LIMIT = "org_limit", "Organisation's limit reached"
+
+    FLOOD_HOLDS = frozenset({Hold.DUPLICATE, Hold.RECIPIENT_LIMIT, Hold.ORG_LIMIT})
+
     class Encoding(models.TextChoices):
         GSM7 = "gsm7", "GSM-7"
         UCS2 = "ucs2", "UCS-2"
@@ -88,6 +102,12 @@ class Delivery(models.Model):
     segments = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     status_reason = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ALERT)
+    hold = models.CharField("held back because", max_length=16, choices=Hold.choices, blank=True)
+    summary = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="summarized",
+        help_text="The summary text that told the recipient about this held-back alert.",
+    )
     twilio_sid = models.CharField(max_length=34, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
@@ -112,6 +132,9 @@ class Delivery(models.Model):
             models.Index(fields=["to_number", "-created_at"], name="delivery_to_created"),
             models.Index(fields=["twilio_sid"], name="delivery_sid", condition=~Q(twilio_sid="")),
             models.Index(fields=["idempotency_key"], name="delivery_key"),
+            # Flood control counts what was claimed per recipient and per organisation in a window.
+            models.Index(fields=["organization", "to_number", "claimed_at"], name="delivery_org_to_claimed"),
+            models.Index(fields=["organization", "claimed_at"], name="delivery_org_claimed"),
         ]
         permissions = [("resend_delivery", "Can resend a delivery")]
 
@@ -136,6 +159,7 @@ class Attempt(models.Model):
         AMBIGUOUS = "ambiguous", "Ambiguous (may exist at Twilio)"
         FOUND_ON_RECONCILE = "found_on_reconcile", "Found at Twilio on reconcile"
         NOT_FOUND_ON_RECONCILE = "not_found_on_reconcile", "Not found at Twilio on reconcile"
+        RECONCILE_FAILED = "reconcile_failed", "Could not ask Twilio (reconcile)"
 
     delivery = models.ForeignKey(Delivery, on_delete=models.PROTECT, related_name="attempts")
     number = models.PositiveIntegerField()

@@ -6,21 +6,22 @@ claimed with a conditional UPDATE before its POST, so two workers can never both
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Sequence
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from deliveries import gateway
+from deliveries import flood, gateway
 from deliveries.gateway import Outcome
-from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization
-from deliveries.sms import PreparedBody
+from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization, OptOut, StatusEvent
+from deliveries.sms import PreparedBody, prepare_body
 
 logger = logging.getLogger(__name__)
 Status = Delivery.Status
@@ -155,90 +156,123 @@ def enqueue_sends(delivery_ids: Sequence[str], trigger: str = Attempt.Trigger.AU
 
 @dataclass(frozen=True)
 class SendDecision:
-    """What the task should do next: nothing, or send again after `retry_in` seconds."""
+    """What the task should do next: nothing, send again after `retry_in` seconds, or look for the
+    message at Twilio after `reconcile_in` seconds."""
 
     status: str
     retry_in: float | None = None
+    reconcile_in: float | None = None
 
 
 def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC) -> SendDecision:
     """Claim a pending delivery, make one attempt, and record what Twilio said."""
-    now = timezone.now()
-    claimed = Delivery.objects.filter(id=delivery_id, status=Status.PENDING).update(
-        status=Status.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now
-    )
-    if not claimed:
-        # Already claimed by another worker, or a redelivered task for a finished delivery.
-        current = Delivery.objects.filter(id=delivery_id).values_list("status", flat=True).first()
-        logger.info("delivery %s not pending (%s); nothing to send", delivery_id, current)
-        return SendDecision(status=current or "missing")
+    claimed = _claim(delivery_id, trigger, from_status=Status.PENDING)
+    if isinstance(claimed, SendDecision):
+        return claimed
+    delivery, attempt = claimed
+    return _record_result(delivery, attempt, _post(delivery))
 
-    delivery = Delivery.objects.select_related("organization").get(id=delivery_id)
-    attempt = Attempt.objects.create(
-        delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now
-    )
+
+def _claim(delivery_id: str, trigger: str, *, from_status: str) -> tuple[Delivery, Attempt] | SendDecision:
+    """Move the delivery from `from_status` to `sending` and open an Attempt, or say why not.
+
+    The organisation's row is locked first: that serialises the flood-control and concurrency
+    decisions for one organisation across every worker, while the POST itself happens after commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        org_id = Delivery.objects.filter(id=delivery_id).values_list("organization_id", flat=True).first()
+        if org_id is None:
+            return SendDecision(status="missing")
+        Organization.objects.select_for_update().filter(id=org_id).exists()
+        delivery = Delivery.objects.select_for_update().select_related("organization").get(id=delivery_id)
+        if delivery.status != from_status:
+            # Claimed by another worker, or a redelivered task for a finished delivery.
+            logger.info("delivery %s is %s, not %s; nothing to do", delivery_id, delivery.status, from_status)
+            return SendDecision(status=delivery.status)
+        if trigger != Attempt.Trigger.RECONCILE:
+            hold, reason = flood.hold_for(delivery, trigger, now)
+            if hold:
+                Delivery.objects.filter(id=delivery.id).update(
+                    status=Status.SUPPRESSED, hold=hold, status_reason=reason, settled_at=now, updated_at=now
+                )
+                logger.info("delivery %s held back: %s", delivery.id, reason)
+                return SendDecision(status=Status.SUPPRESSED)
+            if flood.account_busy(delivery):
+                return SendDecision(status=delivery.status, retry_in=random.uniform(0.5, 1.5))
+        delivery.status, delivery.claimed_at, delivery.updated_at = Status.SENDING, now, now
+        delivery.attempt_count += 1
+        delivery.save(update_fields=["status", "claimed_at", "updated_at", "attempt_count"])
+        attempt = Attempt.objects.create(delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now)
+    return delivery, attempt
+
+
+def _post(delivery: Delivery) -> gateway.SendResult:
     org = delivery.organization
     if not org.has_credential:
-        result = gateway.SendResult(
+        return gateway.SendResult(
             outcome=Outcome.PERMANENT,
             duration_ms=0,
             twilio_message="No Twilio credential is stored for this organisation (it unsubscribed).",
         )
-    else:
-        result = gateway.send_sms(
-            account_sid=org.twilio_account_sid,
-            auth_token=org.twilio_auth_token,
-            to=delivery.to_number,
-            from_=delivery.from_number,
-            body=delivery.body,
-            validity_period=settings.TWILIO_VALIDITY_PERIOD,
-        )
-    return _record_result(delivery, attempt, result)
+    return gateway.send_sms(
+        account_sid=org.twilio_account_sid,
+        auth_token=org.twilio_auth_token,
+        to=delivery.to_number,
+        from_=delivery.from_number,
+        body=delivery.body,
+        validity_period=settings.TWILIO_VALIDITY_PERIOD,
+        status_callback=status_callback_url(delivery),
+    )
+
+
+def status_callback_url(delivery: Delivery) -> str:
+    """Our own delivery id is in the URL, so a callback finds its row even if the worker died
+    before it could save the SID."""
+    if not settings.PUBLIC_BASE_URL:
+        return ""
+    return f"{settings.PUBLIC_BASE_URL}/twilio/status/{delivery.id}/"
 
 
 def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendResult) -> SendDecision:
     now = timezone.now()
-    retry_in: float | None = None
-    fields: dict[str, Any] = {"updated_at": now}
+    decision = SendDecision(status=Status.FAILED)
+    fields: dict[str, Any] = {"updated_at": now, "error_code": result.twilio_code, "error_message": result.twilio_message}
     if result.outcome == Outcome.ACCEPTED:
         status = Status.ACCEPTED if result.twilio_status == "accepted" else Status.QUEUED
         fields.update(status=status, twilio_sid=result.sid, sent_at=now, error_code=None, error_message="")
+        decision = SendDecision(status=status)
     elif result.outcome == Outcome.NOT_PROCESSED and _may_retry(delivery, now):
-        retry_in = retry_delay(delivery.attempt_count)
-        fields.update(status=Status.PENDING, error_code=result.twilio_code, error_message=result.twilio_message)
+        fields.update(status=Status.PENDING)
+        decision = SendDecision(status=Status.PENDING, retry_in=retry_delay(delivery.attempt_count))
     elif result.outcome == Outcome.AMBIGUOUS:
-        # The message may exist. Re-POSTing could text the on-call engineer twice, so it waits for
-        # reconciliation or an operator's decision.
-        fields.update(status=Status.AMBIGUOUS, error_code=result.twilio_code, error_message=result.twilio_message)
+        # The message may exist. Re-POSTing could text the on-call engineer twice, so we first
+        # look for it at Twilio (delivery_reconcile) after a grace period.
+        fields.update(status=Status.AMBIGUOUS)
+        decision = SendDecision(status=Status.AMBIGUOUS, reconcile_in=settings.RECONCILE_GRACE_SECONDS)
     else:
         message = result.twilio_message
         if result.outcome == Outcome.NOT_PROCESSED:
             message = f"Gave up after {delivery.attempt_count} attempts: {message}"
-        fields.update(
-            status=Status.FAILED, settled_at=now, error_code=result.twilio_code, error_message=message[:1000]
-        )
+        fields.update(status=Status.FAILED, settled_at=now, error_message=message[:1000])
     with transaction.atomic():
-        Attempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(
-            finished_at=now,
-            outcome=result.outcome.value,
-            http_status=result.http_status,
-            twilio_code=result.twilio_code,
-            twilio_message=result.twilio_message,
-            twilio_request_id=result.twilio_request_id,
-            duration_ms=result.duration_ms,
-        )
-        # Only the claim we hold may be resolved: if something else moved the row meanwhile, keep it.
+        _finish_attempt(attempt, now, outcome=result.outcome.value, http_status=result.http_status,
+                        twilio_code=result.twilio_code, twilio_message=result.twilio_message,
+                        twilio_request_id=result.twilio_request_id, duration_ms=result.duration_ms)
+        # Only the claim we hold may be resolved: if a status callback moved the row meanwhile, it wins.
         Delivery.objects.filter(id=delivery.id, status=Status.SENDING).update(**fields)
+        if result.twilio_code == gateway.OPTED_OUT_CODE:
+            opt_out_record(delivery=delivery)
     logger.info(
         "delivery %s attempt %d: %s (http %s, code %s, %s)",
-        delivery.id,
-        attempt.number,
-        result.outcome.value,
-        result.http_status,
-        result.twilio_code,
+        delivery.id, attempt.number, result.outcome.value, result.http_status, result.twilio_code,
         result.twilio_message or "-",
     )
-    return SendDecision(status=str(fields.get("status", delivery.status)), retry_in=retry_in)
+    return decision
+
+
+def _finish_attempt(attempt: Attempt, now: Any, **fields: Any) -> None:
+    # `finished_at IS NULL` makes finishing a once-only operation: an attempt is never rewritten.
+    Attempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(finished_at=now, **fields)
 
 
 def _may_retry(delivery: Delivery, now: Any) -> bool:
@@ -251,3 +285,243 @@ def retry_delay(attempts_made: int) -> float:
     that hit Twilio's concurrency cap from coming back all at the same instant."""
     base = min(settings.SEND_RETRY_MAX_SECONDS, settings.SEND_RETRY_BASE_SECONDS * 2 ** max(0, attempts_made - 1))
     return base * random.uniform(0.8, 1.2)
+
+
+# --- ambiguous outcomes: reconcile, then decide ------------------------------------------------------
+
+
+def delivery_reconcile(*, delivery_id: str) -> SendDecision:
+    """Look for an ambiguously-sent message at Twilio. Found: adopt its SID and status. Not found:
+    send again once (AMBIGUOUS_POLICY=at-least-once) or fail (at-most-once). Each step is an attempt."""
+    claimed = _claim(delivery_id, Attempt.Trigger.RECONCILE, from_status=Status.AMBIGUOUS)
+    if isinstance(claimed, SendDecision):
+        return claimed
+    delivery, attempt = claimed
+    org = delivery.organization
+    since = (
+        delivery.attempts.filter(outcome=Attempt.Outcome.AMBIGUOUS).order_by("-number").values_list("started_at", flat=True).first()
+        or delivery.created_at
+    )
+    if not org.has_credential:
+        lookup = gateway.LookupResult(gateway.LookupOutcome.FAILED, 0, twilio_message="No Twilio credential is stored.")
+    else:
+        lookup = gateway.find_message(
+            account_sid=org.twilio_account_sid, auth_token=org.twilio_auth_token, to=delivery.to_number,
+            from_=delivery.from_number, body=delivery.body, since=since,
+        )
+    now = timezone.now()
+    outcome = {
+        gateway.LookupOutcome.FOUND: Attempt.Outcome.FOUND_ON_RECONCILE,
+        gateway.LookupOutcome.NOT_FOUND: Attempt.Outcome.NOT_FOUND_ON_RECONCILE,
+        gateway.LookupOutcome.FAILED: Attempt.Outcome.RECONCILE_FAILED,
+    }[lookup.outcome]
+    with transaction.atomic():
+        _finish_attempt(attempt, now, outcome=outcome, http_status=lookup.http_status, twilio_code=lookup.twilio_code,
+                        twilio_message=lookup.twilio_message or (f"found {lookup.sid}" if lookup.sid else ""),
+                        twilio_request_id=lookup.twilio_request_id, duration_ms=lookup.duration_ms)
+        mine = Delivery.objects.filter(id=delivery.id, status=Status.SENDING)
+        if lookup.outcome == gateway.LookupOutcome.FOUND:
+            mine.update(status=_adopted_status(lookup.twilio_status), twilio_sid=lookup.sid, sent_at=now,
+                        error_code=None, error_message="", updated_at=now)
+            logger.info("delivery %s found at Twilio on reconcile: %s", delivery.id, lookup.sid)
+            return SendDecision(status=Status.QUEUED)
+        if lookup.outcome == gateway.LookupOutcome.FAILED:
+            failed_lookups = delivery.attempts.filter(outcome=Attempt.Outcome.RECONCILE_FAILED).count()
+            mine.update(status=Status.AMBIGUOUS, updated_at=now)
+            if failed_lookups >= settings.SEND_MAX_ATTEMPTS:
+                logger.warning("delivery %s: gave up reconciling; an operator must decide", delivery.id)
+                return SendDecision(status=Status.AMBIGUOUS)
+            return SendDecision(status=Status.AMBIGUOUS, reconcile_in=retry_delay(failed_lookups))
+        resent = delivery.attempts.filter(outcome=Attempt.Outcome.NOT_FOUND_ON_RECONCILE).count() > 1
+        if settings.AMBIGUOUS_POLICY == "at-most-once" or resent:
+            why = ("not re-sent (AMBIGUOUS_POLICY=at-most-once)" if not resent
+                   else "already re-sent once; resend from the audit desk if it is still needed")
+            mine.update(status=Status.FAILED, settled_at=now, updated_at=now,
+                        error_message=f"Twilio's answer was ambiguous and the message was not found at Twilio; {why}.")
+            return SendDecision(status=Status.FAILED)
+        # at-least-once: not found means it was never created, so one more POST cannot double it.
+        delivery.attempt_count += 1
+        mine.update(attempt_count=delivery.attempt_count, claimed_at=now, updated_at=now)
+        attempt = Attempt.objects.create(delivery=delivery, number=delivery.attempt_count,
+                                         trigger=Attempt.Trigger.RETRY, started_at=now)
+    logger.info("delivery %s not found at Twilio after an ambiguous answer; sending it again", delivery.id)
+    return _record_result(delivery, attempt, _post(delivery))
+
+
+def _adopted_status(twilio_status: str) -> str:
+    return _CALLBACK_STATUS.get(twilio_status, Status.QUEUED)
+
+
+# --- delivery receipts ---------------------------------------------------------------------------
+
+_CALLBACK_STATUS = {
+    "queued": Status.QUEUED, "sending": Status.QUEUED, "accepted": Status.ACCEPTED, "scheduled": Status.ACCEPTED,
+    "sent": Status.SENT, "delivered": Status.DELIVERED, "read": Status.DELIVERED,
+    "undelivered": Status.UNDELIVERED, "failed": Status.FAILED, "canceled": Status.FAILED,
+}
+# Our statuses on Twilio's scale (gateway.STATUS_RANK); ours before Twilio has the message rank 0.
+_RANK = {Status.QUEUED: 1, Status.ACCEPTED: 1, Status.SENT: 3, Status.DELIVERED: 4, Status.UNDELIVERED: 4,
+         Status.FAILED: 4, Status.SUPPRESSED: 4}
+
+
+class CallbackResult(enum.StrEnum):
+    STORED = "stored"
+    UNKNOWN = "unknown"  # no such delivery, or nothing to check the signature with
+    FORGED = "forged"
+
+
+def status_callback_record(*, delivery_id: str, url: str, params: dict[str, str], signature: str) -> CallbackResult:
+    """Store a Twilio status callback and move the delivery's status forward (never backward:
+    callbacks arrive out of order and more than once, and a final status is final)."""
+    delivery = Delivery.objects.select_related("organization").filter(id=delivery_id).first()
+    if delivery is None or not delivery.organization.has_credential:
+        logger.warning("status callback for unknown delivery %s (or no credential to check it)", delivery_id)
+        return CallbackResult.UNKNOWN
+    if not gateway.signature_valid(auth_token=delivery.organization.twilio_auth_token, url=url, params=params,
+                                   signature=signature):
+        logger.warning("status callback for delivery %s with an invalid X-Twilio-Signature", delivery_id)
+        return CallbackResult.FORGED
+    twilio_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
+    code = _int_or_none(params.get("ErrorCode"))
+    now = timezone.now()
+    with transaction.atomic():
+        StatusEvent.objects.create(delivery=delivery, message_sid=params.get("MessageSid", "")[:34],
+                                   message_status=twilio_status[:32], error_code=code, payload=params)
+        delivery = Delivery.objects.select_for_update().get(id=delivery.id)
+        new_status = _CALLBACK_STATUS.get(twilio_status)
+        if new_status is None or gateway.STATUS_RANK.get(twilio_status, 0) <= _RANK.get(delivery.status, 0):
+            return CallbackResult.STORED  # older news, or a status we do not track: kept as an event only
+        delivery.status, delivery.updated_at = new_status, now
+        # The callback proves the message exists: adopt its SID even if the worker died before saving it.
+        delivery.twilio_sid = delivery.twilio_sid or params.get("MessageSid", "")[:34]
+        delivery.sent_at = delivery.sent_at or now
+        if code is not None:
+            delivery.error_code = code
+            delivery.error_message = gateway.ERROR_MEANINGS.get(code, f"Twilio error {code}")
+        if gateway.STATUS_RANK[twilio_status] == 4:
+            delivery.settled_at = now
+        delivery.save()
+        if code == gateway.OPTED_OUT_CODE:
+            opt_out_record(delivery=delivery)
+    return CallbackResult.STORED
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+# --- opt-outs ----------------------------------------------------------------------------------------
+
+
+def opt_out_record(*, delivery: Delivery) -> OptOut:
+    """Twilio said 21610: this recipient texted STOP to this sender. Later texts to the pair are held
+    back as `suppressed` without calling Twilio, until an operator clears the opt-out."""
+    opt_out, created = OptOut.objects.get_or_create(
+        organization_id=delivery.organization_id, sender=delivery.from_number, recipient=delivery.to_number,
+        cleared_at__isnull=True, defaults={"source_delivery": delivery},
+    )
+    if created:
+        logger.info("recorded opt-out of %s from sender %s (delivery %s)", delivery.to_number, delivery.from_number, delivery.id)
+    return opt_out
+
+
+# --- the sweeper ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: int = 0
+    lost_in_flight: int = 0
+    reconciles: int = 0
+    summaries: int = 0
+
+
+def deliveries_sweep() -> SweepReport:
+    """Periodic safety net (Celery beat). Re-enqueues deliveries whose task was lost (broker down at
+    accept time, a message dropped); turns a claim whose worker died into an ambiguous outcome, which
+    goes through reconciliation rather than a blind second POST; and sends flood-control summaries."""
+    from deliveries.tasks import reconcile_delivery, send_delivery
+
+    now = timezone.now()
+    stuck = now - timedelta(seconds=settings.SWEEP_STUCK_SECONDS)
+
+    requeued = 0
+    for delivery_id in Delivery.objects.filter(status=Status.PENDING, updated_at__lt=stuck).values_list("id", flat=True)[:1000]:
+        try:
+            send_delivery.delay(str(delivery_id), Attempt.Trigger.AUTOMATIC)
+        except Exception:  # noqa: BLE001 - broker still down: the next sweep tries again
+            logger.warning("sweeper could not enqueue delivery %s; will try again", delivery_id)
+            break
+        Delivery.objects.filter(id=delivery_id, status=Status.PENDING).update(updated_at=now)
+        requeued += 1
+
+    lost = 0
+    for delivery in Delivery.objects.filter(status=Status.SENDING, claimed_at__lt=stuck)[:1000]:
+        # The task time limit is far below SWEEP_STUCK_SECONDS, so no live worker still holds this claim.
+        with transaction.atomic():
+            if Delivery.objects.filter(id=delivery.id, status=Status.SENDING, claimed_at__lt=stuck).update(
+                # Back-dated so that the reconcile step below picks it up in this same sweep.
+                status=Status.AMBIGUOUS, updated_at=now - timedelta(seconds=settings.SWEEP_STUCK_SECONDS + 1),
+                error_message="The worker stopped during the attempt; the message may exist at Twilio.",
+            ):
+                for attempt in delivery.attempts.filter(finished_at__isnull=True):
+                    _finish_attempt(attempt, now, outcome=Attempt.Outcome.AMBIGUOUS,
+                                    twilio_message="worker lost during the attempt")
+                lost += 1
+
+    reconciles = 0
+    for delivery_id in Delivery.objects.filter(status=Status.AMBIGUOUS, updated_at__lt=stuck).values_list("id", flat=True)[:1000]:
+        if Attempt.objects.filter(delivery_id=delivery_id, outcome=Attempt.Outcome.RECONCILE_FAILED).count() >= settings.SEND_MAX_ATTEMPTS:
+            continue  # an operator must decide
+        try:
+            reconcile_delivery.delay(str(delivery_id))
+        except Exception:  # noqa: BLE001
+            break
+        Delivery.objects.filter(id=delivery_id, status=Status.AMBIGUOUS).update(updated_at=now)
+        reconciles += 1
+
+    summaries = flood_summaries_send(now=now)
+    report = SweepReport(requeued, lost, reconciles, summaries)
+    if report != SweepReport():
+        logger.info("sweep: %s", report)
+    return report
+
+
+def flood_summaries_send(*, now: Any) -> int:
+    """When the window in which alerts to a recipient were held back has closed, send that recipient
+    one text saying how many were held back, so silence never hides a storm."""
+    closed = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
+    groups = (
+        Delivery.objects.filter(status=Status.SUPPRESSED, hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True)
+        .values("organization_id", "from_number", "to_number")
+        .annotate(first=models.Min("created_at"))
+        .filter(first__lte=closed)
+    )
+    created = []
+    for group in groups[:1000]:
+        with transaction.atomic():
+            held = Delivery.objects.select_for_update().filter(
+                status=Status.SUPPRESSED, hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True,
+                organization_id=group["organization_id"], from_number=group["from_number"], to_number=group["to_number"],
+            )
+            ids = list(held.values_list("id", flat=True))
+            if not ids:
+                continue
+            prepared = prepare_body(
+                f"ext-twilio: {len(ids)} further alert{'s were' if len(ids) != 1 else ' was'} held back by flood "
+                "control; see the audit desk.", settings.SMS_MAX_BODY_CHARS,
+            )
+            summary = Delivery.objects.create(
+                organization_id=group["organization_id"], idempotency_key=f"summary:{uuid.uuid4()}",
+                ident="ext-twilio flood control", from_number=group["from_number"], to_number=group["to_number"],
+                body=prepared.text, original_length=prepared.original_length, truncated=False,
+                encoding=prepared.encoding, segments=prepared.segments, kind=Delivery.Kind.SUMMARY,
+            )
+            Delivery.objects.filter(id__in=ids).update(summary=summary, updated_at=now)
+            created.append(str(summary.id))
+    if created:
+        enqueue_sends(created)
+    return len(created)

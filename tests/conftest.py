@@ -57,6 +57,8 @@ def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
         twilio_server.received.clear()
         twilio_server.messages.clear()
         twilio_server.plans.clear()
+        twilio_server.lookups.clear()
+        twilio_server.lookup_failures = 0
     settings.TWILIO_API_BASE_URL = twilio_server.url
     return twilio_server
 

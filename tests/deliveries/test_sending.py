@@ -68,27 +68,17 @@ def test_wrong_credentials_fail_permanently_without_a_retry(intake: Intake, tena
     assert _attempts(delivery) == [(1, "automatic", "permanent", 401, 20003)]
 
 
-@pytest.mark.parametrize("plan", ["500", "create_then_500", "create_then_reset"])
-def test_an_ambiguous_answer_is_never_blindly_reposted(
-    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, plan: str
-) -> None:
-    fake_twilio.plan(plan)
-    intake.run(tenant)
-
-    delivery = Delivery.objects.get()
-    assert delivery.status == Delivery.Status.AMBIGUOUS
-    assert [a[2] for a in _attempts(delivery)] == ["ambiguous"]
-    assert len(fake_twilio.posts()) == 1
-
-
-def test_a_read_timeout_is_ambiguous(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+def test_a_read_timeout_is_ambiguous_and_not_reposted(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
     settings.TWILIO_TIMEOUT_SECONDS = 1
     fake_twilio.plan("hang", seconds=2)
-    intake.run(tenant)
+    delivery = make_delivery(tenant)
 
-    delivery = Delivery.objects.get()
+    services.delivery_send(delivery_id=str(delivery.id))
+
+    delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.AMBIGUOUS
     assert delivery.error_message == "requests.exceptions.ReadTimeout"
+    assert len(fake_twilio.posts()) == 1
     assert len(fake_twilio.messages) == 1  # it does exist at Twilio: why a blind re-send would double it
 
 

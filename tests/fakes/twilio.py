@@ -10,6 +10,7 @@ answers GET Messages.json with filters, and can be told how to answer the next P
     fake.plan("create_then_reset") / fake.plan("reset")  # connection dropped after/without creating
     fake.plan("slow", seconds=3)   # creates, answers 201 after a delay
     fake.plan("hang", seconds=30)  # creates, answers after the client gave up (read timeout)
+    fake.lookup_failures = 2    # the next two GET Messages.json answer 503
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class _Handler(QuietHandler):
             return self._error(401 if sid else 404, 20003 if sid else 20404, "Authenticate")
         query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
         with self.fake.lock:
+            self.fake.lookups.append(query)
+            if self.fake.lookup_failures:
+                self.fake.lookup_failures -= 1
+                fail = True
+            else:
+                fail = False
+        if fail:
+            return self._error(503, 20500, "Service Unavailable")
+        with self.fake.lock:
             found = [
                 m for m in self.fake.messages
                 if m["account_sid"] == sid
@@ -124,6 +134,8 @@ class FakeTwilio(FakeServer):
         self.received: list[Received] = []
         self.messages: list[dict[str, Any]] = []
         self.plans: list[Plan] = []
+        self.lookups: list[dict[str, str]] = []
+        self.lookup_failures = 0
 
     def add_account(self, sid: str, token: str) -> None:
         with self.lock:
