@@ -252,7 +252,7 @@ def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendRes
     else:
         message = result.twilio_message
         if result.outcome == Outcome.NOT_PROCESSED:
-            message = f"Gave up after {delivery.attempt_count} attempts: {message}"
+            message = f"Gave up after {_posts_made(delivery)} attempts: {message}"
         fields.update(status=Status.FAILED, settled_at=now, error_message=message[:1000])
     with transaction.atomic():
         _finish_attempt(attempt, now, outcome=result.outcome.value, http_status=result.http_status,
@@ -277,7 +277,12 @@ def _finish_attempt(attempt: Attempt, now: Any, **fields: Any) -> None:
 
 def _may_retry(delivery: Delivery, now: Any) -> bool:
     deadline = delivery.created_at + timedelta(seconds=settings.SEND_DEADLINE_SECONDS)
-    return delivery.attempt_count < settings.SEND_MAX_ATTEMPTS and now < deadline
+    return _posts_made(delivery) < settings.SEND_MAX_ATTEMPTS and now < deadline
+
+
+def _posts_made(delivery: Delivery) -> int:
+    """Tries to send; looking a message up (reconcile) is not one."""
+    return delivery.attempts.exclude(trigger=Attempt.Trigger.RECONCILE).count()
 
 
 def retry_delay(attempts_made: int) -> float:
@@ -332,10 +337,9 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
                 logger.warning("delivery %s: gave up reconciling; an operator must decide", delivery.id)
                 return SendDecision(status=Status.AMBIGUOUS)
             return SendDecision(status=Status.AMBIGUOUS, reconcile_in=retry_delay(failed_lookups))
-        resent = delivery.attempts.filter(outcome=Attempt.Outcome.NOT_FOUND_ON_RECONCILE).count() > 1
-        if settings.AMBIGUOUS_POLICY == "at-most-once" or resent:
-            why = ("not re-sent (AMBIGUOUS_POLICY=at-most-once)" if not resent
-                   else "already re-sent once; resend from the audit desk if it is still needed")
+        if settings.AMBIGUOUS_POLICY == "at-most-once" or not _may_retry(delivery, now):
+            why = ("not re-sent (AMBIGUOUS_POLICY=at-most-once)" if settings.AMBIGUOUS_POLICY == "at-most-once"
+                   else f"gave up after {_posts_made(delivery)} attempts to send it")
             mine.update(status=Status.FAILED, settled_at=now, updated_at=now,
                         error_message=f"Twilio's answer was ambiguous and the message was not found at Twilio; {why}.")
             return SendDecision(status=Status.FAILED)

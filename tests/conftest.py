@@ -59,6 +59,7 @@ def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
         twilio_server.plans.clear()
         twilio_server.lookups.clear()
         twilio_server.lookup_failures = 0
+        twilio_server.every_nth = (0, "")
     settings.TWILIO_API_BASE_URL = twilio_server.url
     return twilio_server
 
@@ -171,11 +172,51 @@ def _database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+class Worker:
+    """A real `celery worker` process on the configured broker, sharing the test database.
+    Tests may kill it (SIGKILL, as a crash would) and start it again."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = None
+
+    def start(self) -> None:
+        self.log = open(LOG, "ab")  # noqa: SIM115 - closed in stop()
+        offset = LOG.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=threads", "--concurrency=4",
+             "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while b"ready." not in LOG.read_bytes()[offset:]:
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("celery worker did not start:\n" + LOG.read_text()[offset:])
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+        if self.log is not None:
+            self.log.close()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(
     django_db_setup: Any, django_db_blocker: Any, twilio_server: FakeTwilio, lc_server: FakeLimaCharlie
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process on the configured broker, sharing the test database."""
+) -> Iterator[Worker]:
     with django_db_blocker.unblock():
         database_url = _database_url()
     env = {
@@ -184,26 +225,21 @@ def celery_worker_process(
         "TWILIO_API_BASE_URL": twilio_server.url,
         "LC_API_URL": lc_server.url,
     }
-    celery = [sys.executable, "-m", "celery", "-A", "config"]
-    subprocess.run([*celery, "purge", "-f"], env=env, cwd=ROOT, check=False, capture_output=True, timeout=60)
-    log = open(LOG, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [*celery, "worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO",
-         "--without-mingle", "--without-gossip", "--without-heartbeat"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 60
-    while b"ready." not in (LOG).read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("celery worker did not start:\n" + (LOG).read_text())
-        time.sleep(0.2)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f"], env=env, cwd=ROOT,
+                   check=False, capture_output=True, timeout=60)
+    LOG.write_bytes(b"")
+    worker = Worker(env)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_worker(celery_worker_process: Worker) -> Worker:
+    """The session's worker, running (restarted if a test killed it)."""
+    if celery_worker_process.proc is None or celery_worker_process.proc.poll() is not None:
+        celery_worker_process.start()
+    return celery_worker_process
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:

@@ -23,6 +23,7 @@ if not os.environ.get("EXT_TWILIO_TEST_RUN"):
     os.environ["TWILIO_TIMEOUT_SECONDS"] = "2"
     os.environ["SEND_RETRY_BASE_SECONDS"] = "1"
     os.environ["SEND_RETRY_MAX_SECONDS"] = "2"
+    os.environ["RECONCILE_GRACE_SECONDS"] = "1"
     for name in ("TWILIO_EDGE", "TWILIO_REGION"):  # they would send the SDK past the fake
         os.environ.pop(name, None)
 

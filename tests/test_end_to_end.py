@@ -26,7 +26,7 @@ def _lc_request(live_server: Any, tenant: Tenant, *extra: str) -> str:
 
 
 def test_a_run_request_from_lc_request_is_sent_once_by_a_real_worker(
-    celery_worker_process: Any, live_server: Any, tenant: Tenant, fake_twilio: FakeTwilio
+    celery_worker: Any, live_server: Any, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
     output = _lc_request(live_server, tenant, "--to", "+15005550001,+15005550002", "--body", "Ransomware on fs-01",
                          "--idempotency-key", "e2e-1")
@@ -45,7 +45,7 @@ def test_a_run_request_from_lc_request_is_sent_once_by_a_real_worker(
 
 
 def test_a_429_storm_is_retried_by_the_worker_until_delivered(
-    celery_worker_process: Any, live_server: Any, tenant: Tenant, fake_twilio: FakeTwilio
+    celery_worker: Any, live_server: Any, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
     for _ in range(2):
         fake_twilio.plan("429")

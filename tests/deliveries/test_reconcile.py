@@ -49,7 +49,7 @@ def test_a_read_timeout_whose_message_exists_is_adopted_not_resent(
     assert len(fake_twilio.messages) == 1 and delivery.twilio_sid == fake_twilio.messages[0]["sid"]
 
 
-def test_a_message_not_found_after_a_500_is_sent_again_once(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_a_message_not_found_after_a_500_is_sent_again(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
     fake_twilio.plan("500")
     delivery = make_delivery(tenant)
 
@@ -61,7 +61,8 @@ def test_a_message_not_found_after_a_500_is_sent_again_once(tenant: Tenant, fake
     assert len(fake_twilio.posts()) == 2 and len(fake_twilio.messages) == 1
 
 
-def test_it_sends_again_only_once_then_leaves_it_to_an_operator(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_it_stops_sending_again_at_the_attempt_limit(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+    settings.SEND_MAX_ATTEMPTS = 2
     fake_twilio.plan("500")
     fake_twilio.plan("500")
     delivery = make_delivery(tenant)
@@ -74,7 +75,9 @@ def test_it_sends_again_only_once_then_leaves_it_to_an_operator(tenant: Tenant, 
         ("retry", "ambiguous"), ("reconcile", "not_found_on_reconcile"),
     ]
     assert delivery.status == "failed"
-    assert delivery.error_message.endswith("already re-sent once; resend from the audit desk if it is still needed.")
+    assert delivery.error_message == (
+        "Twilio's answer was ambiguous and the message was not found at Twilio; gave up after 2 attempts to send it."
+    )
     assert len(fake_twilio.posts()) == 2 and fake_twilio.messages == []
 
 

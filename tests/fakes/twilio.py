@@ -101,6 +101,9 @@ class _Handler(QuietHandler):
         with self.fake.lock:
             self.fake.received.append(Received(sid, form, dict(self.headers.items())))
             plan = self.fake.plans.pop(0) if self.fake.plans else Plan("ok")
+            every, kind = self.fake.every_nth
+            if plan.kind == "ok" and every and len(self.fake.received) % every == 0:
+                plan = Plan(kind)
         if not self._authorised(sid):
             return self._error(401, 20003, "Authenticate")
         if plan.kind == "429":
@@ -136,6 +139,7 @@ class FakeTwilio(FakeServer):
         self.plans: list[Plan] = []
         self.lookups: list[dict[str, str]] = []
         self.lookup_failures = 0
+        self.every_nth: tuple[int, str] = (0, "")  # e.g. (3, "500"): every third POST answers 500
 
     def add_account(self, sid: str, token: str) -> None:
         with self.lock:
