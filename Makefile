@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test install clean
+.PHONY: run test chaos install clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ run: install .env
 
 test: install
 	$(PY) -m pytest
+
+# The load scenario at full size: 10,000 requests, 5 % repeated keys, random Twilio failures, on
+# PostgreSQL (this machine's) and a Redis of its own. Prints the reconciliation table.
+chaos: install
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
+		$(PY) -m pytest -s -p no:randomly --timeout=3600 tests/chaos/test_chaos.py -k load
 
 clean:
 	rm -rf $(VENV) var staticfiles

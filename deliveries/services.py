@@ -451,9 +451,12 @@ def deliveries_sweep() -> SweepReport:
 
     now = timezone.now()
     stuck = now - timedelta(seconds=settings.SWEEP_STUCK_SECONDS)
+    # A pending or ambiguous row whose task was lost (or is merely late) is enqueued again: the
+    # claim makes a duplicate task harmless, so this threshold can be short.
+    waiting = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
 
     requeued = 0
-    for delivery_id in Delivery.objects.filter(status=Status.PENDING, updated_at__lt=stuck).values_list("id", flat=True)[:1000]:
+    for delivery_id in Delivery.objects.filter(status=Status.PENDING, updated_at__lt=waiting).values_list("id", flat=True)[:1000]:
         try:
             send_delivery.delay(str(delivery_id), Attempt.Trigger.AUTOMATIC)
         except Exception:  # noqa: BLE001 - broker still down: the next sweep tries again
@@ -468,7 +471,7 @@ def deliveries_sweep() -> SweepReport:
         with transaction.atomic():
             if Delivery.objects.filter(id=delivery.id, status=Status.SENDING, claimed_at__lt=stuck).update(
                 # Back-dated so that the reconcile step below picks it up in this same sweep.
-                status=Status.AMBIGUOUS, updated_at=now - timedelta(seconds=settings.SWEEP_STUCK_SECONDS + 1),
+                status=Status.AMBIGUOUS, updated_at=now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS + 1),
                 error_message="The worker stopped during the attempt; the message may exist at Twilio.",
             ):
                 for attempt in delivery.attempts.filter(finished_at__isnull=True):
@@ -477,7 +480,7 @@ def deliveries_sweep() -> SweepReport:
                 lost += 1
 
     reconciles = 0
-    for delivery_id in Delivery.objects.filter(status=Status.AMBIGUOUS, updated_at__lt=stuck).values_list("id", flat=True)[:1000]:
+    for delivery_id in Delivery.objects.filter(status=Status.AMBIGUOUS, updated_at__lt=waiting).values_list("id", flat=True)[:1000]:
         if Attempt.objects.filter(delivery_id=delivery_id, outcome=Attempt.Outcome.RECONCILE_FAILED).count() >= settings.SEND_MAX_ATTEMPTS:
             continue  # an operator must decide
         try:

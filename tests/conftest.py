@@ -60,6 +60,8 @@ def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
         twilio_server.lookups.clear()
         twilio_server.lookup_failures = 0
         twilio_server.every_nth = (0, "")
+        twilio_server.refuse.clear()
+        twilio_server.chaos.clear()
     settings.TWILIO_API_BASE_URL = twilio_server.url
     return twilio_server
 

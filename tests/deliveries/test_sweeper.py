@@ -37,7 +37,7 @@ def test_a_request_accepted_while_the_broker_is_down_is_kept_and_sent_by_a_later
     assert delivery.status == "pending" and fake_twilio.posts() == []
 
     assert services.deliveries_sweep().requeued == 0  # not stuck yet: its task may still be on its way
-    _age(delivery, settings.SWEEP_STUCK_SECONDS + 1)
+    _age(delivery, settings.SWEEP_PENDING_SECONDS + 1)
     assert services.deliveries_sweep().requeued == 1
 
     delivery.refresh_from_db()
@@ -74,7 +74,7 @@ def test_an_ambiguous_delivery_whose_reconcile_was_lost_is_reconciled_by_the_swe
     tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
 ) -> None:
     delivery = make_delivery(tenant, status="ambiguous")
-    _age(delivery, settings.SWEEP_STUCK_SECONDS + 1)
+    _age(delivery, settings.SWEEP_PENDING_SECONDS + 1)
 
     assert services.deliveries_sweep().reconciles == 1
 

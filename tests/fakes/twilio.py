@@ -16,6 +16,7 @@ answers GET Messages.json with filters, and can be told how to answer the next P
 from __future__ import annotations
 
 import base64
+import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,11 @@ class _Handler(QuietHandler):
             every, kind = self.fake.every_nth
             if plan.kind == "ok" and every and len(self.fake.received) % every == 0:
                 plan = Plan(kind)
+            if plan.kind == "ok" and form.get("To") in self.fake.refuse:
+                code = self.fake.refuse[form["To"]]
+                plan = Plan("error", status=400, code=code, message=f"Twilio error {code}")
+            if plan.kind == "ok" and self.fake.chaos:
+                plan = self.fake.chaos_plan()
         if not self._authorised(sid):
             return self._error(401, 20003, "Authenticate")
         if plan.kind == "429":
@@ -140,6 +146,19 @@ class FakeTwilio(FakeServer):
         self.lookups: list[dict[str, str]] = []
         self.lookup_failures = 0
         self.every_nth: tuple[int, str] = (0, "")  # e.g. (3, "500"): every third POST answers 500
+        self.refuse: dict[str, int] = {}  # To number -> Twilio error code it always gets
+        self.chaos: dict[str, float] = {}  # plan kind -> probability, for load runs
+        self.random = random.Random(20261126)
+
+    def chaos_plan(self) -> Plan:
+        roll = self.random.random()
+        for kind, probability in self.chaos.items():
+            if roll < probability:
+                if kind == "21211":
+                    return Plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
+                return Plan(kind)
+            roll -= probability
+        return Plan("ok")
 
     def add_account(self, sid: str, token: str) -> None:
         with self.lock:
