@@ -31,7 +31,7 @@ test: install
 # PostgreSQL (this machine's) and a Redis of its own. Prints the reconciliation table.
 chaos: install
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
-		$(PY) -m pytest -s -p no:randomly --timeout=3600 tests/chaos/test_chaos.py -k load
+		$(PY) -m pytest -s --timeout=3600 tests/chaos/test_chaos.py -k load
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 
@@ -83,15 +85,29 @@ def fetch_twilio_credential(*, oid: str, jwt: str, reference: str) -> TwilioCred
     return parse_credential(value, f"secret {name!r}")
 
 
-def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
+@lru_cache(maxsize=1)
+def _sdk() -> Any:
+    """Import the SDK once, and stop it rebuilding an SSL context for every Client.
+
+    limacharlie 5.x creates a fresh `ssl.create_default_context()` in each `Client()`, re-reading the
+    system CA bundle: about 80 ms, i.e. most of the time of a `run` call we serve (measured with
+    cProfile). A configured SSLContext is safe to share between threads, so one is built and reused.
+    """
     import limacharlie.client
+
+    context = limacharlie.client._create_ssl_context()
+    limacharlie.client._create_ssl_context = lambda: context
+    return limacharlie.client
+
+
+def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
     from limacharlie import errors
     from limacharlie.client import Client
     from limacharlie.sdk.hive import Hive
     from limacharlie.sdk.organization import Organization
 
     # The SDK reads LC_API_URL once, at import; keep it in step with our setting.
-    limacharlie.client.ROOT_URL = settings.LC_API_URL
+    _sdk().ROOT_URL = settings.LC_API_URL
     try:
         client = Client(oid=oid, jwt=jwt, timeout=settings.LC_API_TIMEOUT_SECONDS)
         record = Hive(Organization(client), "secret").get(name)
