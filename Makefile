@@ -25,6 +25,7 @@ run: install .env
 	bin/run
 
 test: install
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The load scenario at full size: 10,000 requests, 5 % repeated keys, random Twilio failures, on

@@ -25,9 +25,8 @@ class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = ["number", "trigger", "started_at", "outcome", "http_status", "twilio_code", "twilio_message",
-              "twilio_request_id", "duration_ms"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "trigger", "started_at", "outcome", "http_status", "twilio_code",
+                                "twilio_message", "twilio_request_id", "duration_ms")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -364,7 +364,7 @@ _CALLBACK_STATUS = {
     "undelivered": Status.UNDELIVERED, "failed": Status.FAILED, "canceled": Status.FAILED,
 }
 # Our statuses on Twilio's scale (gateway.STATUS_RANK); ours before Twilio has the message rank 0.
-_RANK = {Status.QUEUED: 1, Status.ACCEPTED: 1, Status.SENT: 3, Status.DELIVERED: 4, Status.UNDELIVERED: 4,
+_RANK: dict[str, int] = {Status.QUEUED: 1, Status.ACCEPTED: 1, Status.SENT: 3, Status.DELIVERED: 4, Status.UNDELIVERED: 4,
          Status.FAILED: 4, Status.SUPPRESSED: 4}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from django.db import DatabaseError
 from rest_framework import exceptions
@@ -27,7 +27,7 @@ class IntakeView(APIView):
         if request.auth is None:
             # No lc-ext-sig: not LimaCharlie (e.g. a probe). The SDKs answer 200 {} and do nothing.
             return Response({})
-        kind, block, envelope = parse(request.auth)
+        kind, block, envelope = parse(cast(bytes, request.auth))
         try:
             status, body = handlers.HANDLERS[kind](block, envelope)
         except DatabaseError:

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -181,7 +181,7 @@ class Worker:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = None
+        self.log: IO[bytes] | None = None
 
     def start(self) -> None:
         self.log = open(LOG, "ab")  # noqa: SIM115 - closed in stop()
