@@ -1,0 +1,55 @@
+"""`make run`'s last step, bin/run: it starts the web service and a worker (with beat), prints where
+to point LimaCharlie, answers, and Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from extension.envelope import SIGNATURE_HEADER, build, sign
+from tests.chaos.harness import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bin_run_serves_the_extension_runs_a_worker_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT,
+                   check=True, capture_output=True, timeout=120)
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(ROOT / "bin/run")], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            wait_until(lambda: b"ready." in log.read_bytes(), 60, "worker ready")
+            body = build("heartbeat", {}, "k")
+            response = wait_until(lambda: _post(port, body, env["LC_SHARED_SECRET"]), 30, "web answers")
+            assert (response.status_code, response.json()) == (200, {"version": 20221218, "data": {}})
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+            proc.wait(timeout=60)
+
+    text = log.read_text()
+    assert f"Extension URL:  http://127.0.0.1:{port}/extension/" in text
+    assert "Shared Secret:  from the LC_SHARED_SECRET environment variable" in text
+    assert env["LC_SHARED_SECRET"] not in text  # where it comes from, never the secret itself
+    assert "beat: Starting" in text
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).returncode == 1
+
+
+def _post(port: int, body: bytes, secret: str) -> requests.Response | None:
+    try:
+        return requests.post(f"http://127.0.0.1:{port}/extension/", data=body,
+                             headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)}, timeout=5)
+    except requests.ConnectionError:
+        return None
