@@ -17,7 +17,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import gateway
+from config import logcontext
+from deliveries import gateway, metrics
 from deliveries.gateway import Outcome
 from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization
 from deliveries.sms import PreparedBody
@@ -174,6 +175,7 @@ def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC)
         return SendDecision(status=current or "missing")
 
     delivery = Delivery.objects.select_related("organization").get(id=delivery_id)
+    logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
     attempt = Attempt.objects.create(
         delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now
     )
@@ -193,6 +195,7 @@ def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC)
             body=delivery.body,
             validity_period=settings.TWILIO_VALIDITY_PERIOD,
         )
+        metrics.twilio_call(result.outcome.value, result.duration_ms)
     return _record_result(delivery, attempt, result)
 
 
@@ -229,6 +232,7 @@ def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendRes
         )
         # Only the claim we hold may be resolved: if something else moved the row meanwhile, keep it.
         Delivery.objects.filter(id=delivery.id, status=Status.SENDING).update(**fields)
+    metrics.attempt_finished(result.outcome.value)
     logger.info(
         "delivery %s attempt %d: %s (http %s, code %s, %s)",
         delivery.id,
