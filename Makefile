@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test install clean
+.PHONY: run test install clean bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ run: install .env
 
 test: install
 	$(PY) -m pytest
+
+# The benchmark (bench/run.py; README "Benchmark"): starts PostgreSQL and Redis if needed, uses its own
+# database ext_twilio_bench and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
+bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) var staticfiles
