@@ -102,8 +102,9 @@ def deliveries_accept(
     try:
         with transaction.atomic():
             org, _ = Organization.objects.get_or_create(oid=oid)
-            org.twilio_account_sid, org.twilio_auth_token, org.credential_refreshed_at = account_sid, auth_token, now
-            org.save(update_fields=["twilio_account_sid", "twilio_auth_token", "credential_refreshed_at", "updated_at"])
+            if _credential_needs_saving(org, account_sid, auth_token, now):
+                org.twilio_account_sid, org.twilio_auth_token, org.credential_refreshed_at = account_sid, auth_token, now
+                org.save(update_fields=["twilio_account_sid", "twilio_auth_token", "credential_refreshed_at", "updated_at"])
             deliveries = [
                 Delivery(
                     organization=org,
@@ -137,6 +138,22 @@ def deliveries_accept(
         return Accepted(previous, duplicate=True)
     logger.info("accepted %d deliveries for org %s key %s", len(ids), oid, idempotency_key)
     return Accepted(reply, duplicate=False)
+
+
+# How stale `credential_refreshed_at` may get while the credential itself is unchanged.
+CREDENTIAL_REFRESH_GRANULARITY = timedelta(seconds=60)
+
+
+def _credential_needs_saving(org: Organization, account_sid: str, auth_token: str, now: Any) -> bool:
+    """Write the organisation row only when the credential changed, or its refresh time is over a
+    minute old. Every `run` call of a burst comes from the same organisation: an UPDATE each time
+    would make their transactions queue on that one row's lock (measured by `make bench`)."""
+    return (
+        org.twilio_account_sid != account_sid
+        or org.twilio_auth_token != auth_token
+        or org.credential_refreshed_at is None
+        or now - org.credential_refreshed_at >= CREDENTIAL_REFRESH_GRANULARITY
+    )
 
 
 def enqueue_sends(delivery_ids: Sequence[str], trigger: str = Attempt.Trigger.AUTOMATIC) -> None:
