@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest
 
 # The benchmark (bench/run.py; README "Benchmark"): starts PostgreSQL and Redis if needed, uses its own
-# database ext_twilio_bench and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
+# database ext_twilio_bench_load and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
 bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(PY) -m bench.run

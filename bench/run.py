@@ -1,7 +1,7 @@
 """`make bench`: the real stack on this machine, measured against the limits it runs on.
 
 Starts, with their own names so nothing else on the machine is touched: a PostgreSQL database
-`ext_twilio_bench` (dropped and created each run), Redis db 12 (flushed), the fake Twilio and fake
+`ext_twilio_bench_load` (dropped and created each run), Redis db 12 (flushed), the fake Twilio and fake
 LimaCharlie (bench/fakes.py, own process), gunicorn with deploy/gunicorn.conf.py, and Celery workers
 with the thread pool. Then:
 
@@ -16,7 +16,7 @@ with the thread pool. Then:
 
 Knobs (environment): BENCH_QUICK=1 (short runs for development), BENCH_TWILIO_LATENCY_MS (100),
 BENCH_WORKERS (Celery worker processes, 2), BENCH_WORKER_THREADS (threads each, 16),
-BENCH_SECONDS (per intake point), BENCH_MESSAGES (delivery phase), WEB_CONCURRENCY / WEB_THREADS
+BENCH_SECONDS (per intake point), BENCH_MESSAGES (delivery phase), BENCH_DATABASE_NAME, WEB_CONCURRENCY / WEB_THREADS
 (gunicorn, as in production). Results: printed, and written to bench/results/ (.md, .json, .png).
 """
 
@@ -56,7 +56,8 @@ WORKER_THREADS = int(os.environ.get("BENCH_WORKER_THREADS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3" if QUICK else "10"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300" if QUICK else "2000"))
 CALLERS = (1, 8, 32)
-DB_NAME = "ext_twilio_bench"
+# Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py on another branch) owns that name.
+DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "ext_twilio_bench_load")
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 
