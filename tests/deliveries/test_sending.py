@@ -83,7 +83,9 @@ def test_an_ambiguous_answer_is_never_blindly_reposted(
 
 def test_a_read_timeout_is_ambiguous(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
     settings.TWILIO_TIMEOUT_SECONDS = 1
-    fake_twilio.plan("hang", seconds=2)
+    # Longer than the suite's TWILIO_TIMEOUT_SECONDS (2) too: the gateway keeps one HTTP client per
+    # thread, made with the timeout of its first use, and a 2 s hang raced a 2 s timeout under load.
+    fake_twilio.plan("hang", seconds=3)
     intake.run(tenant)
 
     delivery = Delivery.objects.get()
