@@ -56,6 +56,7 @@ WORKER_THREADS = int(os.environ.get("BENCH_WORKER_THREADS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3" if QUICK else "10"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300" if QUICK else "2000"))
 CALLERS = (1, 8, 32)
+LOAD_AT_START = 0.0  # the machine's 1-minute load average when the run began: other work skews every figure
 # Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py on another branch) owns that name.
 DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "ext_twilio_bench_load")
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -355,6 +356,8 @@ def main() -> int:
     log(f"{'quick' if QUICK else 'full'} run: {SECONDS:g} s per intake point, {MESSAGES} messages, "
         f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads")
     ensure_services()
+    global LOAD_AT_START
+    LOAD_AT_START = os.getloadavg()[0]
 
     from cryptography.fernet import Fernet
 
@@ -510,6 +513,7 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     result = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
+        "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
         "mode": "quick" if QUICK else "full",
         "settings": {"twilio_latency_ms": LATENCY_MS, "seconds_per_intake_point": SECONDS, "messages": MESSAGES,
                      "celery": f"{WORKERS} processes x {WORKER_THREADS} threads (--pool=threads)",
@@ -536,7 +540,9 @@ def gunicorn_settings(env: dict[str, str]) -> str:
 def report(result: dict[str, Any]) -> None:
     intake = {(r["endpoint"], r["callers"]): r for r in result["intake"]}
     lines = [
-        f"Run {result['when']} ({result['mode']}) on {result['machine']}.",
+        f"Run {result['when']} ({result['mode']}) on {result['machine']}; 1-minute load average "
+        f"{result['load_average']['start']:.1f} at the start, {result['load_average']['end']:.1f} at the end "
+        f"(other work on the machine).",
         f"gunicorn: {result['settings']['gunicorn']}; Celery: {result['settings']['celery']}; "
         f"fake Twilio answers after {result['settings']['twilio_latency_ms']:g} ms.",
         "",
