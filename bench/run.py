@@ -586,7 +586,7 @@ def report(result: dict[str, Any]) -> None:
         (RESULTS / f"{name}.md").write_text(table + "\n")
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     chart(result, RESULTS / f"latest-{result['mode']}.png")
-    log(f"written to {RESULTS}/latest-{result['mode']}.{{md,json,png}}")
+    log(f"written to {RESULTS}/latest-{result['mode']}.* (md, json, and png when matplotlib is installed)")
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
