@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test chaos install clean
+.PHONY: run test chaos bench install clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install
 chaos: install
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
 		$(PY) -m pytest -s --timeout=3600 tests/chaos/test_chaos.py -k load
+
+# The benchmark (bench/run.py; README "Benchmark"): starts PostgreSQL and Redis if needed, uses its own
+# database ext_twilio_bench_load and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
+bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) var staticfiles

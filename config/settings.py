@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -119,6 +120,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here rather than from a CDN
     "deliveries",
     "extension",
 ]
@@ -165,6 +168,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file (not :memory:) so that a Celery worker started by the tests shares the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # Fail a connection attempt in seconds, not after the OS gives up: /readyz and the intake must
+    # answer while the database is unreachable. An explicit value in DATABASE_URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+# Keep a connection open across requests and tasks instead of opening one each time (a PostgreSQL
+# connection costs several milliseconds of both sides' CPU); health checks replace a broken one.
+DATABASES["default"]["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60, 0, 86_400)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -186,7 +197,31 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# --- OpenAPI (drf-spectacular), served at /api/schema/ and browsable at /api/docs/ -------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ext-twilio",
+    "DESCRIPTION": (
+        "A LimaCharlie extension that sends SMS through Twilio. LimaCharlie calls `POST /extension/` with a "
+        "gzipped JSON envelope signed in the `lc-ext-sig` header; operators probe `/healthz` and `/readyz` "
+        "and scrape `/metrics` (Prometheus text, not described here)."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Operations --------------------------------------------------------------------------------
+# When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (for a
+# private network).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Bench only (`make bench`): serves /bench/bare/, which checks lc-ext-sig and answers, as the floor the
+# intake is compared with. Never enable it in production: it is an unauthenticated-cost endpoint.
+BENCH_BARE_ENDPOINT = _bool("BENCH_BARE_ENDPOINT", False)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
@@ -230,18 +265,42 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # the longest retry countdown, or a scheduled retry would be delivered twice (harmless: the
     # claim stops the second, but wasteful). The sweeper covers the gap much sooner.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 3, "socket_timeout": 5}
+# The worker logs through Django's LOGGING (JSON, with the delivery's ids) rather than Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 # --- Logging -----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {LOG_LEVEL!r}")
+# json (default): one JSON object a line, for a log pipeline; plain: human-readable, for a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json").strip().lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Adds oid, idempotency_key and delivery_id (config.logcontext) to every record that has them.
+    "filters": {"context": {"()": "config.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(log_context)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "reserved_attrs": [*RESERVED_ATTRS, "log_context"],
+            "timestamp": False,
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # The twilio SDK logs request bodies and headers at DEBUG; keep it quiet whatever LOG_LEVEL says.
-    "loggers": {"twilio": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    # The twilio SDK logs request bodies and headers (Basic auth) at DEBUG, urllib3 logs URLs, and
+    # the limacharlie SDK may log its requests: keep them quiet whatever LOG_LEVEL says.
+    "loggers": {
+        "twilio": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "limacharlie": {"level": "WARNING"},
+    },
 }

@@ -1,13 +1,26 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from deliveries.views import status_callback
+from deliveries.views import StatusCallbackView
+from config.views import HealthView, ReadyView, metrics_view
 from extension.views import IntakeView
 
 urlpatterns = [
     path("extension/", IntakeView.as_view(), name="extension-intake"),
-    path("twilio/status/<uuid:delivery_id>/", status_callback, name="twilio-status-callback"),
+    path("twilio/status/<uuid:delivery_id>/", StatusCallbackView.as_view(), name="twilio-status-callback"),
+    path("healthz", HealthView.as_view(), name="healthz"),
+    path("readyz", ReadyView.as_view(), name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="openapi-docs"),
     path("admin/", admin.site.urls),
 ]
+
+if settings.BENCH_BARE_ENDPOINT:
+    from extension.views import BareSignatureView
+
+    urlpatterns.append(path("bench/bare/", BareSignatureView.as_view(), name="bench-bare"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from deliveries import services
+from config import logcontext
+from deliveries import metrics, services
 
 
 def _follow_up(delivery_id: str, decision: services.SendDecision) -> str:
     if decision.retry_in is not None:
+        metrics.retry_scheduled()
         send_delivery.apply_async((delivery_id, "retry"), countdown=decision.retry_in)
     if decision.reconcile_in is not None:
         reconcile_delivery.apply_async((delivery_id,), countdown=decision.reconcile_in)
@@ -17,12 +19,16 @@ def _follow_up(delivery_id: str, decision: services.SendDecision) -> str:
 
 @shared_task(name="deliveries.send_delivery")
 def send_delivery(delivery_id: str, trigger: str = "automatic") -> str:
-    return _follow_up(delivery_id, services.delivery_send(delivery_id=delivery_id, trigger=trigger))
+    # Every log line of the task, down to the gateway, carries the delivery id (and, once the service
+    # has loaded the row, its organisation and idempotency key). The pool reuses threads: scope() resets.
+    with logcontext.scope(delivery_id=delivery_id):
+        return _follow_up(delivery_id, services.delivery_send(delivery_id=delivery_id, trigger=trigger))
 
 
 @shared_task(name="deliveries.reconcile_delivery")
 def reconcile_delivery(delivery_id: str) -> str:
-    return _follow_up(delivery_id, services.delivery_reconcile(delivery_id=delivery_id))
+    with logcontext.scope(delivery_id=delivery_id):
+        return _follow_up(delivery_id, services.delivery_reconcile(delivery_id=delivery_id))
 
 
 @shared_task(name="deliveries.sweep")

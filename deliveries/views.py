@@ -3,30 +3,65 @@ signature and records the event."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.parsers import FormParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from deliveries import services
 
+_Callback = inline_serializer(
+    "TwilioStatusCallback",
+    {
+        "MessageSid": serializers.CharField(),
+        "MessageStatus": serializers.CharField(help_text="queued, sent, delivered, undelivered, failed, …"),
+        "AccountSid": serializers.CharField(),
+        "From": serializers.CharField(),
+        "To": serializers.CharField(),
+        "ErrorCode": serializers.CharField(required=False, help_text="On failed and undelivered."),
+    },
+)
 
-@csrf_exempt
-@require_POST
-def status_callback(request: HttpRequest, delivery_id: UUID) -> HttpResponse:
-    # Twilio signs the URL it called. Behind a TLS-terminating proxy this process sees another
-    # scheme/host, so the public URL is rebuilt from PUBLIC_BASE_URL when it is set.
-    path = request.get_full_path()
-    url = f"{settings.PUBLIC_BASE_URL}{path}" if settings.PUBLIC_BASE_URL else request.build_absolute_uri(path)
-    result = services.status_callback_record(
-        delivery_id=str(delivery_id),
-        url=url,
-        params={key: request.POST.get(key, "") for key in request.POST},
-        signature=request.headers.get("X-Twilio-Signature", ""),
+
+class StatusCallbackView(APIView):
+    authentication_classes: list[Any] = []  # X-Twilio-Signature is checked by the service, per account
+    permission_classes: list[Any] = []
+    parser_classes = [FormParser]
+
+    @extend_schema(
+        summary="Twilio message status callback",
+        description="Twilio posts each status change of a message here (the URL carries our delivery id). "
+        "Checked with X-Twilio-Signature over PUBLIC_BASE_URL + path; stored whole; statuses only move forward.",
+        request={"application/x-www-form-urlencoded": _Callback},
+        parameters=[
+            OpenApiParameter("X-Twilio-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+                             description="base64 HMAC-SHA1 of the URL and the sorted form fields, keyed by the Auth Token."),
+        ],
+        responses={
+            200: OpenApiResponse(description="Stored, or an unknown delivery id (so Twilio stops retrying)."),
+            403: OpenApiResponse(description="Missing or invalid X-Twilio-Signature; nothing stored."),
+        },
+        tags=["twilio"],
     )
-    if result == services.CallbackResult.FORGED:
-        return HttpResponse(status=403)
-    # An unknown id still answers 200 with an empty TwiML-free body, so Twilio does not keep retrying.
-    return HttpResponse(status=200)
+    def post(self, request: Request, delivery_id: UUID) -> Response:
+        # Twilio signs the URL it called. Behind a TLS-terminating proxy this process sees another
+        # scheme/host, so the public URL is rebuilt from PUBLIC_BASE_URL when it is set.
+        path = request.get_full_path()
+        url = f"{settings.PUBLIC_BASE_URL}{path}" if settings.PUBLIC_BASE_URL else request.build_absolute_uri(path)
+        result = services.status_callback_record(
+            delivery_id=str(delivery_id),
+            url=url,
+            params={key: request.POST.get(key, "") for key in request.POST},
+            signature=request.headers.get("X-Twilio-Signature", ""),
+        )
+        if result == services.CallbackResult.FORGED:
+            return Response(status=403)
+        # An unknown id still answers 200, so that Twilio does not keep retrying it.
+        return Response(status=200)

@@ -6,14 +6,19 @@ import logging
 from typing import Any, cast
 
 from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponseBase
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import logcontext
+from deliveries import metrics
 from extension import handlers
 from extension.authentication import LimaCharlieSignatureAuthentication
 from extension.envelope import EnvelopeError, parse, reply
+from extension.openapi import ENVELOPE, REPLY, RUN_EXAMPLE
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +27,48 @@ class IntakeView(APIView):
     authentication_classes = [LimaCharlieSignatureAuthentication]
     permission_classes: list[Any] = []
     parser_classes: list[Any] = []  # the body is read, inflated and verified by the authentication class
+    message_type = "-"  # set once the envelope is parsed; the metrics label of this call
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # A fresh log context per call: gunicorn reuses the thread for the next request.
+        with logcontext.scope():
+            response = super().dispatch(request, *args, **kwargs)
+        metrics.intake_call(self.message_type, response.status_code)
+        return response
+
+    @extend_schema(
+        operation_id="extension_call",
+        summary="A call from LimaCharlie (extension protocol 20221218)",
+        description=(
+            "The body is the JSON envelope, gzipped (`Content-Encoding: gzip`), signed with the extension's "
+            "Shared Secret: `lc-ext-sig` is the lower-case hex HMAC-SHA256 of the *decompressed* bytes. "
+            "Exactly one message type is present. Without `lc-ext-sig` (e.g. a load-balancer probe) the "
+            "answer is `200 {}` and nothing happens. Every refusal keeps the reply shape, with `error` and "
+            "`retriable`; LimaCharlie never retries a 4xx."
+        ),
+        request={"application/json": ENVELOPE},
+        responses={
+            200: OpenApiResponse(REPLY, description="Handled; for `run`, the deliveries it created."),
+            400: OpenApiResponse(REPLY, description="Refused: malformed or invalid, names the field."),
+            401: OpenApiResponse(REPLY, description="`lc-ext-sig` does not match the body."),
+            413: OpenApiResponse(REPLY, description="Decompressed body over LC_MAX_BODY_BYTES."),
+            500: OpenApiResponse(REPLY, description="Transient failure (`retriable: true`)."),
+        },
+        examples=[RUN_EXAMPLE],
+        tags=["extension"],
+    )
     def post(self, request: Request) -> Response:
         if request.auth is None:
             # No lc-ext-sig: not LimaCharlie (e.g. a probe). The SDKs answer 200 {} and do nothing.
+            self.message_type = "unsigned"
             return Response({})
         kind, block, envelope = parse(cast(bytes, request.auth))
+        self.message_type = kind
+        org = block.get("org")
+        logcontext.bind(
+            oid=org.get("oid") if isinstance(org, dict) and isinstance(org.get("oid"), str) else None,
+            idempotency_key=envelope.get("idempotency_key") or None,
+        )
         try:
             status, body = handlers.HANDLERS[kind](block, envelope)
         except DatabaseError:
@@ -47,3 +88,19 @@ class IntakeView(APIView):
             return response
         logger.exception("unexpected error in the intake")
         return Response(reply(error="internal error, try again", retriable=True), status=500)
+
+
+class BareSignatureView(APIView):
+    """Bench only (BENCH_BARE_ENDPOINT): the same authentication as the intake (gunzip, lc-ext-sig
+    HMAC) and a protocol reply, nothing else. Served by the same gunicorn as the intake, it is the floor
+    `make bench` compares the intake with."""
+
+    authentication_classes = [LimaCharlieSignatureAuthentication]
+    permission_classes: list[Any] = []
+    parser_classes: list[Any] = []
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        if request.auth is None:
+            return Response({})
+        return Response(reply())

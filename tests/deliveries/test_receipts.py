@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlencode
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.fakes.twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
 PUBLIC = "https://sms.example.com"
+FORM = "application/x-www-form-urlencoded"  # as Twilio posts callbacks
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +34,7 @@ def _callback(client: Any, tenant: Tenant, delivery_id: Any, status: str, token:
     }
     path = f"/twilio/status/{delivery_id}/"
     signature = RequestValidator(token or tenant.auth_token).compute_signature(url or PUBLIC + path, params)
-    return client.post(path, params, HTTP_X_TWILIO_SIGNATURE=signature)
+    return client.post(path, urlencode(params), content_type=FORM, HTTP_X_TWILIO_SIGNATURE=signature)
 
 
 def test_every_send_asks_for_callbacks_at_the_deliverys_own_url(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
@@ -113,7 +115,7 @@ def test_a_forged_callback_gets_403_and_nothing_is_stored(client: Any, tenant: T
 
 def test_an_unsigned_callback_gets_403(client: Any, tenant: Tenant) -> None:
     delivery = make_delivery(tenant, status="queued")
-    response = client.post(f"/twilio/status/{delivery.id}/", {"MessageStatus": "delivered"})
+    response = client.post(f"/twilio/status/{delivery.id}/", "MessageStatus=delivered", content_type=FORM)
     assert response.status_code == 403 and not StatusEvent.objects.exists()
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from extension import credentials
 from extension.credentials import CredentialError, choose_reference, parse_credential, secret_name
 
 
@@ -29,9 +28,3 @@ def test_a_credential_splits_on_the_first_slash_only() -> None:
 def test_an_unreadable_reference_is_refused_by_name() -> None:
     with pytest.raises(CredentialError, match="must be a secret name or hive://secret/NAME"):
         secret_name("a/b")
-
-
-def test_every_limacharlie_client_shares_one_ssl_context() -> None:
-    # Building one per call re-reads the CA bundle and cost most of a run call's time.
-    sdk = credentials._sdk()
-    assert sdk._create_ssl_context() is sdk._create_ssl_context()

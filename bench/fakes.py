@@ -1,0 +1,106 @@
+"""The fake Twilio and fake LimaCharlie of the tests, run as their own process for `make bench`.
+
+The fake Twilio answers every message after `--twilio-latency-ms` (Twilio's own answer time is a few
+hundred ms; the benchmark uses 100 ms) and serves `GET /_bench/stats` with how many messages it
+received and when the last one arrived. Run in its own process so that its Python work does not
+compete for the GIL with the load generator.
+
+    python -m bench.fakes --twilio-latency-ms 100 --account SID:TOKEN --org OID:JWT:SECRET_VALUE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from tests.fakes import twilio as fake_twilio
+from tests.fakes import limacharlie as fake_limacharlie
+
+
+def _no_delay(handler: Any) -> None:
+    # http.server writes the headers and the body in two sends; with Nagle's algorithm on, the body
+    # waits for the client's delayed ACK (40 ms on Linux), which real Twilio does not add.
+    handler.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _BenchLimaCharlieHandler(fake_limacharlie._Handler):
+    def setup(self) -> None:
+        super().setup()
+        _no_delay(self)
+
+
+class BenchLimaCharlie(fake_limacharlie.FakeLimaCharlie):
+    handler_class = _BenchLimaCharlieHandler
+
+
+class _BenchTwilioHandler(fake_twilio._Handler):
+    def setup(self) -> None:
+        super().setup()
+        _no_delay(self)
+
+    def do_POST(self) -> None:  # noqa: N802
+        time.sleep(self.fake.latency)
+        super().do_POST()
+        with self.fake.lock:
+            self.fake.last_at = time.time()
+            # The benchmark sends thousands of messages: keep counts, not every form and message.
+            self.fake.count += 1
+            self.fake.received.clear()
+            self.fake.messages.clear()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/_bench/stats":
+            with self.fake.lock:
+                return self.send_json(200, {"count": self.fake.count, "last_at": self.fake.last_at})
+        if self.path == "/_bench/reset":
+            with self.fake.lock:
+                self.fake.count, self.fake.last_at = 0, 0.0
+            return self.send_json(200, {})
+        super().do_GET()
+
+
+class BenchTwilio(fake_twilio.FakeTwilio):
+    handler_class = _BenchTwilioHandler
+
+    def __init__(self, latency: float) -> None:
+        super().__init__()
+        self.latency, self.count, self.last_at = latency, 0, 0.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--twilio-latency-ms", type=float, default=100)
+    parser.add_argument("--account", required=True, help="ACCOUNT_SID:AUTH_TOKEN")
+    parser.add_argument("--org", required=True, help="OID:JWT:SECRET_VALUE")
+    args = parser.parse_args(argv)
+
+    twilio = BenchTwilio(args.twilio_latency_ms / 1000)
+    sid, token = args.account.split(":", 1)
+    twilio.add_account(sid, token)
+    lc = BenchLimaCharlie()
+    oid, jwt, secret = args.org.split(":", 2)
+    lc.add_org(oid, jwt)
+    lc.add_secret(oid, "twilio", secret)
+    for fake in (twilio, lc):
+        # The default listen backlog (5) drops connections when dozens of callers connect at once.
+        fake.httpd.socket.listen(512)
+        fake.start()
+    print(json.dumps({"twilio": twilio.url, "limacharlie": lc.url}), flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    twilio.stop()
+    lc.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

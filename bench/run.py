@@ -1,0 +1,643 @@
+"""`make bench`: the real stack on this machine, measured against the limits it runs on.
+
+Starts, with their own names so nothing else on the machine is touched: a PostgreSQL database
+`ext_twilio_bench_load` (dropped and created each run), Redis db 12 (flushed), the fake Twilio and fake
+LimaCharlie (bench/fakes.py, own process), gunicorn with deploy/gunicorn.conf.py, and Celery workers
+with the thread pool. Then:
+
+1. Intake: signed, gzipped `run` calls per second (each one answered 200 and persisted, which is
+   checked), p50/p99, at 1, 8 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
+   gunicorn (BENCH_BARE_ENDPOINT: gunzip + lc-ext-sig check + a protocol reply, nothing else).
+   Workers are stopped meanwhile, so the web measurement has the cores to itself.
+2. Delivery: N deliveries committed, then enqueued at once; messages per second until the fake
+   Twilio (answering after 100 ms) has received the last one; beside the limit, a bare loop of the
+   Twilio SDK with the same processes x threads posting to the same fake.
+3. Cost: CPU ms per 1,000 messages and peak RSS, per process kind, from /proc.
+
+Knobs (environment): BENCH_QUICK=1 (short runs for development), BENCH_TWILIO_LATENCY_MS (100),
+BENCH_WORKERS (Celery worker processes, 2), BENCH_WORKER_THREADS (threads each, 16),
+BENCH_SECONDS (per intake point), BENCH_MESSAGES (delivery phase), BENCH_DATABASE_NAME, WEB_CONCURRENCY / WEB_THREADS
+(gunicorn, as in production). Results: printed, and written to bench/results/ (.md, .json, .png).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+VAR = ROOT / "var" / "bench"
+PY = sys.executable
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0", "false")
+LATENCY_MS = float(os.environ.get("BENCH_TWILIO_LATENCY_MS", "100"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+WORKER_THREADS = int(os.environ.get("BENCH_WORKER_THREADS", "16"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3" if QUICK else "10"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300" if QUICK else "2000"))
+CALLERS = (1, 8, 32)
+LOAD_AT_START = 0.0  # the machine's 1-minute load average when the run began: other work skews every figure
+# Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py on another branch) owns that name.
+DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "ext_twilio_bench_load")
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the machine's services ----------------------------------------------------------------------
+
+
+def ensure_services() -> None:
+    """Start PostgreSQL and Redis if they are not running (as .ci/run does), then a fresh bench
+    database and an empty Redis db 12."""
+    if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode != 0:
+        version = sorted(os.listdir("/etc/postgresql"))[0]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
+    if subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True).returncode != 0:
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+                        "--save", "", "--appendonly", "no"], check=True)
+    for _ in range(60):
+        pg = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
+        redis_ok = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"],
+                                  capture_output=True).returncode == 0
+        if pg and redis_ok:
+            break
+        time.sleep(1)
+    import psycopg
+    import redis
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    out = (VAR / f"{name}.log").open("wb")
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (gunicorn's master and workers; celery's main process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+    return total
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """Sum of each process's peak resident set (VmHWM): the memory the kind needed at its busiest."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+# --- the intake load generator ---------------------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    oid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    jwt: str = field(default_factory=lambda: "eyJ" + secrets.token_urlsafe(40))
+    account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+def run_envelope(tenant: Tenant, n: int) -> bytes:
+    envelope = {
+        "version": 20221218,
+        "idempotency_key": f"bench-{uuid.uuid4()}",
+        "request": {
+            "org": {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "dr-general/bench"},
+            "action": "run",
+            "data": {"body": f"Detection {n}: suspicious powershell on host-17", "from": "+15005550006",
+                     "to": f"+1500555{n % 10000:04d}"},
+            "config": {},
+            "inv_id": f"inv-{n}",
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def _caller(port: int, path: str, secret: str, tenant: Tenant, deadline: float, seed: int,
+            out: list[tuple[int, float]]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
+    n = seed
+    while time.time() < deadline:
+        n += 1
+        body = run_envelope(tenant, n)
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                   "lc-ext-sig": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+        payload = gzip.compress(body, compresslevel=6)
+        started = time.perf_counter()
+        try:
+            conn.request("POST", path, payload, headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
+            status = 0
+        out.append((status, time.perf_counter() - started))
+    conn.close()
+
+
+def _caller_process(args: tuple[int, str, str, Tenant, float, int, int]) -> list[tuple[int, float]]:
+    port, path, secret, tenant, deadline, threads, seed = args
+    results: list[list[tuple[int, float]]] = [[] for _ in range(threads)]
+    pool = [threading.Thread(target=_caller, args=(port, path, secret, tenant, deadline, seed + i * 1_000_000,
+                                                   results[i])) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return [r for rs in results for r in rs]
+
+
+@dataclass
+class Load:
+    endpoint: str
+    callers: int
+    seconds: float
+    ok: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def load(port: int, path: str, secret: str, tenant: Tenant, callers: int, seconds: float, seed: int) -> Load:
+    """`callers` concurrent keep-alive connections, spread over up to 4 processes so that the load
+    generator's own Python work is not the bottleneck."""
+    processes = min(callers, 4)
+    per = [callers // processes + (1 if i < callers % processes else 0) for i in range(processes)]
+    started = time.time()
+    deadline = started + seconds
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(processes) as pool:
+        parts = pool.map(_caller_process, [(port, path, secret, tenant, deadline, per[i], seed + i * 100_000_000)
+                                           for i in range(processes)])
+    elapsed = time.time() - started
+    results = [r for part in parts for r in part]
+    ok = [latency for status, latency in results if status == 200]
+    quantiles = statistics.quantiles(ok, n=100, method="inclusive") if len(ok) >= 2 else [0.0] * 99
+    return Load(endpoint=path, callers=callers, seconds=round(elapsed, 2), ok=len(ok),
+                errors=len(results) - len(ok), rps=len(ok) / elapsed,
+                p50_ms=quantiles[49] * 1000, p99_ms=quantiles[98] * 1000)
+
+
+# --- the Twilio SDK limit ----------------------------------------------------------------------------
+
+
+def _sdk_process(args: tuple[str, str, str, int, int]) -> int:
+    base_url, sid, token, threads, count = args
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    remaining = [count]
+    lock = threading.Lock()
+
+    def loop() -> None:
+        client = Client(sid, token, http_client=TwilioHttpClient(timeout=10))
+        client.api.base_url = base_url
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            client.messages.create(to="+15005550001", from_="+15005550006", body="limit", validity_period=3600)
+
+    pool = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return count
+
+
+def sdk_limit(base_url: str, tenant: Tenant, processes: int, threads: int, count: int) -> tuple[float, float]:
+    """Messages per second of a bare loop of the Twilio SDK with the same processes x threads as the
+    workers, and its CPU ms per 1,000 messages (the part of a worker's cost that is the SDK's)."""
+    per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    ctx = multiprocessing.get_context("fork")
+    cpu0 = _children_cpu()
+    started = time.time()
+    pool = ctx.Pool(processes)
+    pool.map(_sdk_process, [(base_url, tenant.account_sid, tenant.auth_token, threads, per[i])
+                            for i in range(processes)])
+    elapsed = time.time() - started
+    pool.close()
+    pool.join()  # reaped, so their CPU time is in RUSAGE_CHILDREN
+    return count / elapsed, (_children_cpu() - cpu0) * 1000 / count * 1000
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def twilio_stats(base_url: str, reset: bool = False) -> dict[str, Any]:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/_bench/reset" if reset else "/_bench/stats")
+    data = json.loads(conn.getresponse().read())
+    conn.close()
+    return data
+
+
+# --- the benchmark --------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip() or "PostgreSQL ?"
+    rd = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split(" sha")[0]
+    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, {pg}, {rd}")
+
+
+def main() -> int:
+    VAR.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log(f"{'quick' if QUICK else 'full'} run: {SECONDS:g} s per intake point, {MESSAGES} messages, "
+        f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads")
+    ensure_services()
+    global LOAD_AT_START
+    LOAD_AT_START = os.getloadavg()[0]
+
+    from cryptography.fernet import Fernet
+
+    tenant = Tenant()
+    shared_secret = secrets.token_urlsafe(24)
+    multiproc = VAR / "prometheus"
+    subprocess.run(["rm", "-rf", str(multiproc)], check=True)
+    multiproc.mkdir()
+    fakes = start([PY, "-m", "bench.fakes", "--twilio-latency-ms", str(LATENCY_MS),
+                   "--account", f"{tenant.account_sid}:{tenant.auth_token}",
+                   "--org", f"{tenant.oid}:{tenant.jwt}:{tenant.account_sid}/{tenant.auth_token}"],
+                  {**os.environ}, "fakes")
+    urls = wait_until(lambda: (VAR / "fakes.log").read_text().strip().splitlines()[:1], 30, "the fakes")
+    urls = json.loads(urls[0])
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EXT_TWILIO_"))},
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "LC_SHARED_SECRET": shared_secret,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+        "CELERY_BROKER_URL": REDIS_URL,
+        "TWILIO_API_BASE_URL": urls["twilio"],
+        "LC_API_URL": urls["limacharlie"],
+        "VAR_DIR": str(VAR),
+        "BENCH_BARE_ENDPOINT": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "INFO",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    os.environ.update(env)  # this process uses the bench database too (to count and to enqueue)
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+
+    processes: list[subprocess.Popen[bytes]] = [fakes]
+    try:
+        return _measure(env, tenant, shared_secret, urls, port, processes)
+    finally:
+        for proc in reversed(processes):
+            stop(proc)
+
+
+def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict[str, str], port: int,
+             processes: list[subprocess.Popen[bytes]]) -> int:
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    from deliveries import services
+    from deliveries.models import AlertRequest, Delivery, Organization
+    from deliveries.sms import prepare_body
+
+    web = start([PY, "-m", "gunicorn", "config.wsgi", "--config", "deploy/gunicorn.conf.py"], env, "web")
+    processes.append(web)
+
+    def web_up() -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    wait_until(web_up, 60, "gunicorn")
+    connections.close_all()  # the load generator forks: no inherited database connection
+
+    # 1. Intake, with no worker running: the sends pile up in Redis and are flushed afterwards.
+    intake: list[Load] = []
+    web_cost: dict[str, float] = {}
+    seed = 0
+    for callers in CALLERS:
+        for path in ("/bench/bare/", "/extension/"):
+            seed += 1_000_000_000
+            load(port, path, shared_secret, tenant, callers, min(1.0, SECONDS), seed)  # warm-up
+            connections.close_all()
+            before = AlertRequest.objects.count()
+            connections.close_all()
+            cpu0 = cpu_seconds(process_tree(web.pid))
+            seed += 1_000_000_000
+            result = load(port, path, shared_secret, tenant, callers, SECONDS, seed)
+            cpu1 = cpu_seconds(process_tree(web.pid))
+            persisted = AlertRequest.objects.count() - before
+            connections.close_all()
+            cost = (cpu1 - cpu0) * 1000 / max(1, result.ok) * 1000
+            if path == "/extension/" and persisted < result.ok:
+                raise RuntimeError(f"{result.ok} calls answered 200 but only {persisted} persisted")
+            if callers == max(CALLERS):
+                web_cost["cpu_ms_per_1000" if path == "/extension/" else "floor_cpu_ms_per_1000"] = cost
+            intake.append(result)
+            log(f"intake {path:14} {callers:>2} callers: {result.rps:7.1f}/s  p50 {result.p50_ms:6.1f} ms  "
+                f"p99 {result.p99_ms:6.1f} ms  ({result.ok} ok, {result.errors} errors)")
+    web_cost["peak_rss_mb"] = peak_rss_mb(process_tree(web.pid))
+    web_cost["processes"] = len(process_tree(web.pid))
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+    # 2. Delivery: workers up and ready, N committed deliveries enqueued, then the workers are told to
+    # consume: the clock starts with a full queue, so neither worker start-up nor this process's
+    # publishing rate is in the figure.
+    from config.celery import app as celery_app
+
+    queue = celery_app.conf.task_default_queue
+    workers = []
+    for i in range(WORKERS):
+        workers.append(start([PY, "-m", "celery", "-A", "config", "worker", "--pool=threads",
+                              f"--concurrency={WORKER_THREADS}", "--loglevel=INFO", "--without-mingle",
+                              "--without-gossip", "-n", f"bench{i}@%h", "-Q", "bench-hold"], env, f"worker{i}"))
+    processes.extend(workers)
+    for i in range(WORKERS):
+        worker_log = VAR / f"worker{i}.log"
+
+        def ready(path: Path = worker_log) -> bool:
+            return b"ready." in path.read_bytes()
+
+        wait_until(ready, 60, f"worker {i}")
+    names = [f"bench{i}@{socket.gethostname()}" for i in range(WORKERS)]
+    celery_app.control.add_consumer(queue, destination=names, reply=True)
+    body = prepare_body("Detection: bench delivery", 1600)
+    services.deliveries_accept(oid=tenant.oid, idempotency_key="bench-warmup", ident="", inv_id="",
+                               from_number="+15005550006", recipients=[f"+1500556{i:04d}" for i in range(20)],
+                               body=body, account_sid=tenant.account_sid, auth_token=tenant.auth_token)
+    wait_until(lambda: twilio_stats(urls["twilio"])["count"] >= 20, 60, "the warm-up deliveries")
+    wait_until(lambda: Delivery.objects.filter(idempotency_key="bench-warmup", status="queued").count() == 20,
+               60, "the warm-up deliveries recorded")
+    celery_app.control.cancel_consumer(queue, destination=names, reply=True)
+    org = Organization.objects.get(oid=tenant.oid)
+    twilio_stats(urls["twilio"], reset=True)
+    rows = [Delivery(organization=org, idempotency_key="bench-delivery", from_number="+15005550006",
+                     to_number=f"+1{i:010d}", body=body.text, original_length=body.original_length,
+                     encoding=body.encoding, segments=body.segments) for i in range(MESSAGES)]
+    Delivery.objects.bulk_create(rows, batch_size=1000)
+    ids = [str(d.id) for d in rows]
+    worker_pids = [p for w in workers for p in process_tree(w.pid)]
+    services.enqueue_sends(ids)
+    cpu0 = cpu_seconds(worker_pids)
+    started = time.time()
+    celery_app.control.add_consumer(queue, destination=names, reply=True)
+    wait_until(lambda: twilio_stats(urls["twilio"])["count"] >= MESSAGES, 600, "the deliveries")
+    last = twilio_stats(urls["twilio"])["last_at"]
+    delivered_rate = MESSAGES / (last - started)
+    wait_until(lambda: Delivery.objects.filter(idempotency_key="bench-delivery", status="queued").count() == MESSAGES,
+               60, "every delivery recorded as queued")
+    cpu1 = cpu_seconds(worker_pids)
+    worker_cost = {"cpu_ms_per_1000": (cpu1 - cpu0) * 1000 / MESSAGES * 1000,
+                   "peak_rss_mb": peak_rss_mb(worker_pids), "processes": len(worker_pids)}
+    log(f"delivery: {MESSAGES} messages at {delivered_rate:.1f}/s")
+    for w in workers:
+        stop(w, timeout=60)
+    connections.close_all()
+
+    twilio_stats(urls["twilio"], reset=True)
+    limit, limit_cpu = sdk_limit(urls["twilio"], tenant, WORKERS, WORKER_THREADS, MESSAGES)
+    log(f"Twilio SDK loop: {limit:.1f}/s")
+
+    outcome = {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
+        "mode": "quick" if QUICK else "full",
+        "settings": {"twilio_latency_ms": LATENCY_MS, "seconds_per_intake_point": SECONDS, "messages": MESSAGES,
+                     "celery": f"{WORKERS} processes x {WORKER_THREADS} threads (--pool=threads)",
+                     "gunicorn": gunicorn_settings(env)},
+        "intake": [asdict(r) for r in intake],
+        "delivery": {"messages": MESSAGES, "rate": delivered_rate, "limit": limit},
+        "cost": {"web": web_cost, "worker": worker_cost,
+                 "sdk_loop": {"cpu_ms_per_1000": limit_cpu, "processes": WORKERS}},
+    }
+    report(outcome)
+    return 0
+
+
+def gunicorn_settings(env: dict[str, str]) -> str:
+    out = subprocess.run([PY, "-c", "import runpy; c = runpy.run_path('deploy/gunicorn.conf.py'); "
+                                    "print(c['workers'], c['threads'], c['worker_class'])"],
+                         env=env, cwd=ROOT, capture_output=True, text=True).stdout.split()
+    return f"{out[0]} workers x {out[1]} threads ({out[2]}), deploy/gunicorn.conf.py"
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+def report(result: dict[str, Any]) -> None:
+    intake = {(r["endpoint"], r["callers"]): r for r in result["intake"]}
+    lines = [
+        f"Run {result['when']} ({result['mode']}) on {result['machine']}; 1-minute load average "
+        f"{result['load_average']['start']:.1f} at the start, {result['load_average']['end']:.1f} at the end "
+        f"(other work on the machine).",
+        f"gunicorn: {result['settings']['gunicorn']}; Celery: {result['settings']['celery']}; "
+        f"fake Twilio answers after {result['settings']['twilio_latency_ms']:g} ms.",
+        "",
+        "| Intake (`run`, signed + gzipped) | callers | req/s | p50 ms | p99 ms | floor req/s (bare) | floor p99 ms "
+        "| ratio to floor | goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for callers in CALLERS:
+        svc, bare = intake[("/extension/", callers)], intake[("/bench/bare/", callers)]
+        ratio = svc["rps"] / bare["rps"] if bare["rps"] else 0
+        goal = "≥ 0.50" + (", p99 < 50 ms" if callers == 32 else "")
+        met = ratio >= 0.5 and (callers != 32 or svc["p99_ms"] < 50)
+        lines.append(f"| accepted and persisted | {callers} | {svc['rps']:.0f} | {svc['p50_ms']:.1f} | "
+                     f"{svc['p99_ms']:.1f} | {bare['rps']:.0f} | {bare['p99_ms']:.1f} | {ratio:.2f} | "
+                     f"{goal}: {'met' if met else 'missed'} |")
+    d = result["delivery"]
+    ratio = d["rate"] / d["limit"] if d["limit"] else 0
+    lines += [
+        "",
+        "| Delivery (accepted → received by fake Twilio) | messages | msg/s | limit (bare Twilio SDK loop) msg/s "
+        "| ratio to limit | goal |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| {result['settings']['celery']} | {d['messages']} | {d['rate']:.0f} | {d['limit']:.0f} | {ratio:.2f} | "
+        f"≥ 0.50: {'met' if ratio >= 0.5 else 'missed'} |",
+        "",
+        "| Cost per process kind | processes | CPU ms per 1,000 messages | peak RSS (sum of processes) MB "
+        "| baseline CPU ms per 1,000 | ratio to baseline |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    web, worker, sdk = result["cost"]["web"], result["cost"]["worker"], result["cost"]["sdk_loop"]
+    lines.append(f"| web (gunicorn; `run` calls at {max(CALLERS)} callers) | {web['processes']} | "
+                 f"{web['cpu_ms_per_1000']:.0f} | {web['peak_rss_mb']:.0f} | {web['floor_cpu_ms_per_1000']:.0f} "
+                 f"(bare endpoint) | {web['cpu_ms_per_1000'] / web['floor_cpu_ms_per_1000']:.1f}× |")
+    lines.append(f"| worker (Celery, thread pool) | {worker['processes']} | {worker['cpu_ms_per_1000']:.0f} | "
+                 f"{worker['peak_rss_mb']:.0f} | {sdk['cpu_ms_per_1000']:.0f} (bare SDK loop) | "
+                 f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× |")
+    table = "\n".join(lines)
+    print("\n" + table + "\n", flush=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for name in (f"{stamp}-{result['mode']}", f"latest-{result['mode']}"):
+        (RESULTS / f"{name}.md").write_text(table + "\n")
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, RESULTS / f"latest-{result['mode']}.png")
+    log(f"written to {RESULTS}/latest-{result['mode']}.* (md, json, and png when matplotlib is installed)")
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed (pip install -r bench/requirements.txt): no chart")
+        return
+    intake = {(r["endpoint"], r["callers"]): r for r in result["intake"]}
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
+    x = range(len(CALLERS))
+    width = 0.38
+    left.bar([i - width / 2 for i in x], [intake[("/bench/bare/", c)]["rps"] for c in CALLERS], width,
+             label="floor: bare signed endpoint", color="#bbbbbb")
+    left.bar([i + width / 2 for i in x], [intake[("/extension/", c)]["rps"] for c in CALLERS], width,
+             label="intake: run accepted + persisted", color="#1f77b4")
+    left.set_xticks(list(x), [f"{c} callers" for c in CALLERS])
+    left.set_ylabel("requests / s")
+    left.set_title("Intake throughput")
+    left.legend(fontsize=8)
+    middle.plot([str(c) for c in CALLERS], [intake[("/extension/", c)]["p99_ms"] for c in CALLERS], "o-",
+                label="intake p99")
+    middle.plot([str(c) for c in CALLERS], [intake[("/extension/", c)]["p50_ms"] for c in CALLERS], "o--",
+                label="intake p50")
+    middle.plot([str(c) for c in CALLERS], [intake[("/bench/bare/", c)]["p99_ms"] for c in CALLERS], "s:",
+                color="#999999", label="floor p99")
+    middle.axhline(50, color="red", linewidth=0.8, label="goal: p99 < 50 ms at 32")
+    middle.set_xlabel("concurrent callers")
+    middle.set_ylabel("ms")
+    middle.set_title("Intake latency")
+    middle.legend(fontsize=8)
+    d = result["delivery"]
+    right.bar(["limit: Twilio SDK loop", "service: accepted → Twilio"], [d["limit"], d["rate"]],
+              color=["#bbbbbb", "#2ca02c"])
+    right.axhline(d["limit"] / 2, color="red", linewidth=0.8, label="goal: half the limit")
+    right.set_ylabel("messages / s")
+    right.set_title(f"Delivery, Twilio answering in {result['settings']['twilio_latency_ms']:g} ms")
+    right.legend(fontsize=8)
+    fig.suptitle(f"ext-twilio bench {result['when']} ({result['mode']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

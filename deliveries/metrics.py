@@ -1,0 +1,120 @@
+"""Every Prometheus metric of the service, defined in one place, and the one-line calls that record them.
+
+Two kinds of figure:
+
+* Events counted where they happen (intake calls, attempts, retries, Twilio latency). They live in the
+  process that saw them. Under gunicorn with several workers, and with a Celery worker beside it, set
+  `PROMETHEUS_MULTIPROC_DIR` to a folder shared by those processes (emptied at start, as `bin/run`
+  does): prometheus_client then keeps the values in files there and `/metrics` sums them all.
+* State (deliveries by status, the age of the oldest pending delivery, suppressions) is read from the
+  database at scrape time, so it is right whichever process or machine changed it, and survives
+  restarts. Both use the (status, -created_at) index; the count by status reads all of it, which is
+  fine at a scrape every 15-60 s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable
+
+from django.db.models import Count
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+PREFIX = "ext_twilio"
+
+INTAKE_CALLS = Counter(
+    f"{PREFIX}_intake_calls",
+    "Calls to POST /extension/ by LimaCharlie message type and outcome.",
+    ["message_type", "outcome"],
+)
+ATTEMPTS = Counter(
+    f"{PREFIX}_attempts",
+    "Finished attempts to hand a delivery to Twilio, by outcome class "
+    "(accepted, not_processed, permanent, ambiguous).",
+    ["outcome"],
+)
+RETRIES = Counter(f"{PREFIX}_send_retries", "Retries scheduled after Twilio did not process a message.")
+TWILIO_LATENCY = Histogram(
+    f"{PREFIX}_twilio_request_seconds",
+    "Time one POST to Twilio's Messages API took, by outcome class.",
+    ["outcome"],
+    # Twilio answers in a few hundred ms; the tail up to TWILIO_TIMEOUT_SECONDS is what an operator hunts.
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+
+
+def intake_call(message_type: str, status: int) -> None:
+    INTAKE_CALLS.labels(message_type=message_type, outcome=_intake_outcome(status)).inc()
+
+
+def _intake_outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 401:
+        return "unauthorized"
+    if status == 413:
+        return "too_large"
+    return "refused" if status < 500 else "error"
+
+
+def twilio_call(outcome: str, duration_ms: int) -> None:
+    TWILIO_LATENCY.labels(outcome=outcome).observe(duration_ms / 1000)
+
+
+def attempt_finished(outcome: str) -> None:
+    ATTEMPTS.labels(outcome=outcome).inc()
+
+
+def retry_scheduled() -> None:
+    RETRIES.inc()
+
+
+class DatabaseCollector(Collector):
+    """Gauges computed from the database when /metrics is scraped."""
+
+    def collect(self) -> Iterable[Metric]:
+        from deliveries.models import Delivery
+
+        counts = dict(
+            Delivery.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n")
+        )
+        by_status = GaugeMetricFamily(f"{PREFIX}_deliveries", "Deliveries by current status.", labels=["status"])
+        for status in Delivery.Status.values:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+
+        yield GaugeMetricFamily(
+            f"{PREFIX}_deliveries_suppressed",
+            "Deliveries deliberately not sent (status suppressed: opt-out or flood control).",
+            value=counts.get(Delivery.Status.SUPPRESSED, 0),
+        )
+
+        oldest = (
+            Delivery.objects.filter(status=Delivery.Status.PENDING)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_oldest_pending_delivery_age_seconds",
+            "Age of the oldest delivery still pending (queued for a first try or a retry); 0 when none.",
+            value=max(0.0, time.time() - oldest.timestamp()) if oldest else 0.0,
+        )
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric: counted events (from all processes sharing
+    PROMETHEUS_MULTIPROC_DIR, or from this process alone) followed by the database gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        events = CollectorRegistry()
+        multiprocess.MultiProcessCollector(events)
+    else:
+        events = REGISTRY
+    state = CollectorRegistry(auto_describe=False)
+    state.register(DatabaseCollector())
+    return generate_latest(events) + generate_latest(state)
