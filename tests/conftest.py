@@ -16,6 +16,7 @@ from django.conf import settings
 
 from config.celery import app as celery_app
 from extension.envelope import SIGNATURE_HEADER, build, gzip_bytes, sign
+from tests.chaos.harness import wait_until
 from tests.fakes.limacharlie import FakeLimaCharlie
 from tests.fakes.twilio import FakeTwilio
 
@@ -245,10 +246,4 @@ def celery_worker(celery_worker_process: Worker) -> Worker:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return wait_until(predicate, timeout, "condition not met", interval)

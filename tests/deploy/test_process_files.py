@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.chaos.harness import free_port
 from tests.conftest import ROOT, _database_url, wait_for
 
 PROCFILE = ROOT / "deploy" / "Procfile"
@@ -31,12 +31,6 @@ def _procfile() -> dict[str, str]:
     return processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def process_env(django_db_setup: Any, django_db_blocker: Any, tmp_path: Path) -> dict[str, str]:
     with django_db_blocker.unblock():
@@ -48,7 +42,7 @@ def process_env(django_db_setup: Any, django_db_blocker: Any, tmp_path: Path) ->
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DATABASE_URL": database_url,
         "HOST": "127.0.0.1",
-        "PORT": str(_free_port()),
+        "PORT": str(free_port()),
         "WEB_CONCURRENCY": "2",
         "CELERY_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
