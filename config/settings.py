@@ -233,6 +233,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(VAR_DIR / "broker-processed"),
+        # Where the transport keeps its fan-out exchange table; by default a `control/` folder in the
+        # working directory, which would litter the checkout.
+        "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
     }
     # The filesystem transport has no fan-out exchange for remote control commands.
