@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 
@@ -7,5 +8,5 @@ from extension.views import IntakeView
 
 urlpatterns = [
     path("extension/", IntakeView.as_view(), name="extension-intake"),
-    path("admin/", admin.site.urls),
+    path(settings.ADMIN_URL, admin.site.urls),
 ]

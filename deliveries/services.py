@@ -10,7 +10,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -19,8 +19,11 @@ from django.utils import timezone
 
 from deliveries import gateway
 from deliveries.gateway import Outcome
-from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization
+from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, OptOut, Organization
 from deliveries.sms import PreparedBody
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser as User
 
 logger = logging.getLogger(__name__)
 Status = Delivery.Status
@@ -161,8 +164,15 @@ class SendDecision:
     retry_in: float | None = None
 
 
-def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC) -> SendDecision:
-    """Claim a pending delivery, make one attempt, and record what Twilio said."""
+def delivery_send(
+    *,
+    delivery_id: str,
+    trigger: str = Attempt.Trigger.AUTOMATIC,
+    triggered_by_id: int | None = None,
+    reason: str = "",
+) -> SendDecision:
+    """Claim a pending delivery, make one attempt, and record what Twilio said. A resend passes
+    the operator and their reason, which are kept on its attempt (see delivery_resend)."""
     now = timezone.now()
     claimed = Delivery.objects.filter(id=delivery_id, status=Status.PENDING).update(
         status=Status.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now
@@ -175,7 +185,8 @@ def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC)
 
     delivery = Delivery.objects.select_related("organization").get(id=delivery_id)
     attempt = Attempt.objects.create(
-        delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now
+        delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now,
+        triggered_by_id=triggered_by_id, reason=reason,
     )
     org = delivery.organization
     if not org.has_credential:
@@ -251,3 +262,83 @@ def retry_delay(attempts_made: int) -> float:
     that hit Twilio's concurrency cap from coming back all at the same instant."""
     base = min(settings.SEND_RETRY_MAX_SECONDS, settings.SEND_RETRY_BASE_SECONDS * 2 ** max(0, attempts_made - 1))
     return base * random.uniform(0.8, 1.2)
+
+
+# --- the audit desk: resend and opt-out clearing ------------------------------------------------
+
+# A resend may start from any status in which no send of ours is in flight. Never from `pending`
+# or `sending`: the delivery is already queued or being posted, and a second task would race it.
+RESENDABLE_STATUSES = frozenset(
+    {
+        Status.FAILED, Status.AMBIGUOUS, Status.SUPPRESSED, Status.DELIVERED, Status.UNDELIVERED,
+        Status.SENT, Status.QUEUED, Status.ACCEPTED,
+    }
+)
+
+
+class Refused(Exception):
+    """An operator's request the desk will not carry out; the message says why, for the operator."""
+
+
+def delivery_resend(*, delivery: Delivery, by: User, reason: str, unusual_confirmed: bool = False) -> Delivery:
+    """Put a delivery back in the queue so the ordinary send task sends it again.
+
+    The new attempt is made by the same task and policy as any send, with trigger `resend`, the
+    operator and the reason; earlier attempts are not touched. It is
+    refused when it cannot work, and when it is unusual (see delivery_resend_warning) and the
+    operator has not confirmed that explicitly; the Refused message is shown to them.
+    """
+    from deliveries.selectors import delivery_resend_refusal, delivery_resend_warning
+
+    reason = reason.strip()
+    if not reason:
+        raise Refused("a reason is required")
+    refusal = delivery_resend_refusal(delivery=delivery)
+    if refusal:
+        raise Refused(refusal)
+    warning = delivery_resend_warning(delivery=delivery)
+    if warning and not unusual_confirmed:
+        raise Refused(f"{warning}; resending it needs the explicit confirmation")
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional, like the send claim: if a worker or another operator moved the row since the
+        # page was drawn, nothing happens and the operator is told.
+        moved = Delivery.objects.filter(id=delivery.id, status__in=RESENDABLE_STATUSES).update(
+            status=Status.PENDING, settled_at=None, status_reason=f"resend by {by.get_username()}"[:255],
+            updated_at=now,
+        )
+        if not moved:
+            current = Delivery.objects.filter(id=delivery.id).values_list("status", flat=True).first()
+            raise Refused(f"it is {current} now, already on its way")
+        delivery_id, user_id = str(delivery.id), by.pk
+        transaction.on_commit(lambda: _enqueue_resend(delivery_id, user_id, reason))
+    logger.info("delivery %s resend requested by user %s: %s", delivery.id, by.pk, reason[:200])
+    delivery.refresh_from_db()
+    return delivery
+
+
+def _enqueue_resend(delivery_id: str, user_id: int, reason: str) -> None:
+    from deliveries.tasks import send_delivery
+
+    try:
+        send_delivery.delay(delivery_id, Attempt.Trigger.RESEND, user_id, reason)
+    except Exception:  # noqa: BLE001 - kombu raises many types; the row is safe either way
+        # The row stays `pending`, like an intake whose broker was down.
+        logger.exception("could not enqueue the resend of delivery %s; it stays pending", delivery_id)
+
+
+def opt_out_clear(*, opt_out: OptOut, by: User, reason: str) -> OptOut:
+    """Clear an opt-out (the person texted START, or it was recorded in error). It is kept, with who
+    cleared it and why; sends to the pair are no longer suppressed."""
+    reason = reason.strip()
+    if not reason:
+        raise Refused("a reason is required")
+    now = timezone.now()
+    cleared = OptOut.objects.filter(id=opt_out.id, cleared_at__isnull=True).update(
+        cleared_at=now, cleared_by=by, cleared_reason=reason
+    )
+    if not cleared:
+        raise Refused("it was already cleared")
+    logger.info("opt-out %s (%s from %s) cleared by user %s", opt_out.id, opt_out.recipient, opt_out.sender, by.pk)
+    opt_out.refresh_from_db()
+    return opt_out
