@@ -35,7 +35,8 @@ def create_roles(apps: Any, schema_editor: Any = None) -> None:
     # they do not exist yet, so create this app's now.
     app_config = apps.get_app_config("deliveries")
     # create_permissions skips an app without models_module, which a migration-state stub lacks.
-    app_config.models_module = True
+    if not getattr(app_config, "models_module", None):
+        app_config.models_module = True
     create_permissions(app_config, apps=apps, verbosity=0)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
