@@ -191,6 +191,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["config.formats"]  # ISO date-times to the second in the admin
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

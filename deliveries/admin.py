@@ -217,7 +217,7 @@ class ResendForm(forms.Form):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "to_number", "from_number", "status_badge", "attempt_count",
+    list_display = ["created_at", "organization", "to_number", "from_number", "status_badge", "attempts",
                     "last_error", "twilio_sid"]
     list_filter = ["status", OutcomeClassFilter, ErrorCodeFilter, "organization", CreatedRangeFilter,
                    "truncated", LastTriggerFilter]
@@ -258,6 +258,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
             '<span class="status-badge" style="background:{}">{}</span>', BADGE_COLOURS.get(obj.status, "#6b7280"),
             obj.get_status_display(),
         )
+
+    @admin.display(description="attempts", ordering="attempt_count")
+    def attempts(self, obj: Delivery) -> int:
+        return obj.attempt_count
 
     @admin.display(description="last error")
     def last_error(self, obj: Delivery) -> str:

@@ -154,7 +154,7 @@ def test_the_list_shows_the_columns_newest_first_with_a_coloured_badge(tenant: T
     assert [d.pk for d in _listed(response)] == [new.pk, old.pk]
     assert '<span class="status-badge" style="background:#b91c1c">Failed</span>' in html
     assert "<b>21211</b> Invalid &#x27;To&#x27; Phone Number" in html and "SM" + "a" * 32 in html
-    for header in ["Created at", "Organization", "To", "From", "Status", "Attempt count", "Last error", "Twilio sid"]:
+    for header in ["Created at", "Organization", "To", "From", "Status", "Attempts", "Last error", "Twilio sid"]:
         assert f">{header}<" in html or f">{header}</a>" in html
     assert "2 deliveries" in " ".join(html.split())  # counted, but never past CappedCountPaginator.CAP
 
