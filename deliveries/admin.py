@@ -308,7 +308,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
         streamed. The export itself is recorded in the admin log, with its filters."""
         if not self.has_export_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:deliveries_delivery_changelist") + "?e=1")
         queryset = changelist.queryset
         query = request.GET.urlencode()
         LogEntry.objects.create(
