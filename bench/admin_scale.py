@@ -183,12 +183,18 @@ def measure(runs: int, explain: bool) -> dict[str, float]:
     number = some[len(some) // 2][1]  # e.g. +15000012345, typed as an operator would paste it
     typed = f"+1 ({number[2:5]}) {number[5:8]}-{number[8:]}"
     today = timezone.now().date()
+    org_id = Delivery.objects.values_list("organization_id", flat=True).first()
     requests = {
         "list (newest first)": f"{base}",
         "search by number, typed as +1 (500) 123-4567": f"{base}?q={typed.replace('+', '%2B').replace(' ', '+')}",
         "status=failed + created 30-20 days ago": (
             f"{base}?status__exact=failed&created_from={today - timedelta(days=30)}&created_to={today - timedelta(days=20)}"
         ),
+        # The other filters, for completeness (the bar is the three above).
+        "outcome class = permanent (last attempt)": f"{base}?outcome=permanent",
+        "last attempt trigger = resend": f"{base}?last_trigger=resend",
+        "Twilio error code 21610": f"{base}?error_code=21610",
+        "organisation + truncated": f"{base}?organization__id__exact={org_id}&truncated__exact=1",
         "delivery page (timeline)": None,
         "admin index (at a glance)": "/admin/",
     }

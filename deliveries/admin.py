@@ -69,18 +69,28 @@ class CappedCountPaginator(Paginator):
 
 
 class OutcomeClassFilter(admin.SimpleListFilter):
-    """What kind of failure the latest attempt met (see the send policy in the README)."""
+    """What kind of failure the latest attempt met (see the send policy in the README).
+
+    Each class first narrows to the statuses it can leave a delivery in, so PostgreSQL reads the
+    (status, created_at, id) index in the list's order and probes the latest attempt of those rows
+    only; without that it hash-joined all attempts of that outcome with a full scan of deliveries
+    (440 ms at 1M rows)."""
 
     title = "outcome class"
     parameter_name = "outcome"
-    CLASSES = [Attempt.Outcome.PERMANENT, Attempt.Outcome.NOT_PROCESSED, Attempt.Outcome.AMBIGUOUS]
+    CLASSES = {
+        Attempt.Outcome.PERMANENT: [Status.FAILED, Status.SUPPRESSED],
+        Attempt.Outcome.NOT_PROCESSED: [Status.PENDING, Status.FAILED],  # a retry is due, or it gave up
+        Attempt.Outcome.AMBIGUOUS: [Status.AMBIGUOUS],
+    }
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(c.value, c.label) for c in self.CLASSES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
-        if self.value() in {c.value for c in self.CLASSES}:
-            return queryset.filter(selectors.last_attempt_exists(outcome=self.value()))
+        for outcome, statuses in self.CLASSES.items():
+            if self.value() == outcome.value:
+                return queryset.filter(status__in=statuses).filter(selectors.last_attempt_exists(outcome=outcome))
         return queryset
 
 
