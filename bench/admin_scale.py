@@ -192,6 +192,7 @@ def measure(runs: int, explain: bool) -> dict[str, float]:
         ),
         # The other filters, for completeness (the bar is the three above).
         "outcome class = permanent (last attempt)": f"{base}?outcome=permanent",
+        "outcome class = not processed (last attempt)": f"{base}?outcome=not_processed",
         "last attempt trigger = resend": f"{base}?last_trigger=resend",
         "Twilio error code 21610": f"{base}?error_code=21610",
         "organisation + truncated": f"{base}?organization__id__exact={org_id}&truncated__exact=1",

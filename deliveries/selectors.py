@@ -105,6 +105,11 @@ def delivery_resend_warning(*, delivery: Delivery, opt_out: OptOut | None | bool
         )
     if delivery.status == Status.DELIVERED:
         return "Twilio reported it delivered: the recipient already has this message and would get it twice"
+    # Not in the list, but the same harm: the person may get the alert twice.
+    if delivery.status == Status.AMBIGUOUS:
+        return "Twilio's answer was ambiguous: the message may exist at Twilio and the recipient could get it twice"
+    if delivery.status in (Status.QUEUED, Status.ACCEPTED, Status.SENT):
+        return f"Twilio accepted it ({delivery.status}) and has not reported a final status: it may still arrive"
     return ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import pytest
@@ -129,3 +130,16 @@ def test_clearing_an_opt_out_keeps_it_with_who_and_why(tenant: Tenant) -> None:
         services.opt_out_clear(opt_out=opt_out, by=operator, reason="again")
     with pytest.raises(services.Refused, match="a reason is required"):
         services.opt_out_clear(opt_out=opt_out, by=operator, reason="")
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    ("ambiguous", "Twilio's answer was ambiguous"), ("queued", "Twilio accepted it (queued)"),
+    ("sent", "Twilio accepted it (sent)"),
+])
+def test_resending_what_twilio_may_still_deliver_needs_the_explicit_confirmation(
+    tenant: Tenant, fake_twilio: FakeTwilio, status: str, why: str
+) -> None:
+    delivery = make_delivery(tenant, status=status)
+    with pytest.raises(services.Refused, match=re.escape(why)):
+        services.delivery_resend(delivery=delivery, by=make_user("operator"), reason="again")
+    assert Delivery.objects.get(pk=delivery.pk).status == status and fake_twilio.posts() == []
