@@ -85,7 +85,7 @@ SELECT 'org-' || o, 'subscribed', '', '', now(), now() FROM generate_series(1, 2
 INSERT INTO deliveries_delivery (
     id, organization_id, idempotency_key, ident, inv_id, from_number, to_number, body, original_length,
     truncated, encoding, segments, status, status_reason, twilio_sid, error_code, error_message,
-    attempt_count, created_at, updated_at, sent_at, settled_at)
+    attempt_count, last_trigger, last_outcome, created_at, updated_at, sent_at, settled_at)
 SELECT
     md5('d' || i)::uuid,
     (SELECT min(id) FROM deliveries_organization) + (i % 20),
@@ -106,6 +106,8 @@ SELECT
                   WHEN 'ambiguous' THEN 20500 ELSE NULL END,
     CASE s.status WHEN 'failed' THEN 'Twilio refused it' WHEN 'ambiguous' THEN 'Internal Server Error' ELSE '' END,
     3,
+    CASE WHEN s.status = 'failed' AND i % 4 = 1 THEN 'resend' ELSE 'retry' END,  -- as the third attempt below
+    CASE s.status WHEN 'failed' THEN 'permanent' WHEN 'ambiguous' THEN 'ambiguous' ELSE 'accepted' END,
     t.created_at,
     t.created_at,
     t.created_at + interval '1 second',

@@ -92,6 +92,11 @@ class Delivery(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     attempt_count = models.PositiveIntegerField(default=0)
+    # Copies of the latest attempt's trigger and outcome, for the admin's filters: joining each
+    # delivery to its latest attempt cannot use an index in the list's order, and took 0.3-0.9 s
+    # at a million rows. Written by services.delivery_send with the attempt itself.
+    last_trigger = models.CharField(max_length=16, blank=True)
+    last_outcome = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last claimed it.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -124,6 +129,8 @@ class Delivery(models.Model):
                 condition=Q(error_code__isnull=False),
             ),
             models.Index(fields=["-created_at", "-id"], name="delivery_truncated_created_id", condition=Q(truncated=True)),
+            models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
+            models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
         ]
         permissions = [("resend_delivery", "Can resend a delivery")]
 
@@ -168,11 +175,7 @@ class Attempt(models.Model):
     class Meta:
         ordering = ["delivery", "number"]
         constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_per_delivery")]
-        indexes = [
-            models.Index(fields=["outcome", "-started_at"], name="attempt_outcome_started"),
-            # The admin's "last attempt trigger" filter finds the (rare) retries and resends first.
-            models.Index(fields=["trigger", "delivery", "number"], name="attempt_trigger_delivery"),
-        ]
+        indexes = [models.Index(fields=["outcome", "-started_at"], name="attempt_outcome_started")]
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.outcome or 'in flight'})"

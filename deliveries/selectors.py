@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -65,18 +65,6 @@ def delivery_search_q(term: str) -> Q:
     if number:
         q |= Q(to_number=number)
     return q
-
-
-# --- filters on the last attempt ------------------------------------------------------------------
-
-
-def last_attempt_exists(**attempt_filters: Any) -> Exists:
-    """Deliveries whose latest attempt matches. The latest attempt's number is the delivery's
-    attempt_count (the claim increments one and creates the other), so this is one probe of the
-    unique (delivery, number) index per delivery rather than a max() over its attempts."""
-    return Exists(
-        Attempt.objects.filter(delivery=OuterRef("pk"), number=OuterRef("attempt_count"), **attempt_filters)
-    )
 
 
 # --- resend -----------------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def delivery_send(
     the operator and their reason, which are kept on its attempt (see delivery_resend)."""
     now = timezone.now()
     claimed = Delivery.objects.filter(id=delivery_id, status=Status.PENDING).update(
-        status=Status.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now
+        status=Status.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now,
+        last_trigger=trigger, last_outcome="",  # the admin's filters read these (see the model)
     )
     if not claimed:
         # Already claimed by another worker, or a redelivered task for a finished delivery.
@@ -210,7 +211,7 @@ def delivery_send(
 def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendResult) -> SendDecision:
     now = timezone.now()
     retry_in: float | None = None
-    fields: dict[str, Any] = {"updated_at": now}
+    fields: dict[str, Any] = {"updated_at": now, "last_outcome": result.outcome.value}
     if result.outcome == Outcome.ACCEPTED:
         status = Status.ACCEPTED if result.twilio_status == "accepted" else Status.QUEUED
         fields.update(status=status, twilio_sid=result.sid, sent_at=now, error_code=None, error_message="")

@@ -37,6 +37,7 @@ def test_a_resend_sends_again_as_a_new_attempt_with_the_operator_and_reason(
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.QUEUED and delivery.settled_at is None
+    assert (delivery.last_trigger, delivery.last_outcome) == ("resend", "accepted")
     assert list(delivery.attempts.values_list("number", "trigger", "triggered_by", "reason", "outcome")) == [
         (1, "automatic", None, "", "permanent"),
         (2, "resend", operator.pk, "number fixed in the rule", "accepted"),
@@ -143,3 +144,21 @@ def test_resending_what_twilio_may_still_deliver_needs_the_explicit_confirmation
     with pytest.raises(services.Refused, match=re.escape(why)):
         services.delivery_resend(delivery=delivery, by=make_user("operator"), reason="again")
     assert Delivery.objects.get(pk=delivery.pk).status == status and fake_twilio.posts() == []
+
+
+def test_the_migration_fills_the_last_trigger_and_outcome_of_earlier_deliveries(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    fake_twilio.plan("429")
+    delivery = make_delivery(tenant)
+    services.delivery_send(delivery_id=str(delivery.id))
+    services.delivery_send(delivery_id=str(delivery.id), trigger="retry")
+    never_sent = make_delivery(tenant, to_number="+15005550099")
+    Delivery.objects.update(last_trigger="", last_outcome="")
+
+    importlib.import_module("deliveries.migrations.0004_delivery_last_attempt_backfill").backfill(apps, None)
+
+    assert Delivery.objects.filter(pk=delivery.pk).values_list("last_trigger", "last_outcome").get() == ("retry", "accepted")
+    assert Delivery.objects.filter(pk=never_sent.pk).values_list("last_trigger", "last_outcome").get() == ("", "")
