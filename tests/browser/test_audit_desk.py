@@ -58,7 +58,7 @@ def browser(django_db_setup: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1600, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1800, "height": 900}, accept_downloads=True)
     # The admin's navigation sidebar, closed (its remembered state), so pages show their content.
     context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
     page = context.new_page()
