@@ -58,6 +58,11 @@ def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
         twilio_server.messages.clear()
         twilio_server.plans.clear()
     settings.TWILIO_API_BASE_URL = twilio_server.url
+    # The gateway keeps one HTTP client per thread, built with the TWILIO_TIMEOUT_SECONDS of the
+    # moment; a test that lowers the timeout must not inherit an earlier test's client.
+    from deliveries import gateway
+
+    gateway._local.__dict__.clear()
     return twilio_server
 
 
