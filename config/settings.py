@@ -9,6 +9,8 @@ over the local `.env` file that `make run` writes. Secrets may also be given as 
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,6 +107,24 @@ FLOOD_ORG_LIMIT = _int("FLOOD_ORG_LIMIT", 1000, 0, 10_000_000)
 FLOOD_DUPLICATE_SECONDS = _int("FLOOD_DUPLICATE_SECONDS", 300, 0, 86400)
 TWILIO_MAX_CONCURRENT_PER_ACCOUNT = _int("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20, 0, 10_000)
 
+# --- The audit desk (Django admin) -------------------------------------------------------------
+ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip()
+if not re.fullmatch(r"(?:[A-Za-z0-9._~-]+/)+", ADMIN_URL):
+    raise ImproperlyConfigured(f"ADMIN_URL must be a relative path ending in '/', e.g. 'desk/', got {ADMIN_URL!r}")
+# Most deliveries one resend may touch: a slip of the "select all" box must not text a thousand people.
+ADMIN_RESEND_MAX = _int("ADMIN_RESEND_MAX", 500, 1, 10_000)
+# Login lockout (django-axes): after this many failures for one username from one address, that
+# pair is locked out for AXES_COOLOFF_MINUTES. Keyed on the pair, so that an attacker guessing
+# from elsewhere cannot lock a SOC lead out of the desk during an incident.
+AXES_FAILURE_LIMIT = _int("AXES_FAILURE_LIMIT", 5, 1, 100)
+AXES_COOLOFF_TIME = timedelta(minutes=_int("AXES_COOLOFF_MINUTES", 15, 1, 10_080))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Over HTTPS the session and CSRF cookies must never travel in clear text.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+SESSION_COOKIE_HTTPONLY = True
+
 # --- Django ------------------------------------------------------------------------------------
 _default_hosts = ["localhost", "127.0.0.1", "[::1]"]
 if PUBLIC_BASE_URL:
@@ -122,6 +142,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here rather than from a CDN
+    "axes",
     "deliveries",
     "extension",
 ]
@@ -135,6 +156,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so that a locked-out username/address pair is refused before its password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -187,6 +216,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["config.formats"]  # ISO date-times to the second in the admin
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

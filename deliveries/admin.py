@@ -1,16 +1,46 @@
-"""Read-only audit views of deliveries. History is append-only: nobody edits a recorded fact."""
+"""The audit desk: the Django admin for SOC leads (audit) and operators (audit and resend).
+
+History is append-only here: nobody, superusers included, adds, edits or deletes a delivery, an
+attempt or a status event. Views and actions stay thin: reads come from deliveries.selectors,
+writes go through deliveries.services.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
+from functools import cached_property
+from typing import Any, Iterator, cast
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import AbstractBaseUser as User
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import PAGE_VAR
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from deliveries.models import Attempt, Delivery, ErrorReport, Organization
+from deliveries import selectors, services
+from deliveries.models import Attempt, Delivery, ErrorReport, OptOut, Organization, StatusEvent
+
+Status = Delivery.Status
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    show_facets = admin.ShowFacets.NEVER  # facet counts are a full count per filter choice
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -21,25 +51,466 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class AttemptInline(admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("number", "trigger", "started_at", "outcome", "http_status", "twilio_code",
-                                "twilio_message", "twilio_request_id", "duration_ms")
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP + 1 rows. The admin's exact count of a million-row table (or of a broad
+    filter) is a full index scan on every page view; nobody pages past the first hundred pages, they
+    narrow the filter. `capped` tells the template to say "more than CAP"."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        n = cast("QuerySet[Any]", self.object_list)[: self.CAP + 1].count()
+        self.capped = n > self.CAP
+        return min(n, self.CAP)
+
+    capped = False
+
+
+# --- filters --------------------------------------------------------------------------------------
+
+
+class OutcomeClassFilter(admin.SimpleListFilter):
+    """What kind of failure the latest attempt met (see the send policy in the README)."""
+
+    title = "outcome class"
+    parameter_name = "outcome"
+    CLASSES = [Attempt.Outcome.PERMANENT, Attempt.Outcome.NOT_PROCESSED, Attempt.Outcome.AMBIGUOUS]
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(c.value, c.label) for c in self.CLASSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        if self.value() in {c.value for c in self.CLASSES}:
+            return queryset.filter(last_outcome=self.value())
+        return queryset
+
+
+class LastTriggerFilter(admin.SimpleListFilter):
+    title = "last attempt trigger"
+    parameter_name = "last_trigger"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(t.value, t.label) for t in Attempt.Trigger]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        if self.value() in Attempt.Trigger.values:
+            return queryset.filter(last_trigger=self.value())
+        return queryset
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """The Twilio codes an operator meets most, by name. Any other code works by URL
+    (`?error_code=30007`); listing the codes actually stored would scan every failed delivery."""
+
+    title = "Twilio error code"
+    parameter_name = "error_code"
+    KNOWN = {
+        20003: "authentication failed",
+        20429: "too many requests",
+        20500: "Twilio internal error",
+        21211: "invalid 'To' number",
+        21408: "region not enabled",
+        21608: "unverified number (trial)",
+        21610: "recipient opted out (STOP)",
+        21611: "sender's queue full",
+        21612: "cannot route to this number",
+        21614: "not a mobile number",
+        30003: "unreachable handset",
+        30005: "unknown destination",
+        30006: "landline or unreachable carrier",
+        30007: "carrier filtered it",
+        30008: "unknown error",
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        choices = [(str(code), f"{code} {label}") for code, label in self.KNOWN.items()]
+        value = self.value()
+        if value and value.isdigit() and int(value) not in self.KNOWN:
+            choices.append((value, value))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"error_code must be a number, got {value!r}")
+        return queryset.filter(error_code=int(value))
+
+
+class CreatedRangeFilter(admin.ListFilter):
+    """Created between two dates (UTC, both inclusive). A bound may also be an ISO date-time
+    (`2026-11-26T14:00`), which the at-a-glance links use for "the last 24 hours"."""
+
+    title = "created (UTC)"
+    template = "admin/deliveries/date_range_filter.html"
+    FROM, TO = "created_from", "created_to"
+
+    def __init__(self, request: HttpRequest, params: dict[str, list[str]], model: Any, model_admin: Any) -> None:
+        super().__init__(request, params, model, model_admin)
+        for name in (self.FROM, self.TO):
+            if name in params:
+                self.used_parameters[name] = params.pop(name)[-1].strip()
+
+    def has_output(self) -> bool:
+        return True
+
+    def expected_parameters(self) -> list[str | None]:
+        return [self.FROM, self.TO]
+
+    @staticmethod
+    def _bound(value: str, *, end: bool) -> datetime | None:
+        if not value:
+            return None
+        try:
+            if "T" in value or " " in value:
+                moment = datetime.fromisoformat(value)
+                return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+            day = date.fromisoformat(value) + (timedelta(days=1) if end else timedelta())
+        except ValueError:
+            raise IncorrectLookupParameters(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        return datetime.combine(day, time.min, tzinfo=dt_timezone.utc)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        start = self._bound(str(self.used_parameters.get(self.FROM, "")), end=False)
+        end = self._bound(str(self.used_parameters.get(self.TO, "")), end=True)
+        if start:
+            queryset = queryset.filter(created_at__gte=start)
+        if end:
+            queryset = queryset.filter(created_at__lt=end)
+        return queryset
+
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+        # One "choice": what the template's small GET form needs to keep the other filters.
+        keep = {k: v for k, v in changelist.params.items() if k not in (self.FROM, self.TO, PAGE_VAR)}
+        yield {
+            "from": self.used_parameters.get(self.FROM, ""),
+            "to": self.used_parameters.get(self.TO, ""),
+            "hidden": sorted(keep.items()),
+            "clear_url": changelist.get_query_string(remove=[self.FROM, self.TO]),
+            "active": bool(self.used_parameters),
+        }
+
+
+# --- deliveries --------------------------------------------------------------------------------------
+
+BADGE_COLOURS: dict[str, str] = {
+    Status.PENDING: "#6b7280",
+    Status.SENDING: "#2563eb",
+    Status.QUEUED: "#0e7490",
+    Status.ACCEPTED: "#0e7490",
+    Status.SENT: "#15803d",
+    Status.DELIVERED: "#166534",
+    Status.UNDELIVERED: "#b91c1c",
+    Status.FAILED: "#b91c1c",
+    Status.AMBIGUOUS: "#b45309",
+    Status.SUPPRESSED: "#7c3aed",
+}
+
+
+class ResendForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, strip=True,
+        help_text="Why these are sent again. Kept on each new attempt, with your name.",
+    )
+    unusual_confirmed = forms.BooleanField(required=False)
 
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "to_number", "from_number", "status", "attempt_count",
-                    "error_code", "twilio_sid"]
-    list_filter = ["status"]
-    search_fields = ["=to_number", "=twilio_sid", "=idempotency_key"]
+    list_display = ["created_at", "organization", "to_number", "from_number", "status_badge", "attempts",
+                    "last_error", "twilio_sid"]
+    list_filter = ["status", OutcomeClassFilter, ErrorCodeFilter, "organization", CreatedRangeFilter,
+                   "truncated", LastTriggerFilter]
+    # The search box: get_search_results below decides what a term means. The list must be
+    # non-empty for Django to draw the box.
+    search_fields = ["idempotency_key"]
+    search_help_text = "A phone number in any common format, a Twilio SID (SM…), an idempotency key or a delivery id."
+    list_select_related = ["organization"]
+    list_per_page = 50
+    paginator = CappedCountPaginator
     show_full_result_count = False
-    inlines = [AttemptInline]
+    actions = ["resend_selected"]
+    fieldsets = [
+        ("Request", {"fields": ["id", "organization", "ident", "inv_id", "idempotency_key", "created_at"]}),
+        ("Message", {"fields": ["from_number", "to_number", "body", "original_length", "truncated", "encoding",
+                                "segments"]}),
+        ("Twilio", {"fields": ["status", "status_reason", "twilio_sid", "error_code", "error_message",
+                               "attempt_count", "sent_at", "settled_at", "updated_at"]}),
+    ]
+
+    class Media:
+        css = {"all": ["deliveries/admin.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        # The body can be 1,600 characters; a list page of 50 does not need it.
+        return super().get_queryset(request).defer("body")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str
+    ) -> tuple[QuerySet[Delivery], bool]:
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(selectors.delivery_search_q(search_term)), False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Delivery) -> str:
+        return format_html(
+            '<span class="status-badge" style="background:{}">{}</span>', BADGE_COLOURS.get(obj.status, "#6b7280"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="attempts", ordering="attempt_count")
+    def attempts(self, obj: Delivery) -> int:
+        return obj.attempt_count
+
+    @admin.display(description="last error")
+    def last_error(self, obj: Delivery) -> str:
+        if obj.error_code is None and not obj.error_message:
+            return "-"
+        message = obj.error_message if len(obj.error_message) <= 60 else obj.error_message[:59] + "…"
+        return format_html("<b>{}</b> {}", obj.error_code or "", message)
+
+    # --- permissions ---
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("deliveries.resend_delivery")
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    # --- urls and views ---
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("export/", view(self.export_view), name="deliveries_delivery_export"),
+            path("resend/", view(self.resend_view), name="deliveries_delivery_resend"),
+            path("<uuid:object_id>/resend/", view(self.resend_view), name="deliveries_delivery_resend_one"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra = {"can_export": self.has_export_permission(request), "export_query": request.GET.urlencode()}
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra: dict[str, Any] = {"can_resend": self.has_resend_permission(request)}
+        delivery = self.get_object(request, object_id)
+        if delivery is not None and self.has_view_permission(request, delivery):
+            extra["timeline"] = selectors.delivery_timeline(delivery=delivery)
+            extra["resend_refusal"] = selectors.delivery_resend_refusal(delivery=delivery)
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """CSV of exactly what the list shows with the same filters and search, in the same order,
+        streamed. The export itself is recorded in the admin log, with its filters."""
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:deliveries_delivery_changelist") + "?e=1")
+        queryset = changelist.queryset
+        query = request.GET.urlencode()
+        LogEntry.objects.create(
+            user_id=cast(int, request.user.pk),
+            content_type_id=ContentType.objects.get_for_model(Delivery).pk,
+            object_repr="CSV export",
+            action_flag=CHANGE,
+            change_message=f"Exported deliveries as CSV; filters: {query or '(none)'}",
+        )
+        writer = csv.writer(_Echo())
+        rows = (writer.writerow(row) for row in selectors.deliveries_export_rows(queryset))
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="deliveries-{stamp}.csv"'
+        return response
+
+    @admin.action(description="Resend selected deliveries…", permissions=["resend"])
+    def resend_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> HttpResponse | None:
+        limit = settings.ADMIN_RESEND_MAX
+        ids = [str(i) for i in queryset.order_by().values_list("id", flat=True)[: limit + 1]]
+        if len(ids) > limit:
+            self.message_user(
+                request, f"At most {limit} deliveries can be resent at once (ADMIN_RESEND_MAX); narrow the selection.",
+                messages.ERROR,
+            )
+            return None
+        return self._resend_page(request, ids, ResendForm(), next_url=request.get_full_path())
+
+    def resend_view(self, request: HttpRequest, object_id: Any = None) -> HttpResponse:
+        """GET: the confirmation page for one delivery (the delivery page's button). POST: the
+        confirmation form, carrying the ids, the reason and, when needed, the extra confirmation."""
+        if not self.has_resend_permission(request):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        ids = [str(object_id)] if object_id else source.getlist("ids")
+        next_url = source.get("next", "")
+        if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+            next_url = ""
+        if not ids or len(ids) > settings.ADMIN_RESEND_MAX:
+            self.message_user(
+                request, f"Select between 1 and {settings.ADMIN_RESEND_MAX} deliveries to resend.", messages.ERROR
+            )
+            return HttpResponseRedirect(next_url or reverse("admin:deliveries_delivery_changelist"))
+        if request.method != "POST":
+            return self._resend_page(request, ids, ResendForm(), next_url=next_url)
+
+        form = ResendForm(request.POST)
+        candidates = selectors.resend_review(ids=ids)
+        if form.is_valid() and any(c.warning and not c.refusal for c in candidates) and not form.cleaned_data[
+            "unusual_confirmed"
+        ]:
+            form.add_error("unusual_confirmed", "Tick the box to confirm the unusual resends listed above.")
+        if not form.is_valid():
+            return self._resend_page(request, ids, form, next_url=next_url, candidates=candidates)
+
+        reason = form.cleaned_data["reason"]
+        resent, refused = 0, []
+        for candidate in candidates:
+            delivery = candidate.delivery
+            try:
+                services.delivery_resend(
+                    delivery=delivery, by=cast(User, request.user), reason=reason,
+                    unusual_confirmed=form.cleaned_data["unusual_confirmed"],
+                )
+            except services.Refused as exc:
+                refused.append(f"{delivery.to_number} ({delivery.id}): {exc}")
+                continue
+            resent += 1
+            self.log_change(request, delivery, f"Resend requested: {reason}")
+        if resent:
+            self.message_user(request, f"{resent} resent; the new attempts appear on each delivery.", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, f"Not resent: {line}", messages.ERROR)
+        if len(ids) == 1 and object_id:
+            return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[ids[0]]))
+        return HttpResponseRedirect(next_url or reverse("admin:deliveries_delivery_changelist"))
+
+    def _resend_page(
+        self, request: HttpRequest, ids: list[str], form: ResendForm, *, next_url: str,
+        candidates: list[selectors.ResendCandidate] | None = None,
+    ) -> HttpResponse:
+        candidates = candidates if candidates is not None else selectors.resend_review(ids=ids)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Resend deliveries",
+            "opts": self.opts,
+            "candidates": candidates,
+            "sendable": [c for c in candidates if not c.refusal],
+            "refused": [c for c in candidates if c.refusal],
+            "unusual": [c for c in candidates if c.warning and not c.refusal],
+            "form": form,
+            "ids": [str(c.delivery.id) for c in candidates],
+            "next_url": next_url,
+            "action_url": reverse("admin:deliveries_delivery_resend"),
+        }
+        return TemplateResponse(request, "admin/deliveries/delivery/resend_confirmation.html", context)
+
+
+class _Echo:
+    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+# --- attempts, status events, opt-outs, organisations, error reports --------------------------------
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "delivery_link", "number", "trigger", "triggered_by", "outcome", "http_status",
+                    "twilio_code", "duration_ms"]
+    list_filter = ["trigger", "outcome"]
+    list_select_related = ["delivery", "triggered_by"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+    @admin.display(description="delivery")
+    def delivery_link(self, obj: Attempt) -> str:
+        url = reverse("admin:deliveries_delivery_change", args=[obj.delivery_id])
+        return format_html('<a href="{}">{}</a>', url, obj.delivery.to_number)
+
+
+@admin.register(StatusEvent)
+class StatusEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "delivery", "message_sid", "message_status", "error_code"]
+    list_filter = ["message_status"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+
+class OptOutStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("cleared", "Cleared")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OptOut]) -> QuerySet[OptOut]:
+        if self.value() == "active":
+            return queryset.filter(cleared_at__isnull=True)
+        if self.value() == "cleared":
+            return queryset.filter(cleared_at__isnull=False)
+        return queryset
+
+
+class ClearOptOutForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, strip=True)
+
+
+@admin.register(OptOut)
+class OptOutAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organization", "recipient", "sender", "active", "cleared_at", "cleared_by",
+                    "cleared_reason"]
+    list_filter = [OptOutStateFilter, "organization"]
+    search_fields = ["recipient"]
+    search_help_text = "A phone number in any common format."
+    actions = ["clear_selected"]
+
+    @admin.display(boolean=True)
+    def active(self, obj: OptOut) -> bool:
+        return obj.cleared_at is None
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[OptOut], search_term: str
+    ) -> tuple[QuerySet[OptOut], bool]:
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(recipient=selectors.as_e164(search_term) or search_term.strip()), False
+
+    def has_clear_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("deliveries.clear_optout")
+
+    @admin.action(description="Clear selected opt-outs…", permissions=["clear"])
+    def clear_selected(self, request: HttpRequest, queryset: QuerySet[OptOut]) -> HttpResponse | None:
+        opt_outs = list(queryset.filter(cleared_at__isnull=True).select_related("organization"))
+        form = ClearOptOutForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            for opt_out in opt_outs:
+                try:
+                    services.opt_out_clear(opt_out=opt_out, by=cast(User, request.user), reason=form.cleaned_data["reason"])
+                except services.Refused as exc:
+                    self.message_user(request, f"{opt_out.recipient}: {exc}", messages.ERROR)
+                    continue
+                self.log_change(request, opt_out, f"Cleared opt-out: {form.cleaned_data['reason']}")
+                self.message_user(request, f"Cleared the opt-out of {opt_out.recipient} from {opt_out.sender}.")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Clear opt-outs",
+            "opts": self.opts,
+            "opt_outs": opt_outs,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/deliveries/optout/clear_confirmation.html", context)
 
 
 @admin.register(Organization)

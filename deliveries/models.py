@@ -112,6 +112,11 @@ class Delivery(models.Model):
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
     attempt_count = models.PositiveIntegerField(default=0)
+    # Copies of the latest attempt's trigger and outcome, for the admin's filters: joining each
+    # delivery to its latest attempt cannot use an index in the list's order, and took 0.3-0.9 s
+    # at a million rows. Written by services.delivery_send with the attempt itself.
+    last_trigger = models.CharField(max_length=16, blank=True)
+    last_outcome = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last claimed it.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -126,15 +131,29 @@ class Delivery(models.Model):
                 fields=["organization", "idempotency_key", "to_number"], name="delivery_once_per_key_and_recipient"
             ),
         ]
+        # The admin lists newest first and Django appends the primary key to make that order total
+        # (created_at DESC, id DESC), so the list's indexes end in both: a filtered page of a million
+        # rows is then one index range read in order, with no sort and no scan of other statuses.
+        # (Measured: status + date filter 154 ms -> 3 ms at 1M rows; see bench/admin_scale.py.)
         indexes = [
-            models.Index(fields=["-created_at"], name="delivery_created"),
-            models.Index(fields=["status", "-created_at"], name="delivery_status_created"),
+            # INCLUDE status: the index's per-hour chart counts by status without reading the table
+            # (PostgreSQL only; elsewhere a plain index).
+            models.Index(fields=["-created_at", "-id"], name="delivery_created_id", include=["status"]),
+            models.Index(fields=["status", "-created_at", "-id"], name="delivery_status_created_id"),
             models.Index(fields=["to_number", "-created_at"], name="delivery_to_created"),
             models.Index(fields=["twilio_sid"], name="delivery_sid", condition=~Q(twilio_sid="")),
             models.Index(fields=["idempotency_key"], name="delivery_key"),
             # Flood control counts what was claimed per recipient and per organisation in a window.
             models.Index(fields=["organization", "to_number", "claimed_at"], name="delivery_org_to_claimed"),
             models.Index(fields=["organization", "claimed_at"], name="delivery_org_claimed"),
+            models.Index(fields=["organization", "-created_at", "-id"], name="delivery_org_created_id"),
+            models.Index(
+                fields=["error_code", "-created_at", "-id"], name="delivery_error_created_id",
+                condition=Q(error_code__isnull=False),
+            ),
+            models.Index(fields=["-created_at", "-id"], name="delivery_truncated_created_id", condition=Q(truncated=True)),
+            models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
+            models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
         ]
         permissions = [("resend_delivery", "Can resend a delivery")]
 
@@ -222,6 +241,7 @@ class OptOut(models.Model):
                 name="one_active_opt_out_per_pair",
             ),
         ]
+        permissions = [("clear_optout", "Can clear an opt-out")]
 
 
 class ErrorReport(models.Model):

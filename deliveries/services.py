@@ -12,7 +12,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -23,6 +23,9 @@ from deliveries import flood, gateway, metrics
 from deliveries.gateway import Outcome
 from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization, OptOut, StatusEvent
 from deliveries.sms import PreparedBody, prepare_body
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser as User
 
 logger = logging.getLogger(__name__)
 Status = Delivery.Status
@@ -182,16 +185,25 @@ class SendDecision:
     reconcile_in: float | None = None
 
 
-def delivery_send(*, delivery_id: str, trigger: str = Attempt.Trigger.AUTOMATIC) -> SendDecision:
-    """Claim a pending delivery, make one attempt, and record what Twilio said."""
-    claimed = _claim(delivery_id, trigger, from_status=Status.PENDING)
+def delivery_send(
+    *,
+    delivery_id: str,
+    trigger: str = Attempt.Trigger.AUTOMATIC,
+    triggered_by_id: int | None = None,
+    reason: str = "",
+) -> SendDecision:
+    """Claim a pending delivery, make one attempt, and record what Twilio said. A resend passes
+    the operator and their reason, which are kept on its attempt (see delivery_resend)."""
+    claimed = _claim(delivery_id, trigger, from_status=Status.PENDING, triggered_by_id=triggered_by_id, reason=reason)
     if isinstance(claimed, SendDecision):
         return claimed
     delivery, attempt = claimed
     return _record_result(delivery, attempt, _post(delivery))
 
 
-def _claim(delivery_id: str, trigger: str, *, from_status: str) -> tuple[Delivery, Attempt] | SendDecision:
+def _claim(
+    delivery_id: str, trigger: str, *, from_status: str, triggered_by_id: int | None = None, reason: str = ""
+) -> tuple[Delivery, Attempt] | SendDecision:
     """Move the delivery from `from_status` to `sending` and open an Attempt, or say why not.
 
     The organisation's row is locked first: that serialises the flood-control and concurrency
@@ -209,19 +221,22 @@ def _claim(delivery_id: str, trigger: str, *, from_status: str) -> tuple[Deliver
             logger.info("delivery %s is %s, not %s; nothing to do", delivery_id, delivery.status, from_status)
             return SendDecision(status=delivery.status)
         if trigger != Attempt.Trigger.RECONCILE:
-            hold, reason = flood.hold_for(delivery, trigger, now)
+            hold, why = flood.hold_for(delivery, trigger, now)
             if hold:
                 Delivery.objects.filter(id=delivery.id).update(
-                    status=Status.SUPPRESSED, hold=hold, status_reason=reason, settled_at=now, updated_at=now
+                    status=Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, updated_at=now
                 )
-                logger.info("delivery %s held back: %s", delivery.id, reason)
+                logger.info("delivery %s held back: %s", delivery.id, why)
                 return SendDecision(status=Status.SUPPRESSED)
             if flood.account_busy(delivery):
                 return SendDecision(status=delivery.status, retry_in=random.uniform(0.5, 1.5))
         delivery.status, delivery.claimed_at, delivery.updated_at = Status.SENDING, now, now
         delivery.attempt_count += 1
-        delivery.save(update_fields=["status", "claimed_at", "updated_at", "attempt_count"])
-        attempt = Attempt.objects.create(delivery=delivery, number=delivery.attempt_count, trigger=trigger, started_at=now)
+        # last_trigger / last_outcome mirror the latest attempt for the admin's filters (see the model).
+        delivery.last_trigger, delivery.last_outcome = trigger, ""
+        delivery.save(update_fields=["status", "claimed_at", "updated_at", "attempt_count", "last_trigger", "last_outcome"])
+        attempt = Attempt.objects.create(delivery=delivery, number=delivery.attempt_count, trigger=trigger,
+                                         started_at=now, triggered_by_id=triggered_by_id, reason=reason)
     return delivery, attempt
 
 
@@ -257,7 +272,8 @@ def status_callback_url(delivery: Delivery) -> str:
 def _record_result(delivery: Delivery, attempt: Attempt, result: gateway.SendResult) -> SendDecision:
     now = timezone.now()
     decision = SendDecision(status=Status.FAILED)
-    fields: dict[str, Any] = {"updated_at": now, "error_code": result.twilio_code, "error_message": result.twilio_message}
+    fields: dict[str, Any] = {"updated_at": now, "error_code": result.twilio_code, "error_message": result.twilio_message,
+                              "last_outcome": result.outcome.value}
     if result.outcome == Outcome.ACCEPTED:
         status = Status.ACCEPTED if result.twilio_status == "accepted" else Status.QUEUED
         fields.update(status=status, twilio_sid=result.sid, sent_at=now, error_code=None, error_message="")
@@ -350,12 +366,12 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
         mine = Delivery.objects.filter(id=delivery.id, status=Status.SENDING)
         if lookup.outcome == gateway.LookupOutcome.FOUND:
             mine.update(status=_adopted_status(lookup.twilio_status), twilio_sid=lookup.sid, sent_at=now,
-                        error_code=None, error_message="", updated_at=now)
+                        error_code=None, error_message="", updated_at=now, last_outcome=outcome)
             logger.info("delivery %s found at Twilio on reconcile: %s", delivery.id, lookup.sid)
             return SendDecision(status=Status.QUEUED)
         if lookup.outcome == gateway.LookupOutcome.FAILED:
             failed_lookups = delivery.attempts.filter(outcome=Attempt.Outcome.RECONCILE_FAILED).count()
-            mine.update(status=Status.AMBIGUOUS, updated_at=now)
+            mine.update(status=Status.AMBIGUOUS, updated_at=now, last_outcome=outcome)
             if failed_lookups >= settings.SEND_MAX_ATTEMPTS:
                 logger.warning("delivery %s: gave up reconciling; an operator must decide", delivery.id)
                 return SendDecision(status=Status.AMBIGUOUS)
@@ -363,12 +379,13 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
         if settings.AMBIGUOUS_POLICY == "at-most-once" or not _may_retry(delivery, now):
             why = ("not re-sent (AMBIGUOUS_POLICY=at-most-once)" if settings.AMBIGUOUS_POLICY == "at-most-once"
                    else f"gave up after {_posts_made(delivery)} attempts to send it")
-            mine.update(status=Status.FAILED, settled_at=now, updated_at=now,
+            mine.update(status=Status.FAILED, settled_at=now, updated_at=now, last_outcome=outcome,
                         error_message=f"Twilio's answer was ambiguous and the message was not found at Twilio; {why}.")
             return SendDecision(status=Status.FAILED)
         # at-least-once: not found means it was never created, so one more POST cannot double it.
         delivery.attempt_count += 1
-        mine.update(attempt_count=delivery.attempt_count, claimed_at=now, updated_at=now)
+        mine.update(attempt_count=delivery.attempt_count, claimed_at=now, updated_at=now,
+                    last_trigger=Attempt.Trigger.RETRY, last_outcome="")
         attempt = Attempt.objects.create(delivery=delivery, number=delivery.attempt_count,
                                          trigger=Attempt.Trigger.RETRY, started_at=now)
     logger.info("delivery %s not found at Twilio after an ambiguous answer; sending it again", delivery.id)
@@ -495,6 +512,7 @@ def deliveries_sweep() -> SweepReport:
             if Delivery.objects.filter(id=delivery.id, status=Status.SENDING, claimed_at__lt=stuck).update(
                 # Back-dated so that the reconcile step below picks it up in this same sweep.
                 status=Status.AMBIGUOUS, updated_at=now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS + 1),
+                last_outcome=Attempt.Outcome.AMBIGUOUS,
                 error_message="The worker stopped during the attempt; the message may exist at Twilio.",
             ):
                 for attempt in delivery.attempts.filter(finished_at__isnull=True):
@@ -555,3 +573,83 @@ def flood_summaries_send(*, now: Any) -> int:
     if created:
         enqueue_sends(created)
     return len(created)
+
+
+# --- the audit desk: resend and opt-out clearing ------------------------------------------------
+
+# A resend may start from any status in which no send of ours is in flight. Never from `pending`
+# or `sending`: the delivery is already queued or being posted, and a second task would race it.
+RESENDABLE_STATUSES = frozenset(
+    {
+        Status.FAILED, Status.AMBIGUOUS, Status.SUPPRESSED, Status.DELIVERED, Status.UNDELIVERED,
+        Status.SENT, Status.QUEUED, Status.ACCEPTED,
+    }
+)
+
+
+class Refused(Exception):
+    """An operator's request the desk will not carry out; the message says why, for the operator."""
+
+
+def delivery_resend(*, delivery: Delivery, by: User, reason: str, unusual_confirmed: bool = False) -> Delivery:
+    """Put a delivery back in the queue so the ordinary send task sends it again.
+
+    The new attempt is made by the same task and policy as any send, with trigger `resend`, the
+    operator and the reason; earlier attempts are not touched. It is
+    refused when it cannot work, and when it is unusual (see delivery_resend_warning) and the
+    operator has not confirmed that explicitly; the Refused message is shown to them.
+    """
+    from deliveries.selectors import delivery_resend_refusal, delivery_resend_warning
+
+    reason = reason.strip()
+    if not reason:
+        raise Refused("a reason is required")
+    refusal = delivery_resend_refusal(delivery=delivery)
+    if refusal:
+        raise Refused(refusal)
+    warning = delivery_resend_warning(delivery=delivery)
+    if warning and not unusual_confirmed:
+        raise Refused(f"{warning}; resending it needs the explicit confirmation")
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional, like the send claim: if a worker or another operator moved the row since the
+        # page was drawn, nothing happens and the operator is told.
+        moved = Delivery.objects.filter(id=delivery.id, status__in=RESENDABLE_STATUSES).update(
+            status=Status.PENDING, settled_at=None, status_reason=f"resend by {by.get_username()}"[:255],
+            updated_at=now,
+        )
+        if not moved:
+            current = Delivery.objects.filter(id=delivery.id).values_list("status", flat=True).first()
+            raise Refused(f"it is {current} now, already on its way")
+        delivery_id, user_id = str(delivery.id), by.pk
+        transaction.on_commit(lambda: _enqueue_resend(delivery_id, user_id, reason))
+    logger.info("delivery %s resend requested by user %s: %s", delivery.id, by.pk, reason[:200])
+    delivery.refresh_from_db()
+    return delivery
+
+
+def _enqueue_resend(delivery_id: str, user_id: int, reason: str) -> None:
+    from deliveries.tasks import send_delivery
+
+    try:
+        send_delivery.delay(delivery_id, Attempt.Trigger.RESEND, user_id, reason)
+    except Exception:  # noqa: BLE001 - kombu raises many types; the row is safe either way
+        # The row stays `pending`, like an intake whose broker was down.
+        logger.exception("could not enqueue the resend of delivery %s; it stays pending", delivery_id)
+
+
+def opt_out_clear(*, opt_out: OptOut, by: User, reason: str) -> OptOut:
+    """Clear an opt-out (the person texted START, or it was recorded in error). It is kept, with who
+    cleared it and why; sends to the pair are no longer suppressed."""
+    reason = reason.strip()
+    if not reason:
+        raise Refused("a reason is required")
+    now = timezone.now()
+    cleared = OptOut.objects.filter(id=opt_out.id, cleared_at__isnull=True).update(
+        cleared_at=now, cleared_by=by, cleared_reason=reason
+    )
+    if not cleared:
+        raise Refused("it was already cleared")
+    logger.info("opt-out %s (%s from %s) cleared by user %s", opt_out.id, opt_out.recipient, opt_out.sender, by.pk)
+    opt_out.refresh_from_db()
+    return opt_out

@@ -18,11 +18,17 @@ def _follow_up(delivery_id: str, decision: services.SendDecision) -> str:
 
 
 @shared_task(name="deliveries.send_delivery")
-def send_delivery(delivery_id: str, trigger: str = "automatic") -> str:
+def send_delivery(
+    delivery_id: str, trigger: str = "automatic", triggered_by_id: int | None = None, reason: str = ""
+) -> str:
     # Every log line of the task, down to the gateway, carries the delivery id (and, once the service
     # has loaded the row, its organisation and idempotency key). The pool reuses threads: scope() resets.
+    # A resend carries the operator and their reason; its retries (if any) are automatic again.
     with logcontext.scope(delivery_id=delivery_id):
-        return _follow_up(delivery_id, services.delivery_send(delivery_id=delivery_id, trigger=trigger))
+        decision = services.delivery_send(
+            delivery_id=delivery_id, trigger=trigger, triggered_by_id=triggered_by_id, reason=reason
+        )
+        return _follow_up(delivery_id, decision)
 
 
 @shared_task(name="deliveries.reconcile_delivery")

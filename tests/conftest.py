@@ -247,3 +247,33 @@ def celery_worker(celery_worker_process: Worker) -> Worker:
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
     return wait_until(predicate, timeout, "condition not met", interval)
+
+
+# --- the audit desk: people in each role ----------------------------------------------------------
+
+DESK_PASSWORD = "correct-horse-" + secrets.token_hex(8)  # made per run; never a committed secret
+ROLES = {"soc_lead": "SOC lead", "operator": "Operator"}
+
+
+def ensure_roles() -> None:
+    """The groups the roles migration creates. A transactional test's flush empties the tables
+    (groups included), so tests recreate them with the migration's own function."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("deliveries.migrations.0004_audit_desk_roles").create_roles(apps)
+
+
+def make_user(role: str) -> Any:
+    """A staff user in `role`: "soc_lead", "operator", "superuser" or "staff" (no group)."""
+    from django.contrib.auth.models import Group, User
+
+    ensure_roles()
+    user = User.objects.create_user(
+        username=f"{role}-{secrets.token_hex(3)}", password=DESK_PASSWORD, is_staff=True,
+        is_superuser=role == "superuser",
+    )
+    if role in ROLES:
+        user.groups.add(Group.objects.get(name=ROLES[role]))
+    return user

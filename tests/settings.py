@@ -28,3 +28,6 @@ if not os.environ.get("EXT_TWILIO_TEST_RUN"):
         os.environ.pop(name, None)
 
 from config.settings import *  # noqa: E402,F403
+
+# The desk's tests create many logins; a fast hasher keeps them quick (never used outside tests).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
