@@ -222,7 +222,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "organization", "to_number", "from_number", "status_badge", "attempts",
                     "last_error", "twilio_sid"]
     list_filter = ["status", OutcomeClassFilter, ErrorCodeFilter, "organization", CreatedRangeFilter,
-                   "truncated", LastTriggerFilter]
+                   "truncated", LastTriggerFilter, "hold"]
     # The search box: get_search_results below decides what a term means. The list must be
     # non-empty for Django to draw the box.
     search_fields = ["idempotency_key"]
@@ -238,6 +238,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                                 "segments"]}),
         ("Twilio", {"fields": ["status", "status_reason", "twilio_sid", "error_code", "error_message",
                                "attempt_count", "sent_at", "settled_at", "updated_at"]}),
+        ("Flood control and opt-outs", {"fields": ["kind", "hold", "summary"]}),
     ]
 
     class Media:

@@ -154,6 +154,7 @@ class Delivery(models.Model):
             models.Index(fields=["-created_at", "-id"], name="delivery_truncated_created_id", condition=Q(truncated=True)),
             models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
             models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
+            models.Index(fields=["hold", "-created_at", "-id"], name="delivery_hold_created_id", condition=~Q(hold="")),
         ]
         permissions = [("resend_delivery", "Can resend a delivery")]
 

@@ -437,3 +437,20 @@ def test_the_index_shows_no_glance_to_staff_without_a_role(tenant: Tenant) -> No
     make_delivery(tenant)
     client, _ = _as("staff")
     assert 'id="at-a-glance"' not in client.get(reverse("admin:index")).content.decode()
+
+
+def test_held_back_deliveries_are_listed_by_reason_and_the_page_says_why(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+    from deliveries.models import OptOut
+
+    sent = make_delivery(tenant)
+    services.delivery_send(delivery_id=str(sent.id))
+    OptOut.objects.create(organization=sent.organization, sender=tenant.sender, recipient=tenant.recipient)
+    held = make_delivery(tenant, body="later alert")
+    services.delivery_send(delivery_id=str(held.id))
+    client, _ = _as("soc_lead")
+
+    listing = client.get(reverse(CHANGELIST), {"hold__exact": "opted_out"})
+    page = client.get(reverse("admin:deliveries_delivery_change", args=[held.pk])).content.decode()
+
+    assert [d.pk for d in _listed(listing)] == [held.pk]
+    assert "Recipient opted out" in page and "The recipient opted out of texts from this sender (Twilio 21610)." in page
