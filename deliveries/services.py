@@ -165,11 +165,15 @@ def enqueue_sends(delivery_ids: Sequence[str], trigger: str = Attempt.Trigger.AU
     nothing accepted is lost: they are sent when a later sweep enqueues them again."""
     from deliveries.tasks import send_delivery
 
-    for delivery_id in delivery_ids:
+    for n, delivery_id in enumerate(delivery_ids):
         try:
             send_delivery.delay(delivery_id, trigger)
         except Exception:  # noqa: BLE001 - kombu raises many types; the row is safe either way
-            logger.exception("could not enqueue delivery %s; it stays pending", delivery_id)
+            # Stop at the first failure: each further try could wait out a connect timeout while
+            # LimaCharlie waits for our answer, and the sweeper enqueues these rows anyway.
+            logger.exception("could not enqueue delivery %s (and %d more); they stay pending", delivery_id,
+                             len(delivery_ids) - n - 1)
+            return
 
 
 # --- sending -------------------------------------------------------------------------------------
