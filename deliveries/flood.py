@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Count, Q
 
 from deliveries.models import Attempt, Delivery, OptOut
 
@@ -28,20 +29,29 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str]
         return Hold.OPTED_OUT, "The recipient opted out of texts from this sender (Twilio 21610)."
     if delivery.kind == Delivery.Kind.SUMMARY:
         return "", ""
-    others = Delivery.objects.filter(organization_id=delivery.organization_id).exclude(id=delivery.id)
+    # One query for the three flood counts: the same text to this recipient lately, texts to this
+    # recipient in the window, and (when that limit is on) texts from the organisation in the window.
     duplicate_seconds = settings.FLOOD_DUPLICATE_SECONDS
-    # A failed earlier copy reached nobody, so it does not make this one a duplicate.
-    if duplicate_seconds and others.filter(
-        to_number=delivery.to_number, body=delivery.body, claimed_at__gte=now - timedelta(seconds=duplicate_seconds)
-    ).exclude(status=Delivery.Status.FAILED).exists():
-        return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
     window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
-    limit = settings.FLOOD_RECIPIENT_LIMIT
-    if limit and others.filter(to_number=delivery.to_number, claimed_at__gte=window).count() >= limit:
-        return Hold.RECIPIENT_LIMIT, f"{limit} texts to this recipient within {settings.FLOOD_WINDOW_SECONDS} s."
-    limit = settings.FLOOD_ORG_LIMIT
-    if limit and others.filter(claimed_at__gte=window).count() >= limit:
-        return Hold.ORG_LIMIT, f"{limit} texts from this organisation within {settings.FLOOD_WINDOW_SECONDS} s."
+    recent = now - timedelta(seconds=duplicate_seconds)
+    recipient_limit, org_limit = settings.FLOOD_RECIPIENT_LIMIT, settings.FLOOD_ORG_LIMIT
+    others = Delivery.objects.filter(organization_id=delivery.organization_id, claimed_at__gte=min(window, recent))
+    if not org_limit:
+        others = others.filter(to_number=delivery.to_number)
+    to_them = Q(to_number=delivery.to_number)
+    counts = others.exclude(id=delivery.id).aggregate(
+        # A failed earlier copy reached nobody, so it does not make this one a duplicate.
+        duplicates=Count("id", filter=to_them & Q(body=delivery.body, claimed_at__gte=recent)
+                         & ~Q(status=Delivery.Status.FAILED)),
+        to_recipient=Count("id", filter=to_them & Q(claimed_at__gte=window)),
+        from_org=Count("id", filter=Q(claimed_at__gte=window)),
+    )
+    if duplicate_seconds and counts["duplicates"]:
+        return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
+    if recipient_limit and counts["to_recipient"] >= recipient_limit:
+        return Hold.RECIPIENT_LIMIT, f"{recipient_limit} texts to this recipient within {settings.FLOOD_WINDOW_SECONDS} s."
+    if org_limit and counts["from_org"] >= org_limit:
+        return Hold.ORG_LIMIT, f"{org_limit} texts from this organisation within {settings.FLOOD_WINDOW_SECONDS} s."
     return "", ""
 
 

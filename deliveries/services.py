@@ -214,10 +214,9 @@ def _claim(
     decisions for one organisation across every worker, while the POST itself happens after commit."""
     now = timezone.now()
     with transaction.atomic():
-        org_id = Delivery.objects.filter(id=delivery_id).values_list("organization_id", flat=True).first()
-        if org_id is None:
+        # Lock the organisation (found through the delivery, in one query), then the delivery.
+        if not Organization.objects.select_for_update(of=("self",)).filter(deliveries__id=delivery_id).exists():
             return SendDecision(status="missing")
-        Organization.objects.select_for_update().filter(id=org_id).exists()
         delivery = Delivery.objects.select_for_update().select_related("organization").get(id=delivery_id)
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
         if delivery.status != from_status:
