@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from deliveries import selectors, services
+from deliveries import gateway, selectors, services
 from deliveries.models import Attempt, Delivery, ErrorReport, OptOut, Organization, StatusEvent
 
 Status = Delivery.Status
@@ -105,23 +105,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
     title = "Twilio error code"
     parameter_name = "error_code"
-    KNOWN = {
-        20003: "authentication failed",
-        20429: "too many requests",
-        20500: "Twilio internal error",
-        21211: "invalid 'To' number",
-        21408: "region not enabled",
-        21608: "unverified number (trial)",
-        21610: "recipient opted out (STOP)",
-        21611: "sender's queue full",
-        21612: "cannot route to this number",
-        21614: "not a mobile number",
-        30003: "unreachable handset",
-        30005: "unknown destination",
-        30006: "landline or unreachable carrier",
-        30007: "carrier filtered it",
-        30008: "unknown error",
-    }
+    KNOWN = gateway.ERROR_MEANINGS  # the same words the delivery page and the callbacks use
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         choices = [(str(code), f"{code} {label}") for code, label in self.KNOWN.items()]

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Count, Q
 
-from deliveries.models import Attempt, Delivery, OptOut
+from deliveries.models import Attempt, Delivery
+from deliveries.selectors import active_opt_out
 
 Hold = Delivery.Hold
 
@@ -22,10 +23,7 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str]
     never held back; a flood-control summary is not subject to the limits it reports on."""
     if trigger == Attempt.Trigger.RESEND:
         return "", ""
-    if OptOut.objects.filter(
-        organization_id=delivery.organization_id, sender=delivery.from_number, recipient=delivery.to_number,
-        cleared_at__isnull=True,
-    ).exists():
+    if active_opt_out(delivery=delivery):
         return Hold.OPTED_OUT, "The recipient opted out of texts from this sender (Twilio 21610)."
     if delivery.kind == Delivery.Kind.SUMMARY:
         return "", ""

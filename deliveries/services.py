@@ -582,12 +582,8 @@ def flood_summaries_send(*, now: Any) -> int:
 
 # A resend may start from any status in which no send of ours is in flight. Never from `pending`
 # or `sending`: the delivery is already queued or being posted, and a second task would race it.
-RESENDABLE_STATUSES = frozenset(
-    {
-        Status.FAILED, Status.AMBIGUOUS, Status.SUPPRESSED, Status.DELIVERED, Status.UNDELIVERED,
-        Status.SENT, Status.QUEUED, Status.ACCEPTED,
-    }
-)
+# Every status but the two in which a send is already on its way.
+RESENDABLE_STATUSES = frozenset(Status) - {Status.PENDING, Status.SENDING}
 
 
 class Refused(Exception):

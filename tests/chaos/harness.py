@@ -5,8 +5,8 @@ a Redis broker private to the scenario, and the fake Twilio and LimaCharlie serv
 sends signed, gzipped `run` requests the way LimaCharlie does, retrying 5xx and connection errors
 three times. `Stack.report()` reads the outcome back from the database in a separate process.
 
-Used by tests/chaos/test_chaos.py (short runs in `make test`) and by `python -m tests.chaos.load`
-(the 10,000-request run, `make chaos`).
+Used by tests/chaos/test_chaos.py: short runs in `make test`, and the 10,000-request load run of
+`make chaos` (CHAOS_REQUESTS).
 """
 
 from __future__ import annotations
@@ -178,6 +178,17 @@ class Stack:
             env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         ))
         wait_until(lambda: _connects(self.port), 60, "gunicorn start")
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a half-started stack must not outlive the test
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -53,9 +53,8 @@ def database_url(scratch: Path) -> Iterator[str]:
                    check=False, capture_output=True)
 
 
-def _stack(database_url: str, broker_url: str, tenant_fakes: tuple[FakeTwilio, Any], scratch: Path) -> Stack:
-    twilio, lc = tenant_fakes
-    return Stack(database_url, broker_url, twilio.url, lc.url, scratch)
+def _stack(database_url: str, broker_url: str, fake_twilio: FakeTwilio, fake_lc: Any, scratch: Path) -> Stack:
+    return Stack(database_url, broker_url, fake_twilio.url, fake_lc.url, scratch)
 
 
 def _caller(stack: Stack, tenant: Tenant) -> Caller:
@@ -76,9 +75,7 @@ def _assert_exactly_once(calls: list[Call], fake_twilio: FakeTwilio, report: dic
 def test_redis_stopped_during_a_burst_then_started_delivers_every_accepted_request_exactly_once(
     tenant: Tenant, fake_twilio: FakeTwilio, fake_lc: Any, redis_server: RedisServer, database_url: str, scratch: Path
 ) -> None:
-    stack = _stack(database_url, redis_server.url, (fake_twilio, fake_lc), scratch)
-    stack.start()
-    try:
+    with _stack(database_url, redis_server.url, fake_twilio, fake_lc, scratch) as stack:
         caller = _caller(stack, tenant)
         first = caller.burst(new_calls(30, 0))
         redis_server.stop()
@@ -91,8 +88,6 @@ def test_redis_stopped_during_a_burst_then_started_delivers_every_accepted_reque
         assert "could not enqueue delivery" in (scratch / "stack.log").read_text(), "the outage was not hit"
         report = wait_until(stack.settled, 120, "all deliveries settled", interval=1)
         _assert_exactly_once(calls, fake_twilio, report)
-    finally:
-        stack.stop()
 
 
 def test_postgres_restarted_during_a_burst_answers_500_retriable_and_loses_nothing(
@@ -100,7 +95,7 @@ def test_postgres_restarted_during_a_burst_answers_500_retriable_and_loses_nothi
 ) -> None:
     postgres = PostgresServer()
     postgres.start()
-    stack = _stack(postgres.url, redis_server.url, (fake_twilio, fake_lc), scratch)
+    stack = _stack(postgres.url, redis_server.url, fake_twilio, fake_lc, scratch)
     try:
         stack.start()
         caller = _caller(stack, tenant)
@@ -181,15 +176,11 @@ def run_load(tenant: Tenant, fake_twilio: FakeTwilio, stack: Stack, requests_cou
 def test_a_load_run_with_repeated_keys_and_random_twilio_failures_reconciles_exactly(
     tenant: Tenant, fake_twilio: FakeTwilio, fake_lc: Any, redis_server: RedisServer, database_url: str, scratch: Path
 ) -> None:
-    stack = _stack(database_url, redis_server.url, (fake_twilio, fake_lc), scratch)
-    stack.start()
-    try:
+    with _stack(database_url, redis_server.url, fake_twilio, fake_lc, scratch) as stack:
         table = run_load(tenant, fake_twilio, stack, int(os.environ.get("CHAOS_REQUESTS", "300")))
-    finally:
-        stack.stop()
     print(table)  # noqa: T201 - shown with -s and in `make chaos`
 
-    assert table["accepted deliveries"] == table["requests"] - 0
+    assert table["accepted deliveries"] == table["requests"]
     assert table["repeats answered with the first reply"] == table["repeats (same idempotency key)"]
     assert table["accepted deliveries"] == (
         table["accepted by Twilio"] + table["failed (permanent)"] + table["suppressed (held back)"]
