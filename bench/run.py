@@ -499,7 +499,7 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     Delivery.objects.bulk_create(rows, batch_size=1000)
     ids = [str(d.id) for d in rows]
     worker_pids = [p for w in workers for p in process_tree(w.pid)]
-    services.enqueue_sends(ids)
+    services.queue.send(ids)
     cpu0 = cpu_seconds(worker_pids)
     started = time.time()
     celery_app.control.add_consumer(queue, destination=names, reply=True)

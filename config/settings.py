@@ -313,8 +313,8 @@ if LOG_FORMAT not in {"json", "plain"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # Adds oid, idempotency_key and delivery_id (config.logcontext) to every record that has them.
-    "filters": {"context": {"()": "config.logcontext.ContextFilter"}},
+    # Adds oid, idempotency_key and delivery_id (deliveries.observability.logcontext) to every record that has them.
+    "filters": {"context": {"()": "deliveries.observability.logcontext.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(log_context)s"},
         "json": {

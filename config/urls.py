@@ -2,16 +2,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from deliveries.views import StatusCallbackView
 from config.views import HealthView, ReadyView, metrics_view
 from extension.views import IntakeView
 
 urlpatterns = [
     path("extension/", IntakeView.as_view(), name="extension-intake"),
-    path("twilio/status/<uuid:delivery_id>/", StatusCallbackView.as_view(), name="twilio-status-callback"),
+    path("", include("deliveries.urls")),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("readyz", ReadyView.as_view(), name="readyz"),
     path("metrics", metrics_view, name="metrics"),

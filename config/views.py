@@ -1,5 +1,5 @@
 """Operational endpoints: /healthz, /readyz and /metrics. Thin: the checks and the metrics live in
-config.health and deliveries.metrics."""
+config.health and deliveries.observability.metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config import health
-from deliveries import metrics
+from config.state_metrics import DatabaseCollector
+from deliveries.observability import metrics
 
 
 class HealthView(APIView):
@@ -79,4 +80,4 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
                                     content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics.exposition(DatabaseCollector()), content_type=CONTENT_TYPE_LATEST)

@@ -32,7 +32,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from deliveries import gateway, selectors, services
+from deliveries import selectors, services
+from deliveries import status as statuses
 from deliveries.models import Attempt, Delivery, ErrorReport, OptOut, Organization, StatusEvent
 
 Status = Delivery.Status
@@ -105,7 +106,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
     title = "Twilio error code"
     parameter_name = "error_code"
-    KNOWN = gateway.ERROR_MEANINGS  # the same words the delivery page and the callbacks use
+    KNOWN = selectors.error_code_choices()  # the same words the delivery page and the callbacks use
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         choices = [(str(code), f"{code} {label}") for code, label in self.KNOWN.items()]
@@ -179,20 +180,6 @@ class CreatedRangeFilter(admin.ListFilter):
 
 # --- deliveries --------------------------------------------------------------------------------------
 
-BADGE_COLOURS: dict[str, str] = {
-    Status.PENDING: "#6b7280",
-    Status.SENDING: "#2563eb",
-    Status.QUEUED: "#0e7490",
-    Status.ACCEPTED: "#0e7490",
-    Status.SENT: "#15803d",
-    Status.DELIVERED: "#166534",
-    Status.UNDELIVERED: "#b91c1c",
-    Status.FAILED: "#b91c1c",
-    Status.AMBIGUOUS: "#b45309",
-    Status.SUPPRESSED: "#7c3aed",
-}
-
-
 class ResendForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, strip=True,
@@ -242,7 +229,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
         return format_html(
-            '<span class="status-badge" style="background:{}">{}</span>', BADGE_COLOURS.get(obj.status, "#6b7280"),
+            '<span class="status-badge" style="background:{}">{}</span>', statuses.colour(obj.status),
             obj.get_status_display(),
         )
 
@@ -287,7 +274,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         delivery = self.get_object(request, object_id)
         if delivery is not None and self.has_view_permission(request, delivery):
             extra["timeline"] = selectors.delivery_timeline(delivery=delivery)
-            extra["resend_refusal"] = selectors.delivery_resend_refusal(delivery=delivery)
+            extra["resend_refusal"] = services.delivery_resend_refusal(delivery=delivery)
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
@@ -346,7 +333,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return self._resend_page(request, ids, ResendForm(), next_url=next_url)
 
         form = ResendForm(request.POST)
-        candidates = selectors.resend_review(ids=ids)
+        candidates = services.resend_review(ids=ids)
         if form.is_valid() and any(c.warning and not c.refusal for c in candidates) and not form.cleaned_data[
             "unusual_confirmed"
         ]:
@@ -378,9 +365,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     def _resend_page(
         self, request: HttpRequest, ids: list[str], form: ResendForm, *, next_url: str,
-        candidates: list[selectors.ResendCandidate] | None = None,
+        candidates: list[services.ResendCandidate] | None = None,
     ) -> HttpResponse:
-        candidates = candidates if candidates is not None else selectors.resend_review(ids=ids)
+        candidates = candidates if candidates is not None else services.resend_review(ids=ids)
         context = {
             **self.admin_site.each_context(request),
             "title": "Resend deliveries",

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from deliveries.fields import EncryptedTextField
+from deliveries.status import Status
 
 
 class Organization(models.Model):
@@ -56,19 +57,9 @@ class AlertRequest(models.Model):
 class Delivery(models.Model):
     """One SMS to one recipient. Never deleted: the audit trail is the product."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"  # in our queue (first try or a scheduled retry)
-        SENDING = "sending", "Sending"  # claimed by a worker; POST may be in flight
-        QUEUED = "queued", "Queued"  # Twilio has it
-        ACCEPTED = "accepted", "Accepted"  # Twilio has it (Messaging Service)
-        SENT = "sent", "Sent"
-        DELIVERED = "delivered", "Delivered"
-        UNDELIVERED = "undelivered", "Undelivered"
-        FAILED = "failed", "Failed"  # permanent: never reached Twilio's queue
-        AMBIGUOUS = "ambiguous", "Ambiguous"  # may exist at Twilio; must be reconciled, never blindly re-sent
-        SUPPRESSED = "suppressed", "Suppressed"  # deliberately not sent (opt-out, flood control)
-
-    FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.SUPPRESSED})
+    # The statuses and what each means live in deliveries.status; `Delivery.Status` is kept as the
+    # name the ORM and the tests use.
+    Status = Status
 
     class Kind(models.TextChoices):
         ALERT = "alert", "Alert"
@@ -114,10 +105,14 @@ class Delivery(models.Model):
     attempt_count = models.PositiveIntegerField(default=0)
     # Copies of the latest attempt's trigger and outcome, for the admin's filters: joining each
     # delivery to its latest attempt cannot use an index in the list's order, and took 0.3-0.9 s
-    # at a million rows. Written by services.delivery_send with the attempt itself.
+    # at a million rows. Written only by services.attempts, with the attempt itself.
     last_trigger = models.CharField(max_length=16, blank=True)
     last_outcome = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last claimed it.")
+    # The sweeper's cursor: when the task that moves this delivery on (a send while pending, a
+    # reconcile while ambiguous) is due. Set by whoever makes it due (services.queue); null when
+    # nothing is due, e.g. a reconcile that gave up and waits for an operator.
+    due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True, help_text="When Twilio accepted it.")
@@ -155,6 +150,8 @@ class Delivery(models.Model):
             models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
             models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
             models.Index(fields=["hold", "-created_at", "-id"], name="delivery_hold_created_id", condition=~Q(hold="")),
+            # The sweeper: rows of a status whose task is overdue.
+            models.Index(fields=["status", "due_at"], name="delivery_status_due", condition=Q(due_at__isnull=False)),
         ]
         permissions = [("resend_delivery", "Can resend a delivery")]
 

@@ -16,8 +16,10 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery, OptOut, Organization, StatusEvent
+from deliveries import status as statuses
+from deliveries.models import Attempt, Delivery, OptOut, StatusEvent
 from deliveries.sms import InvalidNumber, normalize_number
+from deliveries.twilio.errors import ERROR_MEANINGS
 
 Status = Delivery.Status
 
@@ -66,38 +68,7 @@ def delivery_search_q(term: str) -> Q:
     return q
 
 
-# --- resend -----------------------------------------------------------------------------------------
-
-
-def delivery_resend_refusal(*, delivery: Delivery) -> str:
-    """Why this delivery cannot be resent, or "" if it can."""
-    org: Organization = delivery.organization
-    if org.subscription == Organization.Subscription.UNSUBSCRIBED:
-        return f"organisation {org.oid} has unsubscribed from the extension"
-    if not org.has_credential:
-        return f"no Twilio credential is stored for organisation {org.oid}"
-    if delivery.status in (Status.PENDING, Status.SENDING):
-        return f"it is {delivery.status}: a send is already on its way"
-    return ""
-
-
-def delivery_resend_warning(*, delivery: Delivery, opt_out: OptOut | None | bool = None) -> str:
-    """Why resending this delivery is unusual, or "". `opt_out` may be given when already known."""
-    if opt_out is None:
-        opt_out = active_opt_out(delivery=delivery)
-    if opt_out:
-        return (
-            f"{delivery.to_number} opted out of texts from {delivery.from_number} (texted STOP): Twilio refuses "
-            "it with 21610 unless they have since texted START"
-        )
-    if delivery.status == Status.DELIVERED:
-        return "Twilio reported it delivered: the recipient already has this message and would get it twice"
-    # Not in the issue's list, but the same harm: the person may get the alert twice.
-    if delivery.status == Status.AMBIGUOUS:
-        return "Twilio's answer was ambiguous: the message may exist at Twilio and the recipient could get it twice"
-    if delivery.status in (Status.QUEUED, Status.ACCEPTED, Status.SENT):
-        return f"Twilio accepted it ({delivery.status}) and has not reported a final status: it may still arrive"
-    return ""
+# --- opt-outs ------------------------------------------------------------------------------------------
 
 
 def active_opt_out(*, delivery: Delivery) -> OptOut | None:
@@ -107,34 +78,16 @@ def active_opt_out(*, delivery: Delivery) -> OptOut | None:
     ).first()
 
 
-@dataclass(frozen=True)
-class ResendCandidate:
-    delivery: Delivery
-    refusal: str  # why it cannot be resent; "" if it can
-    warning: str  # why resending is unusual and needs the explicit confirmation; "" if not
-
-
-def resend_review(*, ids: Iterable[str]) -> list[ResendCandidate]:
-    """What a resend of these deliveries would do, one entry each, newest first, in two queries."""
-    deliveries = list(
-        Delivery.objects.filter(id__in=list(ids)).select_related("organization").defer("body").order_by("-created_at")
-    )
-    opted_out = set(
+def opted_out_pairs(*, deliveries: Iterable[Delivery]) -> set[tuple[int, str, str]]:
+    """The (organisation id, sender, recipient) of these deliveries that have an active opt-out, in
+    one query."""
+    deliveries = list(deliveries)
+    return set(
         OptOut.objects.filter(
             cleared_at__isnull=True, recipient__in={d.to_number for d in deliveries},
             organization_id__in={d.organization_id for d in deliveries},
         ).values_list("organization_id", "sender", "recipient")
     )
-    return [
-        ResendCandidate(
-            delivery=d,
-            refusal=delivery_resend_refusal(delivery=d),
-            warning=delivery_resend_warning(
-                delivery=d, opt_out=(d.organization_id, d.from_number, d.to_number) in opted_out
-            ),
-        )
-        for d in deliveries
-    ]
 
 
 # --- the delivery page ---------------------------------------------------------------------------
@@ -164,14 +117,8 @@ def delivery_timeline(*, delivery: Delivery) -> list[TimelineEntry]:
 # --- at a glance ---------------------------------------------------------------------------------
 
 # The chart's outcome classes, in stacking order, and the statuses each stands for.
-OUTCOME_CLASSES: dict[str, tuple[str, ...]] = {
-    "sent": (Status.QUEUED, Status.ACCEPTED, Status.SENT, Status.DELIVERED),
-    "waiting": (Status.PENDING, Status.SENDING),
-    "ambiguous": (Status.AMBIGUOUS,),
-    "failed": (Status.FAILED, Status.UNDELIVERED),
-    "suppressed": (Status.SUPPRESSED,),
-}
-_CLASS_OF_STATUS = {status: name for name, statuses in OUTCOME_CLASSES.items() for status in statuses}
+OUTCOME_CLASSES: dict[str, tuple[str, ...]] = {c.value: statuses.statuses_of_class(c) for c in statuses.OutcomeClass}
+_CLASS_OF_STATUS = {s.value: m.outcome_class.value for s, m in statuses.STATUSES.items()}
 
 
 @dataclass
@@ -222,7 +169,7 @@ def at_a_glance(*, now: datetime | None = None) -> Glance:
     cut = next(i for i, h in enumerate(last_7d.hours) if h >= since_24h.replace(minute=0, second=0, microsecond=0))
     last_24h = HourlySeries(hours=last_7d.hours[cut:], counts={k: v[cut:] for k, v in last_7d.counts.items()})
     current = dict(
-        Delivery.objects.filter(status__in=[Status.PENDING, Status.SENDING, Status.AMBIGUOUS])
+        Delivery.objects.filter(status__in=[*statuses.IN_FLIGHT, Status.AMBIGUOUS])
         .values_list("status")
         .annotate(n=Count("pk"))
         .order_by()
@@ -230,11 +177,30 @@ def at_a_glance(*, now: datetime | None = None) -> Glance:
     return Glance(
         last_24h=last_24h,
         last_7d=last_7d,
-        waiting=current.get(Status.PENDING, 0) + current.get(Status.SENDING, 0),
+        waiting=sum(current.get(s, 0) for s in statuses.IN_FLIGHT),
         ambiguous=current.get(Status.AMBIGUOUS, 0),
         failed_24h=Delivery.objects.filter(status=Status.FAILED, created_at__gte=since_24h).count(),
         since_24h=since_24h,
     )
+
+
+# --- operations --------------------------------------------------------------------------------------
+
+
+def deliveries_by_status() -> dict[str, int]:
+    """How many deliveries are in each status (for /metrics)."""
+    return dict(Delivery.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+def oldest_pending_created_at() -> datetime | None:
+    return (
+        Delivery.objects.filter(status=Status.PENDING).order_by("created_at").values_list("created_at", flat=True).first()
+    )
+
+
+def error_code_choices() -> dict[int, str]:
+    """The Twilio error codes an operator meets most, with what each means, for the desk's filter."""
+    return dict(ERROR_MEANINGS)
 
 
 # --- CSV export ------------------------------------------------------------------------------------

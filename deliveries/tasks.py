@@ -1,40 +1,34 @@
-"""Celery tasks: thin. Each fetches by id and calls one service, then schedules what it says."""
+"""Celery tasks: thin. Each binds the log context, calls one service, and lets the service schedule
+what it decided. Registered by name (deliveries.services.queue enqueues them by that name)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from config import logcontext
-from deliveries import metrics, services
+from deliveries import services
+from deliveries.observability import logcontext
+from deliveries.services.queue import RECONCILE_TASK, SEND_TASK
 
 
-def _follow_up(delivery_id: str, decision: services.SendDecision) -> str:
-    if decision.retry_in is not None:
-        metrics.retry_scheduled()
-        send_delivery.apply_async((delivery_id, "retry"), countdown=decision.retry_in)
-    if decision.reconcile_in is not None:
-        reconcile_delivery.apply_async((delivery_id,), countdown=decision.reconcile_in)
-    return decision.status
-
-
-@shared_task(name="deliveries.send_delivery")
+@shared_task(name=SEND_TASK)
 def send_delivery(
     delivery_id: str, trigger: str = "automatic", triggered_by_id: int | None = None, reason: str = ""
 ) -> str:
-    # Every log line of the task, down to the gateway, carries the delivery id (and, once the service
-    # has loaded the row, its organisation and idempotency key). The pool reuses threads: scope() resets.
-    # A resend carries the operator and their reason; its retries (if any) are automatic again.
+    # Every log line of the task, down to the Twilio client, carries the delivery id (and, once the
+    # service has loaded the row, its organisation and idempotency key). The pool reuses threads:
+    # scope() resets. A resend carries the operator and their reason; its retries are automatic.
     with logcontext.scope(delivery_id=delivery_id):
         decision = services.delivery_send(
             delivery_id=delivery_id, trigger=trigger, triggered_by_id=triggered_by_id, reason=reason
         )
-        return _follow_up(delivery_id, decision)
+        return services.follow_up(delivery_id=delivery_id, decision=decision)
 
 
-@shared_task(name="deliveries.reconcile_delivery")
+@shared_task(name=RECONCILE_TASK)
 def reconcile_delivery(delivery_id: str) -> str:
     with logcontext.scope(delivery_id=delivery_id):
-        return _follow_up(delivery_id, services.delivery_reconcile(delivery_id=delivery_id))
+        decision = services.delivery_reconcile(delivery_id=delivery_id)
+        return services.follow_up(delivery_id=delivery_id, decision=decision)
 
 
 @shared_task(name="deliveries.sweep")

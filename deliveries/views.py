@@ -1,5 +1,4 @@
-"""Twilio's status callbacks: `POST /twilio/status/<delivery uuid>/`. Thin: the service checks the
-signature and records the event."""
+"""Twilio's webhooks. Thin: rebuild the URL Twilio signed, hand the form to a service, shape the answer."""
 
 from __future__ import annotations
 

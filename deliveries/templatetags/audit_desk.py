@@ -10,11 +10,11 @@ from django import template
 from django.urls import reverse
 
 from deliveries import selectors
+from deliveries import status as statuses
 from deliveries.selectors import HourlySeries
 
 register = template.Library()
 
-COLOURS = {"sent": "#15803d", "waiting": "#6b7280", "ambiguous": "#b45309", "failed": "#b91c1c", "suppressed": "#7c3aed"}
 WIDTH, HEIGHT = 672, 90
 
 
@@ -34,7 +34,7 @@ def _chart(series: HourlySeries) -> dict[str, Any]:
                 continue
             h = HEIGHT * count / peak
             y -= h
-            parts.append({"y": round(y, 2), "h": round(h, 2), "colour": COLOURS[name]})
+            parts.append({"y": round(y, 2), "h": round(h, 2), "colour": statuses.CLASS_COLOURS[name]})
         title = f"{hour:%Y-%m-%d %H:00} UTC: " + (
             ", ".join(f"{series.counts[k][i]} {k}" for k in selectors.OUTCOME_CLASSES if series.counts[k][i]) or "none"
         )
@@ -55,7 +55,7 @@ def at_a_glance(context: template.Context) -> dict[str, Any]:
         "show": True,
         "glance": glance,
         "charts": [("Last 24 hours", _chart(glance.last_24h)), ("Last 7 days", _chart(glance.last_7d))],
-        "legend": list(COLOURS.items()),
+        "legend": list(statuses.CLASS_COLOURS.items()),
         "links": {
             "waiting": f"{changelist}?{urlencode({'status__in': 'pending,sending'})}",
             "failed": f"{changelist}?{urlencode({'status__exact': 'failed', 'created_from': since})}",

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 from django.conf import settings as django_settings
 
-from config import logcontext
+from deliveries.observability import logcontext
 from deliveries.models import Delivery
 from tests.conftest import LOG as WORKER_LOG
 from tests.conftest import ROOT, Intake, Tenant, run_block, wait_for
@@ -63,7 +63,7 @@ def test_every_log_line_is_json_and_carries_the_ids_it_is_about(
     lines = _lines(json_logs)
     accepted = next(line for line in lines if line["message"].startswith("accepted 1 deliveries"))
     assert accepted["oid"] == tenant.oid and accepted["idempotency_key"] == "key-ids-1"
-    assert accepted["level"] == "INFO" and accepted["logger"] == "deliveries.services"
+    assert accepted["level"] == "INFO" and accepted["logger"] == "deliveries.services.accept"
     sends = [line for line in lines if line["message"].startswith(f"delivery {delivery.id} attempt")]
     assert len(sends) == 2  # the 429 and the retry that was accepted
     for line in sends:
@@ -143,7 +143,7 @@ def test_the_worker_logs_json_with_the_delivery_ids_and_no_secret(
 
 def test_log_format_plain_appends_the_ids_to_a_readable_line() -> None:
     code = (
-        "import django, logging; django.setup(); from config import logcontext\n"
+        "import django, logging; django.setup(); from deliveries.observability import logcontext\n"
         "with logcontext.scope(oid='org-1', delivery_id='d-1'): logging.getLogger('x').warning('hello')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,

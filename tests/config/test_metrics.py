@@ -131,7 +131,7 @@ def test_counts_from_several_processes_are_summed_with_a_multiprocess_dir(tmp_pa
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     count = textwrap.dedent("""
         import django; django.setup()
-        from deliveries import metrics
+        from deliveries.observability import metrics
         metrics.intake_call("heartbeat", 200)
         metrics.twilio_call("accepted", 120)
     """)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 def _age(delivery: Delivery, seconds: int, **fields: Any) -> None:
     past = timezone.now() - timedelta(seconds=seconds)
-    Delivery.objects.filter(id=delivery.id).update(updated_at=past, **fields)
+    Delivery.objects.filter(id=delivery.id).update(due_at=past, **fields)
 
 
 def test_a_request_accepted_while_the_broker_is_down_is_kept_and_sent_by_a_later_sweep(
@@ -32,7 +32,7 @@ def test_a_request_accepted_while_the_broker_is_down_is_kept_and_sent_by_a_later
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     with monkeypatch.context() as patch:
-        patch.setattr("deliveries.tasks.send_delivery.delay", broker_down)
+        patch.setattr("deliveries.tasks.send_delivery.apply_async", broker_down)
         response = intake.run(tenant, to="+15005550001,+15005550002,+15005550003")
 
     assert response.status_code == 200

@@ -8,19 +8,15 @@ Two kinds of figure:
   does): prometheus_client then keeps the values in files there and `/metrics` sums them all.
 * State (deliveries by status, the age of the oldest pending delivery, suppressions) is read from the
   database at scrape time, so it is right whichever process or machine changed it, and survives
-  restarts. Both use the (status, -created_at) index; the count by status reads all of it, which is
-  fine at a scrape every 15-60 s.
+  restarts. Those gauges are composed by config/state_metrics.py from deliveries.selectors, so this
+  module imports nothing of the service and every room can use it.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from typing import Iterable
 
-from django.db.models import Count
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 PREFIX = "ext_twilio"
@@ -72,42 +68,10 @@ def retry_scheduled() -> None:
     RETRIES.inc()
 
 
-class DatabaseCollector(Collector):
-    """Gauges computed from the database when /metrics is scraped."""
-
-    def collect(self) -> Iterable[Metric]:
-        from deliveries.models import Delivery
-
-        counts = dict(
-            Delivery.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n")
-        )
-        by_status = GaugeMetricFamily(f"{PREFIX}_deliveries", "Deliveries by current status.", labels=["status"])
-        for status in Delivery.Status.values:
-            by_status.add_metric([status], counts.get(status, 0))
-        yield by_status
-
-        yield GaugeMetricFamily(
-            f"{PREFIX}_deliveries_suppressed",
-            "Deliveries deliberately not sent (status suppressed: opt-out or flood control).",
-            value=counts.get(Delivery.Status.SUPPRESSED, 0),
-        )
-
-        oldest = (
-            Delivery.objects.filter(status=Delivery.Status.PENDING)
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-            .first()
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_oldest_pending_delivery_age_seconds",
-            "Age of the oldest delivery still pending (queued for a first try or a retry); 0 when none.",
-            value=max(0.0, time.time() - oldest.timestamp()) if oldest else 0.0,
-        )
-
-
-def exposition() -> bytes:
+def exposition(*state: Collector) -> bytes:
     """The text exposition of every metric: counted events (from all processes sharing
-    PROMETHEUS_MULTIPROC_DIR, or from this process alone) followed by the database gauges."""
+    PROMETHEUS_MULTIPROC_DIR, or from this process alone) followed by the `state` collectors, which
+    read their gauges when scraped (config.views passes the database's)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -115,6 +79,7 @@ def exposition() -> bytes:
         multiprocess.MultiProcessCollector(events)
     else:
         events = REGISTRY
-    state = CollectorRegistry(auto_describe=False)
-    state.register(DatabaseCollector())
-    return generate_latest(events) + generate_latest(state)
+    gauges = CollectorRegistry(auto_describe=False)
+    for collector in state:
+        gauges.register(collector)
+    return generate_latest(events) + generate_latest(gauges)

@@ -3,7 +3,7 @@
 The intake view binds `oid` and `idempotency_key` for the length of a request, the send task binds
 `delivery_id` (and the service adds the organisation and key once it has loaded the row), and
 `ContextFilter` copies whatever is bound onto every log record, so a line written deep inside a
-service or the Twilio gateway still says which delivery it is about without passing ids around.
+service or the Twilio client still says which delivery it is about without passing ids around.
 
 Only these three ids are ever bound. A JWT, token or secret has no way into a log record from here.
 """

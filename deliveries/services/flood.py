@@ -1,6 +1,6 @@
 """Flood control and opt-outs: whether a delivery must be held back instead of sent.
 
-Read-only decisions, made by services.delivery_send while it holds the organisation's row lock, so
+Read-only decisions, made by the send claim (services.send) while it holds the organisation's row lock, so
 the counts are exact across any number of workers on any number of machines: the database is the
 shared state, not process memory.
 """

@@ -1,7 +1,7 @@
-"""The only module that talks to Twilio (and the only importer of `twilio`).
+"""The only module that calls Twilio's API.
 
-It turns every way a POST to Twilio can end into a `SendResult` whose `outcome` carries the
-retry policy (see `classify_*`). Retry decisions are made by deliveries.services, never here and
+It turns every way a POST to Twilio can end into a `SendResult` whose `outcome` carries the retry
+policy (see errors.classify_*). Retry decisions are made by deliveries.services, never here and
 never by the SDK: the async SDK client re-POSTs after a 500, which can text a person twice.
 """
 
@@ -15,54 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
-from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-# Twilio codes that mean "nothing was created, try again later" although the HTTP status is 4xx.
-NOT_PROCESSED_CODES = frozenset({20429, 21611})
-OPTED_OUT_CODE = 21610
-
-# What an operator needs to know about the codes Twilio reports (in answers and status callbacks).
-ERROR_MEANINGS = {
-    20003: "Twilio refused the credentials (wrong Account SID or Auth Token)",
-    20429: "Too many concurrent requests to Twilio",
-    20500: "Twilio internal error",
-    21211: "Invalid 'To' number",
-    21408: "Sending to this region is not enabled on the Twilio account",
-    21606: "The 'From' number cannot send SMS",
-    21608: "Trial account: the recipient is not a verified number",
-    21610: "The recipient texted STOP to this sender (opted out)",
-    21611: "The sender's queue is full",
-    21612: "Twilio cannot route to this number",
-    21614: "The 'To' number is not a mobile number",
-    21617: "The body is over 1,600 characters",
-    30001: "Queue overflow: Twilio dropped the message",
-    30003: "Unreachable handset (switched off or out of coverage; may succeed later)",
-    30005: "Unknown handset (the number does not exist)",
-    30006: "Landline or unreachable carrier",
-    30007: "Filtered by the carrier (spam filtering)",
-    30008: "Unknown error from the carrier",
-    30500: "Twilio internal error",
-}
-
-# Twilio message statuses in the order a message moves through them; callbacks arrive out of order,
-# so a status only ever moves to a higher rank, and rank 4 is final.
-STATUS_RANK = {
-    "accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3,
-    "delivered": 4, "undelivered": 4, "failed": 4, "canceled": 4, "read": 4,
-}
-
-
-class Outcome(enum.StrEnum):
-    ACCEPTED = "accepted"
-    NOT_PROCESSED = "not_processed"  # no message exists: safe to retry
-    PERMANENT = "permanent"  # retrying cannot help
-    AMBIGUOUS = "ambiguous"  # the message may exist at Twilio: never blindly re-POST
-
+from deliveries import status as statuses
+from deliveries.status import Status
+from deliveries.twilio.errors import Outcome, classify_exception, classify_rest_error, describe
 
 @dataclass(frozen=True)
 class SendResult:
@@ -73,7 +33,7 @@ class SendResult:
     twilio_message: str = ""
     twilio_request_id: str = ""
     sid: str = ""
-    twilio_status: str = ""
+    status: Status = Status.QUEUED  # ours, for what Twilio said of an accepted message
 
 
 class _HeaderKeepingClient(TwilioHttpClient):
@@ -148,7 +108,7 @@ def send_sms(
         return SendResult(
             outcome=classify_exception(exc),
             duration_ms=_ms_since(started),
-            twilio_message=_describe(exc),
+            twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
     return SendResult(
@@ -157,15 +117,10 @@ def send_sms(
         http_status=201,
         twilio_request_id=http.last_request_id,
         sid=message.sid or "",
-        twilio_status=message.status or "",
+        status=statuses.from_twilio(message.status or "") or Status.QUEUED,
         twilio_code=message.error_code or None,
         twilio_message=message.error_message or "",
     )
-
-
-def signature_valid(*, auth_token: str, url: str, params: dict[str, str], signature: str) -> bool:
-    """X-Twilio-Signature check, over the URL exactly as Twilio called it."""
-    return bool(signature) and RequestValidator(auth_token).validate(url, params, signature)
 
 
 class LookupOutcome(enum.StrEnum):
@@ -179,7 +134,7 @@ class LookupResult:
     outcome: LookupOutcome
     duration_ms: int
     sid: str = ""
-    twilio_status: str = ""
+    status: Status = Status.QUEUED  # ours, for the status Twilio reports for the message found
     http_status: int | None = None
     twilio_code: int | None = None
     twilio_message: str = ""
@@ -203,7 +158,7 @@ def find_message(
         return LookupResult(LookupOutcome.FAILED, _ms_since(started), http_status=exc.status, twilio_code=exc.code,
                             twilio_message=_twilio_message(exc), twilio_request_id=http.last_request_id)
     except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
-        return LookupResult(LookupOutcome.FAILED, _ms_since(started), twilio_message=_describe(exc),
+        return LookupResult(LookupOutcome.FAILED, _ms_since(started), twilio_message=describe(exc),
                             twilio_request_id=http.last_request_id)
     for message in messages:
         created = message.date_created
@@ -211,49 +166,10 @@ def find_message(
             not from_.startswith("MG") or message.messaging_service_sid == from_
         ):
             return LookupResult(LookupOutcome.FOUND, _ms_since(started), sid=message.sid or "",
-                                twilio_status=message.status or "", http_status=200,
+                                status=statuses.from_twilio(message.status or "") or Status.QUEUED, http_status=200,
                                 twilio_request_id=http.last_request_id)
     return LookupResult(LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200,
                         twilio_request_id=http.last_request_id)
-
-
-def classify_rest_error(status: int | None, code: int | None) -> Outcome:
-    """Status first (Twilio warns that codes evolve), codes only for the special cases."""
-    if status == 429 or code in NOT_PROCESSED_CODES:
-        return Outcome.NOT_PROCESSED
-    if status is None or status >= 500:
-        return Outcome.AMBIGUOUS
-    return Outcome.PERMANENT
-
-
-def classify_exception(exc: BaseException) -> Outcome:
-    """Network failures surface raw from the SDK. Only a failure to *connect* proves that Twilio
-    never saw the request; anything after the request left (read timeout, reset) may have created
-    the message."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return Outcome.NOT_PROCESSED
-    if isinstance(exc, requests.exceptions.ConnectionError) and _is_connect_failure(exc):
-        return Outcome.NOT_PROCESSED
-    return Outcome.AMBIGUOUS
-
-
-def _is_connect_failure(exc: BaseException) -> bool:
-    from urllib3.exceptions import NewConnectionError
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (NewConnectionError, ConnectionRefusedError)):
-            return True
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        args = getattr(current, "args", ())
-        nested = next((a for a in args if isinstance(a, BaseException)), None)
-        current = nested or current.__cause__ or current.__context__
-    return False
 
 
 def _twilio_message(exc: TwilioRestException) -> str:
@@ -262,12 +178,6 @@ def _twilio_message(exc: TwilioRestException) -> str:
     for prefix in ("Unable to create record: ", "Unable to fetch page: "):
         message = message.removeprefix(prefix)
     return message[:1000]
-
-
-def _describe(exc: BaseException) -> str:
-    # The class name and not str(exc): a requests error message can carry the full URL, and the
-    # URL of a message resource contains the Account SID.
-    return f"{type(exc).__module__}.{type(exc).__name__}"
 
 
 def _ms_since(started: float) -> int:

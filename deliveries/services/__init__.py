@@ -1,0 +1,37 @@
+"""Every write to the delivery domain, one module per concern. Views, tasks, the admin and commands
+call these (imported from this package) and nothing else writes.
+
+    accept         a `run` call becomes pending deliveries, enqueued after commit
+    organizations  subscription events, error reports, credential re-encryption
+    send           claim, POST to Twilio, record the result (flood: the hold rules it applies)
+    reconcile      after an ambiguous answer: look at Twilio, then adopt, resend or fail
+    receipts       Twilio's status callbacks and the opt-outs they reveal
+    sweep          the safety net: overdue tasks, lost claims, flood-control summaries
+    desk           the audit desk: resend (and its rules), clearing opt-outs
+    attempts       the one writer of attempt bookkeeping
+    queue          the only place that enqueues a task, with one broker-failure policy
+"""
+
+from deliveries.services.accept import Accepted, alert_request_reply, deliveries_accept
+from deliveries.services.desk import (
+    Refused,
+    ResendCandidate,
+    delivery_resend,
+    delivery_resend_refusal,
+    delivery_resend_warning,
+    opt_out_clear,
+    resend_review,
+)
+from deliveries.services.organizations import error_report_record, organization_record_event, organizations_reencrypt
+from deliveries.services.receipts import CallbackResult, opt_out_record, status_callback_record
+from deliveries.services.reconcile import delivery_reconcile
+from deliveries.services.send import SendDecision, delivery_send, follow_up, retry_delay, status_callback_url
+from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summaries_send
+
+__all__ = [
+    "Accepted", "CallbackResult", "Refused", "ResendCandidate", "SendDecision", "SweepReport",
+    "alert_request_reply", "deliveries_accept", "deliveries_sweep", "delivery_reconcile", "delivery_resend",
+    "delivery_resend_refusal", "delivery_resend_warning", "delivery_send", "error_report_record",
+    "flood_summaries_send", "follow_up", "opt_out_clear", "opt_out_record", "organization_record_event",
+    "organizations_reencrypt", "resend_review", "retry_delay", "status_callback_record", "status_callback_url",
+]

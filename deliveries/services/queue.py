@@ -1,0 +1,58 @@
+"""The only place that hands work to Celery.
+
+The broker-failure policy, for every caller: the row is committed, in its state, with `due_at` set
+*before* anything is enqueued (enqueue runs after commit). If the broker refuses, nothing is lost:
+we log one warning, stop at the first failure (each further try could wait out a connect timeout
+while LimaCharlie or an operator waits for our answer), and the sweeper enqueues the rest once
+their `due_at` is overdue. Callers never handle a broker error themselves.
+
+Tasks are looked up by name in the Celery app's registry (deliveries.apps registers them at start),
+so the services never import the tasks module that calls them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from celery import current_app
+
+from deliveries.models import Attempt
+
+logger = logging.getLogger(__name__)
+
+SEND_TASK = "deliveries.send_delivery"
+RECONCILE_TASK = "deliveries.reconcile_delivery"
+
+
+def send(
+    delivery_ids: Sequence[str],
+    *,
+    trigger: str = Attempt.Trigger.AUTOMATIC,
+    triggered_by_id: int | None = None,
+    reason: str = "",
+    countdown: float | None = None,
+) -> int:
+    """Enqueue a send task for each delivery; returns how many were enqueued. A resend carries the
+    operator and their reason, which its attempt keeps."""
+    args = [(delivery_id, trigger, triggered_by_id, reason) for delivery_id in delivery_ids]
+    return _enqueue(SEND_TASK, args, countdown)
+
+
+def reconcile(delivery_ids: Sequence[str], *, countdown: float | None = None) -> int:
+    """Enqueue a reconcile task (look the message up at Twilio) for each delivery."""
+    return _enqueue(RECONCILE_TASK, [(delivery_id,) for delivery_id in delivery_ids], countdown)
+
+
+def _enqueue(name: str, calls: Sequence[tuple[object, ...]], countdown: float | None) -> int:
+    task = current_app.tasks[name]
+    for n, args in enumerate(calls):
+        try:
+            task.apply_async(args, countdown=countdown)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many types; the rows are safe either way
+            logger.warning(
+                "could not enqueue delivery %s and %d more (%s: %s); they stay due and the sweeper "
+                "enqueues them", args[0], len(calls) - n - 1, name, type(exc).__name__,
+            )
+            return n
+    return len(calls)
