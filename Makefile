@@ -1,20 +1,30 @@
-# `make run` and `make test` are the two commands of the README. Both set up .venv from
-# requirements.txt first (once, and again whenever requirements.txt changes).
+# `make run` and `make test` are the two commands of the README. Both set up .venv first: `make run`
+# installs requirements.txt (what the service runs with), `make test` requirements-dev.txt (that plus
+# the test, type and lint tools). Each stamp file in .venv is redone whenever its requirements change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test chaos bench install clean
+.PHONY: run test chaos bench install install-dev clean
 
-$(VENV)/.installed: requirements.txt
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# requirements-dev.txt starts with `-r requirements.txt`, so a change to either file redoes it.
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
 install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 .env: | $(VENV)/.installed
 	$(PY) -m config.envfile .env
@@ -24,13 +34,16 @@ run: install .env
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	bin/run
 
-test: install
+# The browser tests drive Debian's /usr/bin/chromium: bin/ensure-chromium installs it when it can
+# (root with apt-get), or says the one command to run.
+test: install-dev
+	bin/ensure-chromium
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The load scenario at full size: 10,000 requests, 5 % repeated keys, random Twilio failures, on
 # PostgreSQL (this machine's) and a Redis of its own. Prints the reconciliation table.
-chaos: install
+chaos: install-dev
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
 		$(PY) -m pytest -s --timeout=3600 tests/chaos/test_chaos.py -k load
 

@@ -7,7 +7,8 @@ with the thread pool. Then:
 
 1. Intake: signed, gzipped `run` calls per second (each one answered 200 and persisted, which is
    checked), p50/p99, at 1, 8 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
-   gunicorn (BENCH_BARE_ENDPOINT: gunzip + lc-ext-sig check + a protocol reply, nothing else).
+   gunicorn (gunzip + lc-ext-sig check + a protocol reply, nothing else; bench/urls.py, which only the
+   bench's gunicorn loads, through DJANGO_SETTINGS_MODULE=bench.settings).
    Workers are stopped meanwhile, so the web measurement has the cores to itself.
 2. Delivery: N deliveries committed, then enqueued at once; messages per second until the fake
    Twilio (answering after 100 ms) has received the last one; beside the limit, a bare loop of the
@@ -383,7 +384,6 @@ def main() -> int:
         "TWILIO_API_BASE_URL": urls["twilio"],
         "LC_API_URL": urls["limacharlie"],
         "VAR_DIR": str(VAR),
-        "BENCH_BARE_ENDPOINT": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -417,7 +417,9 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     from deliveries.models import AlertRequest, Delivery, Organization
     from deliveries.sms import prepare_body
 
-    web = start([PY, "-m", "gunicorn", "config.wsgi", "--config", "deploy/gunicorn.conf.py"], env, "web")
+    # The service's settings with bench/urls.py, which adds /bench/bare/ (the floor) to the service's URLs.
+    web = start([PY, "-m", "gunicorn", "config.wsgi", "--config", "deploy/gunicorn.conf.py"],
+                {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}, "web")
     processes.append(web)
 
     def web_up() -> bool:

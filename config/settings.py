@@ -249,9 +249,6 @@ SPECTACULAR_SETTINGS = {
 # When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (for a
 # private network).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-# Bench only (`make bench`): serves /bench/bare/, which checks lc-ext-sig and answers, as the floor the
-# intake is compared with. Never enable it in production: it is an unauthenticated-cost endpoint.
-BENCH_BARE_ENDPOINT = _bool("BENCH_BARE_ENDPOINT", False)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")

@@ -18,8 +18,3 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="openapi-docs"),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
-
-if settings.BENCH_BARE_ENDPOINT:
-    from extension.views import BareSignatureView
-
-    urlpatterns.append(path("bench/bare/", BareSignatureView.as_view(), name="bench-bare"))

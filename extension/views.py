@@ -88,19 +88,3 @@ class IntakeView(APIView):
             return response
         logger.exception("unexpected error in the intake")
         return Response(reply(error="internal error, try again", retriable=True), status=500)
-
-
-class BareSignatureView(APIView):
-    """Bench only (BENCH_BARE_ENDPOINT): the same authentication as the intake (gunzip, lc-ext-sig
-    HMAC) and a protocol reply, nothing else. Served by the same gunicorn as the intake, it is the floor
-    `make bench` compares the intake with."""
-
-    authentication_classes = [LimaCharlieSignatureAuthentication]
-    permission_classes: list[Any] = []
-    parser_classes: list[Any] = []
-
-    @extend_schema(exclude=True)
-    def post(self, request: Request) -> Response:
-        if request.auth is None:
-            return Response({})
-        return Response(reply())

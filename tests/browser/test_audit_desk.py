@@ -1,6 +1,7 @@
 """Both roles of the audit desk in a real headless Chromium (Debian's `chromium`, driven by
-Playwright for Python; `.ci/run` installs it). The live server runs in this process with Celery
-eager, so a resend is sent to the fake Twilio before the confirmation's redirect answers.
+Playwright for Python; `make test` installs it when missing, bin/ensure-chromium). The live server
+runs in this process with Celery eager, so a resend is sent to the fake Twilio before the
+confirmation's redirect answers.
 
 Screenshots of the list, the confirmation page and the delivery page are written to
 var/test/screenshots/, or to docs/screenshots/ (the README's) with UPDATE_SCREENSHOTS=1.
@@ -36,7 +37,7 @@ SHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1
 @pytest.fixture(scope="module")
 def browser(django_db_setup: Any) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as bin/ensure-chromium does)")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an asyncio loop on this thread while the browser is open. The

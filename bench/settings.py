@@ -1,0 +1,7 @@
+"""Bench only: the settings `make bench` runs its gunicorn with (DJANGO_SETTINGS_MODULE=bench.settings,
+set by bench/run.py). The service's settings unchanged, with a URLconf that adds the bench's floor
+endpoint (bench/urls.py). Production never loads this module."""
+
+from config.settings import *  # noqa: F403
+
+ROOT_URLCONF = "bench.urls"
