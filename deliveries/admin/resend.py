@@ -53,11 +53,7 @@ class ResendMixin(admin.ModelAdmin):
         confirmation form, carrying the ids, the reason and, when needed, the extra confirmation."""
         if not self.has_resend_permission(request):
             raise PermissionDenied
-        source = request.POST if request.method == "POST" else request.GET
-        ids = [str(object_id)] if object_id else source.getlist("ids")
-        next_url = source.get("next", "")
-        if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
-            next_url = ""
+        ids, next_url = self._resend_request(request, object_id)
         if not ids or len(ids) > settings.ADMIN_RESEND_MAX:
             self.message_user(
                 request, f"Select between 1 and {settings.ADMIN_RESEND_MAX} deliveries to resend.", messages.ERROR
@@ -68,21 +64,44 @@ class ResendMixin(admin.ModelAdmin):
 
         form = ResendForm(request.POST)
         candidates = selectors.resend_review(ids=ids)
+        if not self._resend_confirmed(form, candidates):
+            return self._resend_page(request, ids, form, next_url=next_url, candidates=candidates)
+        self._resend(request, candidates, form.cleaned_data["reason"], form.cleaned_data["unusual_confirmed"])
+        if len(ids) == 1 and object_id:
+            return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[ids[0]]))
+        return HttpResponseRedirect(next_url or reverse("admin:deliveries_delivery_changelist"))
+
+    @staticmethod
+    def _resend_request(request: HttpRequest, object_id: Any) -> tuple[list[str], str]:
+        """The ids to resend (the one in the URL, or the form's) and where to go back to, if that is
+        on this site: the page's `next` is only followed to our own host."""
+        source = request.POST if request.method == "POST" else request.GET
+        ids = [str(object_id)] if object_id else source.getlist("ids")
+        next_url = source.get("next", "")
+        if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+            next_url = ""
+        return ids, next_url
+
+    @staticmethod
+    def _resend_confirmed(form: ResendForm, candidates: list[selectors.ResendCandidate]) -> bool:
+        """Whether the form is valid, including the tick that unusual resends (if any) require."""
         if form.is_valid() and any(c.warning and not c.refusal for c in candidates) and not form.cleaned_data[
             "unusual_confirmed"
         ]:
             form.add_error("unusual_confirmed", "Tick the box to confirm the unusual resends listed above.")
-        if not form.is_valid():
-            return self._resend_page(request, ids, form, next_url=next_url, candidates=candidates)
+        return form.is_valid()
 
-        reason = form.cleaned_data["reason"]
+    def _resend(
+        self, request: HttpRequest, candidates: list[selectors.ResendCandidate], reason: str, unusual_confirmed: bool
+    ) -> None:
+        """Resend each candidate through the service; say how many went and why each other did not."""
         resent, refused = 0, []
         for candidate in candidates:
             delivery = candidate.delivery
             try:
                 services.delivery_resend(
                     delivery=delivery, by=cast(User, request.user), reason=reason,
-                    unusual_confirmed=form.cleaned_data["unusual_confirmed"],
+                    unusual_confirmed=unusual_confirmed,
                 )
             except services.Refused as exc:
                 refused.append(f"{delivery.to_number} ({delivery.id}): {exc}")
@@ -93,9 +112,6 @@ class ResendMixin(admin.ModelAdmin):
             self.message_user(request, f"{resent} resent; the new attempts appear on each delivery.", messages.SUCCESS)
         for line in refused:
             self.message_user(request, f"Not resent: {line}", messages.ERROR)
-        if len(ids) == 1 and object_id:
-            return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[ids[0]]))
-        return HttpResponseRedirect(next_url or reverse("admin:deliveries_delivery_changelist"))
 
     def _resend_page(
         self, request: HttpRequest, ids: list[str], form: ResendForm, *, next_url: str,
