@@ -161,7 +161,7 @@ def test_the_list_shows_the_columns_newest_first_with_a_coloured_badge(tenant: T
 
 
 def test_the_list_does_not_count_past_its_cap(tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deliveries.admin import CappedCountPaginator
+    from deliveries.admin.base import CappedCountPaginator
 
     monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
     for _ in range(5):
