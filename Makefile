@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test chaos bench install install-dev clean
+.PHONY: run test lint chaos bench install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,16 @@ run: install .env
 
 # The browser tests drive Debian's /usr/bin/chromium: bin/ensure-chromium installs it when it can
 # (root with apt-get), or says the one command to run.
-test: install-dev
+test: install-dev lint
 	bin/ensure-chromium
-	$(PY) -m mypy
 	$(PY) -m pytest
+
+# ruff (lint and format, rules in ruff.toml), the import contracts (.importlinter), mypy (mypy.ini).
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 # The load scenario at full size: 10,000 requests, 5 % repeated keys, random Twilio failures, on
 # PostgreSQL (this machine's) and a Redis of its own. Prints the reconciliation table.

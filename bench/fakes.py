@@ -19,8 +19,8 @@ import threading
 import time
 from typing import Any
 
-from tests.fakes import twilio as fake_twilio
 from tests.fakes import limacharlie as fake_limacharlie
+from tests.fakes import twilio as fake_twilio
 
 
 def _no_delay(handler: Any) -> None:
@@ -44,7 +44,7 @@ class _BenchTwilioHandler(fake_twilio._Handler):
         super().setup()
         _no_delay(self)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         time.sleep(self.fake.latency)
         super().do_POST()
         with self.fake.lock:
@@ -54,7 +54,7 @@ class _BenchTwilioHandler(fake_twilio._Handler):
             self.fake.received.clear()
             self.fake.messages.clear()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/_bench/stats":
             with self.fake.lock:
                 return self.send_json(200, {"count": self.fake.count, "last_at": self.fake.last_at})

@@ -40,10 +40,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -523,7 +524,7 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     log(f"Twilio SDK loop: {limit:.1f}/s")
 
     outcome = {
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
         "mode": "quick" if QUICK else "full",
@@ -593,7 +594,7 @@ def report(result: dict[str, Any]) -> None:
                  f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× |")
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     for name in (f"{stamp}-{result['mode']}", f"latest-{result['mode']}"):
         (RESULTS / f"{name}.md").write_text(table + "\n")
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -2,6 +2,6 @@
 set by bench/run.py). The service's settings unchanged, with a URLconf that adds the bench's floor
 endpoint (bench/urls.py). Production never loads this module."""
 
-from config.settings import *  # noqa: F403
+from config.settings import *
 
 ROOT_URLCONF = "bench.urls"

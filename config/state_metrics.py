@@ -5,7 +5,7 @@ all of it, which is fine at a scrape every 15-60 s."""
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector

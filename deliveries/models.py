@@ -53,6 +53,9 @@ class AlertRequest(models.Model):
             models.UniqueConstraint(fields=["organization", "idempotency_key"], name="alert_request_once_per_key"),
         ]
 
+    def __str__(self) -> str:
+        return f"run call {self.idempotency_key}"
+
 
 class Delivery(models.Model):
     """One SMS to one recipient. Never deleted: the audit trail is the product."""
@@ -216,6 +219,9 @@ class StatusEvent(models.Model):
     class Meta:
         ordering = ["received_at", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.message_status} ({self.message_sid or 'no SID'})"
+
 
 class OptOut(models.Model):
     """A recipient who texted STOP to a sender (Twilio 21610). Cleared, never deleted."""
@@ -241,6 +247,9 @@ class OptOut(models.Model):
         ]
         permissions = [("clear_optout", "Can clear an opt-out")]
 
+    def __str__(self) -> str:
+        return f"{self.recipient} opted out of {self.sender}"
+
 
 class ErrorReport(models.Model):
     """An `error_report` LimaCharlie sent about this extension."""
@@ -251,3 +260,6 @@ class ErrorReport(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"error report from {self.oid or 'LimaCharlie'}"

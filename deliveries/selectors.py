@@ -6,11 +6,13 @@ Delivery or Attempt (see their Meta), and nothing counts a whole table.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
@@ -56,10 +58,8 @@ def delivery_search_q(term: str) -> Q:
     column, so the database ORs index lookups instead of scanning for substrings."""
     term = term.strip()
     q = Q(idempotency_key=term)
-    try:
+    with contextlib.suppress(ValueError):  # not a delivery id
         q |= Q(id=uuid.UUID(term))
-    except ValueError:
-        pass
     if TWILIO_MESSAGE_SID.match(term):
         q |= Q(twilio_sid=term)
     number = as_e164(term)

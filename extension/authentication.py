@@ -8,11 +8,12 @@ before the HMAC because the signature covers the JSON bytes, not the gzip bytes.
 from __future__ import annotations
 
 import logging
+
 from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from extension.envelope import SIGNATURE_HEADER, EnvelopeError, decompress, signature_matches
+from extension.envelope import SIGNATURE_HEADER, decompress, signature_matches
 
 logger = logging.getLogger(__name__)
 

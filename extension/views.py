@@ -13,8 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deliveries.observability import logcontext
-from deliveries.observability import metrics
+from deliveries.observability import logcontext, metrics
 from extension import handlers
 from extension.authentication import LimaCharlieSignatureAuthentication
 from extension.envelope import EnvelopeError, parse, reply

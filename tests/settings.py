@@ -27,7 +27,7 @@ if not os.environ.get("EXT_TWILIO_TEST_RUN"):
     for name in ("TWILIO_EDGE", "TWILIO_REGION"):  # they would send the SDK past the fake
         os.environ.pop(name, None)
 
-from config.settings import *  # noqa: E402,F403
+from config.settings import *
 
 # The desk's tests create many logins; a fast hasher keeps them quick (never used outside tests).
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

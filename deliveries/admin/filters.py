@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -14,7 +14,6 @@ from django.http import HttpRequest
 
 from deliveries import selectors
 from deliveries.models import Attempt, Delivery
-
 
 
 class OutcomeClassFilter(admin.SimpleListFilter):
@@ -97,11 +96,11 @@ class CreatedRangeFilter(admin.ListFilter):
         try:
             if "T" in value or " " in value:
                 moment = datetime.fromisoformat(value)
-                return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
             day = date.fromisoformat(value) + (timedelta(days=1) if end else timedelta())
         except ValueError:
             raise IncorrectLookupParameters(f"{value!r} is not a date (YYYY-MM-DD)") from None
-        return datetime.combine(day, time.min, tzinfo=dt_timezone.utc)
+        return datetime.combine(day, time.min, tzinfo=UTC)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
         start = self._bound(str(self.used_parameters.get(self.FROM, "")), end=False)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator
+from types import MappingProxyType
 
 FIELDS = ("oid", "idempotency_key", "delivery_id")
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ext_twilio_log_context", default={})
+# Read-only default: every bind() sets a fresh dict, so no context ever writes into another's.
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "ext_twilio_log_context", default=MappingProxyType({})
+)
 
 
 def bind(**ids: str | None) -> None:

@@ -5,9 +5,10 @@ unique per idempotency key, is the durable defence against replays and LimaCharl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone

@@ -4,8 +4,9 @@ exactly once, and the delivery's copies of the latest attempt (`attempt_count`, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from django.db.models import F
 

@@ -4,8 +4,9 @@ cannot work, and when it is unusual enough to need an explicit confirmation)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone

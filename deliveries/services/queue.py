@@ -13,7 +13,7 @@ so the services never import the tasks module that calls them.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from celery import current_app
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import enum
 import os
-from datetime import datetime, timedelta
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from twilio.rest import Client
 from deliveries import status as statuses
 from deliveries.status import Status
 from deliveries.twilio.errors import Outcome, classify_exception, classify_rest_error, describe
+
 
 @dataclass(frozen=True)
 class SendResult:

@@ -13,9 +13,10 @@ import csv
 import io
 import os
 import random
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from django.utils import timezone

@@ -11,6 +11,7 @@ Used by tests/chaos/test_chaos.py: short runs in `make test`, and the 10,000-req
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -106,10 +107,8 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -136,7 +137,7 @@ def run_load(tenant: Tenant, fake_twilio: FakeTwilio, stack: Stack, requests_cou
     reconciliation table."""
     fake_twilio.chaos = {"429": 0.05, "500": 0.02, "create_then_500": 0.01, "21211": 0.01}
     opted_out = [f"+1501{n:07d}" for n in range(max(2, requests_count // 100))]
-    fake_twilio.refuse.update({number: 21610 for number in opted_out})
+    fake_twilio.refuse.update(dict.fromkeys(opted_out, 21610))
     caller = _caller(stack, tenant)
     calls = new_calls(requests_count, 0, tag="load ")
     repeats = [Call(c.key, c.to, c.body) for c in calls[: requests_count // 20]]
@@ -158,7 +159,7 @@ def run_load(tenant: Tenant, fake_twilio: FakeTwilio, stack: Stack, requests_cou
         "requests": len(calls) + len(stop_words) + len(suppressed),
         "repeats (same idempotency key)": len(repeats),
         "repeats answered with the first reply": sum(
-            1 for r, c in zip(repeats, calls) if r.reply is not None and r.reply == c.reply
+            1 for r, c in zip(repeats, calls, strict=False) if r.reply is not None and r.reply == c.reply
         ),
         "accepted deliveries": accepted,
         "accepted by Twilio": status.get("queued", 0),

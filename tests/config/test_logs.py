@@ -10,13 +10,14 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
 
-from deliveries.observability import logcontext
 from deliveries.models import Delivery
+from deliveries.observability import logcontext
 from tests.conftest import LOG as WORKER_LOG
 from tests.conftest import ROOT, Intake, Tenant, run_block, wait_for
 from tests.fakes.limacharlie import FakeLimaCharlie

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.http import StreamingHttpResponse
 from django.contrib.auth.models import Group
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone

@@ -139,5 +139,5 @@ def test_an_organisation_without_a_credential_fails_the_delivery_without_calling
 def test_the_backoff_doubles_from_the_base_and_is_capped(settings: Any) -> None:
     settings.SEND_RETRY_BASE_SECONDS, settings.SEND_RETRY_MAX_SECONDS = 2, 20
     delays = [services.retry_delay(n) for n in range(1, 7)]
-    for delay, nominal in zip(delays, [2, 4, 8, 16, 20, 20]):
+    for delay, nominal in zip(delays, [2, 4, 8, 16, 20, 20], strict=True):
         assert 0.8 * nominal <= delay <= 1.2 * nominal

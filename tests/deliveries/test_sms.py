@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from deliveries.sms import InvalidNumber, encoding_and_segments, normalize_number, normalize_sender, parse_recipients, prepare_body
+from deliveries.sms import (
+    InvalidNumber,
+    encoding_and_segments,
+    normalize_number,
+    normalize_sender,
+    parse_recipients,
+    prepare_body,
+)
 
 
 @pytest.mark.parametrize(

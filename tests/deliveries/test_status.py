@@ -23,10 +23,10 @@ def test_a_status_added_without_a_meaning_is_refused() -> None:
 
 
 def test_the_derived_sets_are_the_documented_ones() -> None:
-    assert statuses.FINAL == {"delivered", "undelivered", "failed", "suppressed"}
-    assert statuses.IN_FLIGHT == {"pending", "sending"}
-    assert statuses.RESENDABLE == set(Status) - {"pending", "sending"}
-    assert statuses.AT_TWILIO_UNSETTLED == {"queued", "accepted", "sent"}
+    assert {"delivered", "undelivered", "failed", "suppressed"} == statuses.FINAL
+    assert {"pending", "sending"} == statuses.IN_FLIGHT
+    assert set(Status) - {"pending", "sending"} == statuses.RESENDABLE
+    assert {"queued", "accepted", "sent"} == statuses.AT_TWILIO_UNSETTLED
 
 
 @pytest.mark.parametrize(

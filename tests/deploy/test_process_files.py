@@ -8,10 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -71,7 +71,7 @@ def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[byt
 
 def _get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a local test URL
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read()
     except OSError:
         return 0, b""

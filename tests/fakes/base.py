@@ -39,7 +39,7 @@ class FakeServer:
 class QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
     def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:

@@ -13,9 +13,9 @@ from tests.fakes.base import FakeServer, QuietHandler
 
 
 class _Handler(QuietHandler):
-    fake: "FakeLimaCharlie"
+    fake: FakeLimaCharlie
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         parts = [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
         with self.fake.lock:
             self.fake.requests.append((self.path, self.headers.get("Authorization", "")))

@@ -20,8 +20,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,7 +46,7 @@ class Received:
 
 
 class _Handler(QuietHandler):
-    fake: "FakeTwilio"
+    fake: FakeTwilio
 
     def _account(self) -> str | None:
         parts = urlsplit(self.path).path.strip("/").split("/")
@@ -69,7 +69,7 @@ class _Handler(QuietHandler):
             {"Twilio-Request-Id": self.fake.request_id()},
         )
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         sid = self._account()
         if sid is None or not self._authorised(sid):
             return self._error(401 if sid else 404, 20003 if sid else 20404, "Authenticate")
@@ -93,7 +93,7 @@ class _Handler(QuietHandler):
         self.send_json(200, {"messages": found, "page": 0, "page_size": 50, "next_page_uri": None,
                              "uri": self.path}, {"Twilio-Request-Id": self.fake.request_id()})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         sid = self._account()
         raw = self.read_body()
         form = {k: v[0] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
@@ -172,7 +172,7 @@ class FakeTwilio(FakeServer):
         return "RQ" + secrets.token_hex(16)
 
     def create(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         service = form.get("MessagingServiceSid")
         message = {
             "sid": "SM" + secrets.token_hex(16),
