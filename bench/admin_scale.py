@@ -144,8 +144,10 @@ def seed(rows: int) -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE deliveries_attempt, deliveries_statusevent, deliveries_optout, deliveries_delivery, "
-                       "deliveries_alertrequest, deliveries_organization RESTART IDENTITY CASCADE")
+        cursor.execute(
+            "TRUNCATE deliveries_attempt, deliveries_statusevent, deliveries_optout, deliveries_delivery, "
+            "deliveries_alertrequest, deliveries_organization RESTART IDENTITY CASCADE"
+        )
         cursor.execute(SEED_SQL.replace("%(rows)s", str(int(rows))))
         cursor.execute("SET session_replication_role = DEFAULT")
     # VACUUM sets the visibility map (index-only scans) and ANALYZE gives the planner the real shape.
@@ -182,7 +184,11 @@ def measure(runs: int, explain: bool) -> dict[str, float]:
     client.force_login(user)
 
     base = "/admin/deliveries/delivery/"
-    some = list(Delivery.objects.order_by("-created_at").values_list("id", "to_number")[:: max(1, Delivery.objects.count() // 50)][:20])
+    some = list(
+        Delivery.objects.order_by("-created_at").values_list("id", "to_number")[
+            :: max(1, Delivery.objects.count() // 50)
+        ][:20]
+    )
     number = some[len(some) // 2][1]  # e.g. +15000012345, typed as an operator would paste it
     typed = f"+1 ({number[2:5]}) {number[5:8]}-{number[8:]}"
     today = timezone.now().date()
@@ -206,12 +212,15 @@ def measure(runs: int, explain: bool) -> dict[str, float]:
     pages = iter(range(10**9))
     for label, url in requests.items():
         if url is None:
+
             def fetch() -> None:
                 pk = some[next(pages) % len(some)][0]
                 _check(client.get(f"{base}{pk}/change/"))
         else:
+
             def fetch(url: str = url) -> None:
                 _check(client.get(url))
+
         results[label] = _median_ms(fetch, runs)
         if explain and url and url.startswith(base):
             _explain(client, url)
@@ -258,16 +267,20 @@ def main() -> None:
         for rows in (args.small, args.rows):
             started = time.perf_counter()
             seed(rows)
-            print(f"seeded {rows:,} deliveries and {3 * rows:,} attempts in {time.perf_counter() - started:.0f} s",
-                  flush=True)
+            print(
+                f"seeded {rows:,} deliveries and {3 * rows:,} attempts in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
             figures[rows] = measure(args.runs, explain=args.explain and rows == args.rows)
     finally:
         if not args.keep:
             drop_database()
 
     cpus = os.cpu_count()
-    print(f"\nMedian of {args.runs} requests through Django's test Client, logged in as an operator; "
-          f"PostgreSQL on this machine ({cpus} cores).\n")
+    print(
+        f"\nMedian of {args.runs} requests through Django's test Client, logged in as an operator; "
+        f"PostgreSQL on this machine ({cpus} cores).\n"
+    )
     print(f"| request | {args.small:,} deliveries | {args.rows:,} deliveries | ratio |")
     print("|---|---:|---:|---:|")
     for label in figures[args.small]:

@@ -79,12 +79,27 @@ def ensure_services() -> None:
         version = sorted(os.listdir("/etc/postgresql"))[0]
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
     if subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True).returncode != 0:
-        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-                        "--save", "", "--appendonly", "no"], check=True)
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+        )
     for _ in range(60):
         pg = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
-        redis_ok = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"],
-                                  capture_output=True).returncode == 0
+        redis_ok = (
+            subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True).returncode == 0
+        )
         if pg and redis_ok:
             break
         time.sleep(1)
@@ -195,8 +210,11 @@ def run_envelope(tenant: Tenant, n: int) -> bytes:
         "request": {
             "org": {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "dr-general/bench"},
             "action": "run",
-            "data": {"body": f"Detection {n}: suspicious powershell on host-17", "from": "+15005550006",
-                     "to": f"+1500555{n % 10000:04d}"},
+            "data": {
+                "body": f"Detection {n}: suspicious powershell on host-17",
+                "from": "+15005550006",
+                "to": f"+1500555{n % 10000:04d}",
+            },
             "config": {},
             "inv_id": f"inv-{n}",
         },
@@ -204,15 +222,19 @@ def run_envelope(tenant: Tenant, n: int) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def _caller(port: int, path: str, secret: str, tenant: Tenant, deadline: float, seed: int,
-            out: list[tuple[int, float]]) -> None:
+def _caller(
+    port: int, path: str, secret: str, tenant: Tenant, deadline: float, seed: int, out: list[tuple[int, float]]
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
     n = seed
     while time.time() < deadline:
         n += 1
         body = run_envelope(tenant, n)
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip",
-                   "lc-ext-sig": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "lc-ext-sig": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+        }
         payload = gzip.compress(body, compresslevel=6)
         started = time.perf_counter()
         try:
@@ -231,8 +253,10 @@ def _caller(port: int, path: str, secret: str, tenant: Tenant, deadline: float, 
 def _caller_process(args: tuple[int, str, str, Tenant, float, int, int]) -> list[tuple[int, float]]:
     port, path, secret, tenant, deadline, threads, seed = args
     results: list[list[tuple[int, float]]] = [[] for _ in range(threads)]
-    pool = [threading.Thread(target=_caller, args=(port, path, secret, tenant, deadline, seed + i * 1_000_000,
-                                                   results[i])) for i in range(threads)]
+    pool = [
+        threading.Thread(target=_caller, args=(port, path, secret, tenant, deadline, seed + i * 1_000_000, results[i]))
+        for i in range(threads)
+    ]
     for t in pool:
         t.start()
     for t in pool:
@@ -261,15 +285,24 @@ def load(port: int, path: str, secret: str, tenant: Tenant, callers: int, second
     deadline = started + seconds
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes) as pool:
-        parts = pool.map(_caller_process, [(port, path, secret, tenant, deadline, per[i], seed + i * 100_000_000)
-                                           for i in range(processes)])
+        parts = pool.map(
+            _caller_process,
+            [(port, path, secret, tenant, deadline, per[i], seed + i * 100_000_000) for i in range(processes)],
+        )
     elapsed = time.time() - started
     results = [r for part in parts for r in part]
     ok = [latency for status, latency in results if status == 200]
     quantiles = statistics.quantiles(ok, n=100, method="inclusive") if len(ok) >= 2 else [0.0] * 99
-    return Load(endpoint=path, callers=callers, seconds=round(elapsed, 2), ok=len(ok),
-                errors=len(results) - len(ok), rps=len(ok) / elapsed,
-                p50_ms=quantiles[49] * 1000, p99_ms=quantiles[98] * 1000)
+    return Load(
+        endpoint=path,
+        callers=callers,
+        seconds=round(elapsed, 2),
+        ok=len(ok),
+        errors=len(results) - len(ok),
+        rps=len(ok) / elapsed,
+        p50_ms=quantiles[49] * 1000,
+        p99_ms=quantiles[98] * 1000,
+    )
 
 
 # --- the Twilio SDK limit ----------------------------------------------------------------------------
@@ -309,8 +342,9 @@ def sdk_limit(base_url: str, tenant: Tenant, processes: int, threads: int, count
     cpu0 = _children_cpu()
     started = time.time()
     pool = ctx.Pool(processes)
-    pool.map(_sdk_process, [(base_url, tenant.account_sid, tenant.auth_token, threads, per[i])
-                            for i in range(processes)])
+    pool.map(
+        _sdk_process, [(base_url, tenant.account_sid, tenant.auth_token, threads, per[i]) for i in range(processes)]
+    )
     elapsed = time.time() - started
     pool.close()
     pool.join()  # reaped, so their CPU time is in RUSAGE_CHILDREN
@@ -348,15 +382,19 @@ def machine() -> str:
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip() or "PostgreSQL ?"
     rd = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split(" sha")[0]
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, {pg}, {rd}")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {pg}, {rd}"
+    )
 
 
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    log(f"{'quick' if QUICK else 'full'} run: {SECONDS:g} s per intake point, {MESSAGES} messages, "
-        f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads")
+    log(
+        f"{'quick' if QUICK else 'full'} run: {SECONDS:g} s per intake point, {MESSAGES} messages, "
+        f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads"
+    )
     ensure_services()
     global LOAD_AT_START
     LOAD_AT_START = os.getloadavg()[0]
@@ -368,10 +406,21 @@ def main() -> int:
     multiproc = VAR / "prometheus"
     subprocess.run(["rm", "-rf", str(multiproc)], check=True)
     multiproc.mkdir()
-    fakes = start([PY, "-m", "bench.fakes", "--twilio-latency-ms", str(LATENCY_MS),
-                   "--account", f"{tenant.account_sid}:{tenant.auth_token}",
-                   "--org", f"{tenant.oid}:{tenant.jwt}:{tenant.account_sid}/{tenant.auth_token}"],
-                  {**os.environ}, "fakes")
+    fakes = start(
+        [
+            PY,
+            "-m",
+            "bench.fakes",
+            "--twilio-latency-ms",
+            str(LATENCY_MS),
+            "--account",
+            f"{tenant.account_sid}:{tenant.auth_token}",
+            "--org",
+            f"{tenant.oid}:{tenant.jwt}:{tenant.account_sid}/{tenant.auth_token}",
+        ],
+        {**os.environ},
+        "fakes",
+    )
     urls = wait_until(lambda: (VAR / "fakes.log").read_text().strip().splitlines()[:1], 30, "the fakes")
     urls = json.loads(urls[0])
     port = free_port()
@@ -407,8 +456,14 @@ def main() -> int:
             stop(proc)
 
 
-def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict[str, str], port: int,
-             processes: list[subprocess.Popen[bytes]]) -> int:
+def _measure(
+    env: dict[str, str],
+    tenant: Tenant,
+    shared_secret: str,
+    urls: dict[str, str],
+    port: int,
+    processes: list[subprocess.Popen[bytes]],
+) -> int:
     import django
 
     django.setup()
@@ -419,8 +474,11 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     from deliveries.sms import prepare_body
 
     # The service's settings with bench/urls.py, which adds /bench/bare/ (the floor) to the service's URLs.
-    web = start([PY, "-m", "gunicorn", "config.wsgi", "--config", "deploy/gunicorn.conf.py"],
-                {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}, "web")
+    web = start(
+        [PY, "-m", "gunicorn", "config.wsgi", "--config", "deploy/gunicorn.conf.py"],
+        {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"},
+        "web",
+    )
     processes.append(web)
 
     def web_up() -> bool:
@@ -457,8 +515,10 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
             if callers == max(CALLERS):
                 web_cost["cpu_ms_per_1000" if path == "/extension/" else "floor_cpu_ms_per_1000"] = cost
             intake.append(result)
-            log(f"intake {path:14} {callers:>2} callers: {result.rps:7.1f}/s  p50 {result.p50_ms:6.1f} ms  "
-                f"p99 {result.p99_ms:6.1f} ms  ({result.ok} ok, {result.errors} errors)")
+            log(
+                f"intake {path:14} {callers:>2} callers: {result.rps:7.1f}/s  p50 {result.p50_ms:6.1f} ms  "
+                f"p99 {result.p99_ms:6.1f} ms  ({result.ok} ok, {result.errors} errors)"
+            )
     web_cost["peak_rss_mb"] = peak_rss_mb(process_tree(web.pid))
     web_cost["processes"] = len(process_tree(web.pid))
     import redis
@@ -473,9 +533,29 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     queue = celery_app.conf.task_default_queue
     workers = []
     for i in range(WORKERS):
-        workers.append(start([PY, "-m", "celery", "-A", "config", "worker", "--pool=threads",
-                              f"--concurrency={WORKER_THREADS}", "--loglevel=INFO", "--without-mingle",
-                              "--without-gossip", "-n", f"bench{i}@%h", "-Q", "bench-hold"], env, f"worker{i}"))
+        workers.append(
+            start(
+                [
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=threads",
+                    f"--concurrency={WORKER_THREADS}",
+                    "--loglevel=INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-n",
+                    f"bench{i}@%h",
+                    "-Q",
+                    "bench-hold",
+                ],
+                env,
+                f"worker{i}",
+            )
+        )
     processes.extend(workers)
     for i in range(WORKERS):
         worker_log = VAR / f"worker{i}.log"
@@ -487,18 +567,39 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     names = [f"bench{i}@{socket.gethostname()}" for i in range(WORKERS)]
     celery_app.control.add_consumer(queue, destination=names, reply=True)
     body = prepare_body("Detection: bench delivery", 1600)
-    services.deliveries_accept(oid=tenant.oid, idempotency_key="bench-warmup", ident="", inv_id="",
-                               from_number="+15005550006", recipients=[f"+1500556{i:04d}" for i in range(20)],
-                               body=body, account_sid=tenant.account_sid, auth_token=tenant.auth_token)
+    services.deliveries_accept(
+        oid=tenant.oid,
+        idempotency_key="bench-warmup",
+        ident="",
+        inv_id="",
+        from_number="+15005550006",
+        recipients=[f"+1500556{i:04d}" for i in range(20)],
+        body=body,
+        account_sid=tenant.account_sid,
+        auth_token=tenant.auth_token,
+    )
     wait_until(lambda: twilio_stats(urls["twilio"])["count"] >= 20, 60, "the warm-up deliveries")
-    wait_until(lambda: Delivery.objects.filter(idempotency_key="bench-warmup", status="queued").count() == 20,
-               60, "the warm-up deliveries recorded")
+    wait_until(
+        lambda: Delivery.objects.filter(idempotency_key="bench-warmup", status="queued").count() == 20,
+        60,
+        "the warm-up deliveries recorded",
+    )
     celery_app.control.cancel_consumer(queue, destination=names, reply=True)
     org = Organization.objects.get(oid=tenant.oid)
     twilio_stats(urls["twilio"], reset=True)
-    rows = [Delivery(organization=org, idempotency_key="bench-delivery", from_number="+15005550006",
-                     to_number=f"+1{i:010d}", body=body.text, original_length=body.original_length,
-                     encoding=body.encoding, segments=body.segments) for i in range(MESSAGES)]
+    rows = [
+        Delivery(
+            organization=org,
+            idempotency_key="bench-delivery",
+            from_number="+15005550006",
+            to_number=f"+1{i:010d}",
+            body=body.text,
+            original_length=body.original_length,
+            encoding=body.encoding,
+            segments=body.segments,
+        )
+        for i in range(MESSAGES)
+    ]
     Delivery.objects.bulk_create(rows, batch_size=1000)
     ids = [str(d.id) for d in rows]
     worker_pids = [p for w in workers for p in process_tree(w.pid)]
@@ -509,11 +610,17 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
     wait_until(lambda: twilio_stats(urls["twilio"])["count"] >= MESSAGES, 600, "the deliveries")
     last = twilio_stats(urls["twilio"])["last_at"]
     delivered_rate = MESSAGES / (last - started)
-    wait_until(lambda: Delivery.objects.filter(idempotency_key="bench-delivery", status="queued").count() == MESSAGES,
-               60, "every delivery recorded as queued")
+    wait_until(
+        lambda: Delivery.objects.filter(idempotency_key="bench-delivery", status="queued").count() == MESSAGES,
+        60,
+        "every delivery recorded as queued",
+    )
     cpu1 = cpu_seconds(worker_pids)
-    worker_cost = {"cpu_ms_per_1000": (cpu1 - cpu0) * 1000 / MESSAGES * 1000,
-                   "peak_rss_mb": peak_rss_mb(worker_pids), "processes": len(worker_pids)}
+    worker_cost = {
+        "cpu_ms_per_1000": (cpu1 - cpu0) * 1000 / MESSAGES * 1000,
+        "peak_rss_mb": peak_rss_mb(worker_pids),
+        "processes": len(worker_pids),
+    }
     log(f"delivery: {MESSAGES} messages at {delivered_rate:.1f}/s")
     for w in workers:
         stop(w, timeout=60)
@@ -528,22 +635,38 @@ def _measure(env: dict[str, str], tenant: Tenant, shared_secret: str, urls: dict
         "machine": machine(),
         "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
         "mode": "quick" if QUICK else "full",
-        "settings": {"twilio_latency_ms": LATENCY_MS, "seconds_per_intake_point": SECONDS, "messages": MESSAGES,
-                     "celery": f"{WORKERS} processes x {WORKER_THREADS} threads (--pool=threads)",
-                     "gunicorn": gunicorn_settings(env)},
+        "settings": {
+            "twilio_latency_ms": LATENCY_MS,
+            "seconds_per_intake_point": SECONDS,
+            "messages": MESSAGES,
+            "celery": f"{WORKERS} processes x {WORKER_THREADS} threads (--pool=threads)",
+            "gunicorn": gunicorn_settings(env),
+        },
         "intake": [asdict(r) for r in intake],
         "delivery": {"messages": MESSAGES, "rate": delivered_rate, "limit": limit},
-        "cost": {"web": web_cost, "worker": worker_cost,
-                 "sdk_loop": {"cpu_ms_per_1000": limit_cpu, "processes": WORKERS}},
+        "cost": {
+            "web": web_cost,
+            "worker": worker_cost,
+            "sdk_loop": {"cpu_ms_per_1000": limit_cpu, "processes": WORKERS},
+        },
     }
     report(outcome)
     return 0
 
 
 def gunicorn_settings(env: dict[str, str]) -> str:
-    out = subprocess.run([PY, "-c", "import runpy; c = runpy.run_path('deploy/gunicorn.conf.py'); "
-                                    "print(c['workers'], c['threads'], c['worker_class'])"],
-                         env=env, cwd=ROOT, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [
+            PY,
+            "-c",
+            "import runpy; c = runpy.run_path('deploy/gunicorn.conf.py'); "
+            "print(c['workers'], c['threads'], c['worker_class'])",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return f"{out[0]} workers x {out[1]} threads ({out[2]}), deploy/gunicorn.conf.py"
 
 
@@ -568,9 +691,11 @@ def report(result: dict[str, Any]) -> None:
         ratio = svc["rps"] / bare["rps"] if bare["rps"] else 0
         goal = "≥ 0.50" + (", p99 < 50 ms" if callers == 32 else "")
         met = ratio >= 0.5 and (callers != 32 or svc["p99_ms"] < 50)
-        lines.append(f"| accepted and persisted | {callers} | {svc['rps']:.0f} | {svc['p50_ms']:.1f} | "
-                     f"{svc['p99_ms']:.1f} | {bare['rps']:.0f} | {bare['p99_ms']:.1f} | {ratio:.2f} | "
-                     f"{goal}: {'met' if met else 'missed'} |")
+        lines.append(
+            f"| accepted and persisted | {callers} | {svc['rps']:.0f} | {svc['p50_ms']:.1f} | "
+            f"{svc['p99_ms']:.1f} | {bare['rps']:.0f} | {bare['p99_ms']:.1f} | {ratio:.2f} | "
+            f"{goal}: {'met' if met else 'missed'} |"
+        )
     d = result["delivery"]
     ratio = d["rate"] / d["limit"] if d["limit"] else 0
     lines += [
@@ -586,12 +711,16 @@ def report(result: dict[str, Any]) -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     web, worker, sdk = result["cost"]["web"], result["cost"]["worker"], result["cost"]["sdk_loop"]
-    lines.append(f"| web (gunicorn; `run` calls at {max(CALLERS)} callers) | {web['processes']} | "
-                 f"{web['cpu_ms_per_1000']:.0f} | {web['peak_rss_mb']:.0f} | {web['floor_cpu_ms_per_1000']:.0f} "
-                 f"(bare endpoint) | {web['cpu_ms_per_1000'] / web['floor_cpu_ms_per_1000']:.1f}× |")
-    lines.append(f"| worker (Celery, thread pool) | {worker['processes']} | {worker['cpu_ms_per_1000']:.0f} | "
-                 f"{worker['peak_rss_mb']:.0f} | {sdk['cpu_ms_per_1000']:.0f} (bare SDK loop) | "
-                 f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× |")
+    lines.append(
+        f"| web (gunicorn; `run` calls at {max(CALLERS)} callers) | {web['processes']} | "
+        f"{web['cpu_ms_per_1000']:.0f} | {web['peak_rss_mb']:.0f} | {web['floor_cpu_ms_per_1000']:.0f} "
+        f"(bare endpoint) | {web['cpu_ms_per_1000'] / web['floor_cpu_ms_per_1000']:.1f}× |"
+    )
+    lines.append(
+        f"| worker (Celery, thread pool) | {worker['processes']} | {worker['cpu_ms_per_1000']:.0f} | "
+        f"{worker['peak_rss_mb']:.0f} | {sdk['cpu_ms_per_1000']:.0f} (bare SDK loop) | "
+        f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× |"
+    )
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -615,28 +744,46 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
     x = range(len(CALLERS))
     width = 0.38
-    left.bar([i - width / 2 for i in x], [intake[("/bench/bare/", c)]["rps"] for c in CALLERS], width,
-             label="floor: bare signed endpoint", color="#bbbbbb")
-    left.bar([i + width / 2 for i in x], [intake[("/extension/", c)]["rps"] for c in CALLERS], width,
-             label="intake: run accepted + persisted", color="#1f77b4")
+    left.bar(
+        [i - width / 2 for i in x],
+        [intake[("/bench/bare/", c)]["rps"] for c in CALLERS],
+        width,
+        label="floor: bare signed endpoint",
+        color="#bbbbbb",
+    )
+    left.bar(
+        [i + width / 2 for i in x],
+        [intake[("/extension/", c)]["rps"] for c in CALLERS],
+        width,
+        label="intake: run accepted + persisted",
+        color="#1f77b4",
+    )
     left.set_xticks(list(x), [f"{c} callers" for c in CALLERS])
     left.set_ylabel("requests / s")
     left.set_title("Intake throughput")
     left.legend(fontsize=8)
-    middle.plot([str(c) for c in CALLERS], [intake[("/extension/", c)]["p99_ms"] for c in CALLERS], "o-",
-                label="intake p99")
-    middle.plot([str(c) for c in CALLERS], [intake[("/extension/", c)]["p50_ms"] for c in CALLERS], "o--",
-                label="intake p50")
-    middle.plot([str(c) for c in CALLERS], [intake[("/bench/bare/", c)]["p99_ms"] for c in CALLERS], "s:",
-                color="#999999", label="floor p99")
+    middle.plot(
+        [str(c) for c in CALLERS], [intake[("/extension/", c)]["p99_ms"] for c in CALLERS], "o-", label="intake p99"
+    )
+    middle.plot(
+        [str(c) for c in CALLERS], [intake[("/extension/", c)]["p50_ms"] for c in CALLERS], "o--", label="intake p50"
+    )
+    middle.plot(
+        [str(c) for c in CALLERS],
+        [intake[("/bench/bare/", c)]["p99_ms"] for c in CALLERS],
+        "s:",
+        color="#999999",
+        label="floor p99",
+    )
     middle.axhline(50, color="red", linewidth=0.8, label="goal: p99 < 50 ms at 32")
     middle.set_xlabel("concurrent callers")
     middle.set_ylabel("ms")
     middle.set_title("Intake latency")
     middle.legend(fontsize=8)
     d = result["delivery"]
-    right.bar(["limit: Twilio SDK loop", "service: accepted → Twilio"], [d["limit"], d["rate"]],
-              color=["#bbbbbb", "#2ca02c"])
+    right.bar(
+        ["limit: Twilio SDK loop", "service: accepted → Twilio"], [d["limit"], d["rate"]], color=["#bbbbbb", "#2ca02c"]
+    )
     right.axhline(d["limit"] / 2, color="red", linewidth=0.8, label="goal: half the limit")
     right.set_ylabel("messages / s")
     right.set_title(f"Delivery, Twilio answering in {result['settings']['twilio_latency_ms']:g} ms")

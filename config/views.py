@@ -76,8 +76,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         expected = f"Bearer {token}"
         # compare_digest: the time taken must not tell a caller how much of the token was right.
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            response = HttpResponse("metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401,
-                                    content_type="text/plain")
+            response = HttpResponse(
+                "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
+            )
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
     return HttpResponse(metrics.exposition(DatabaseCollector()), content_type=CONTENT_TYPE_LATEST)

@@ -99,7 +99,11 @@ class Delivery(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ALERT)
     hold = models.CharField("held back because", max_length=16, choices=Hold.choices, blank=True)
     summary = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="summarized",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="summarized",
         help_text="The summary text that told the recipient about this held-back alert.",
     )
     twilio_sid = models.CharField(max_length=34, blank=True)
@@ -146,10 +150,13 @@ class Delivery(models.Model):
             models.Index(fields=["organization", "claimed_at"], name="delivery_org_claimed"),
             models.Index(fields=["organization", "-created_at", "-id"], name="delivery_org_created_id"),
             models.Index(
-                fields=["error_code", "-created_at", "-id"], name="delivery_error_created_id",
+                fields=["error_code", "-created_at", "-id"],
+                name="delivery_error_created_id",
                 condition=Q(error_code__isnull=False),
             ),
-            models.Index(fields=["-created_at", "-id"], name="delivery_truncated_created_id", condition=Q(truncated=True)),
+            models.Index(
+                fields=["-created_at", "-id"], name="delivery_truncated_created_id", condition=Q(truncated=True)
+            ),
             models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
             models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
             models.Index(fields=["hold", "-created_at", "-id"], name="delivery_hold_created_id", condition=~Q(hold="")),

@@ -73,7 +73,9 @@ def delivery_search_q(term: str) -> Q:
 
 def active_opt_out(*, delivery: Delivery) -> OptOut | None:
     return OptOut.objects.filter(
-        organization_id=delivery.organization_id, sender=delivery.from_number, recipient=delivery.to_number,
+        organization_id=delivery.organization_id,
+        sender=delivery.from_number,
+        recipient=delivery.to_number,
         cleared_at__isnull=True,
     ).first()
 
@@ -84,7 +86,8 @@ def opted_out_pairs(*, deliveries: Iterable[Delivery]) -> set[tuple[int, str, st
     deliveries = list(deliveries)
     return set(
         OptOut.objects.filter(
-            cleared_at__isnull=True, recipient__in={d.to_number for d in deliveries},
+            cleared_at__isnull=True,
+            recipient__in={d.to_number for d in deliveries},
             organization_id__in={d.organization_id for d in deliveries},
         ).values_list("organization_id", "sender", "recipient")
     )
@@ -108,7 +111,8 @@ def delivery_timeline(*, delivery: Delivery) -> list[TimelineEntry]:
         for a in delivery.attempts.select_related("triggered_by").order_by("number")
     ]
     entries += [
-        TimelineEntry(at=e.received_at, kind="status", event=e) for e in delivery.status_events.order_by("received_at", "id")
+        TimelineEntry(at=e.received_at, kind="status", event=e)
+        for e in delivery.status_events.order_by("received_at", "id")
     ]
     # Stable sort: attempts keep their number order when two share a timestamp.
     return sorted(entries, key=lambda e: e.at)
@@ -194,7 +198,10 @@ def deliveries_by_status() -> dict[str, int]:
 
 def oldest_pending_created_at() -> datetime | None:
     return (
-        Delivery.objects.filter(status=Status.PENDING).order_by("created_at").values_list("created_at", flat=True).first()
+        Delivery.objects.filter(status=Status.PENDING)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
     )
 
 

@@ -79,7 +79,6 @@ STATUSES: dict[Status, Meaning] = {
 del _
 
 
-
 def check_classified(choices: type[models.TextChoices], meanings: dict[Status, Meaning]) -> None:
     """Refuse a status that has no meaning: every derived set below would silently leave it out."""
     missing = {str(c) for c in choices} - {str(s) for s in meanings}

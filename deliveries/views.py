@@ -40,8 +40,13 @@ class StatusCallbackView(APIView):
         "Checked with X-Twilio-Signature over PUBLIC_BASE_URL + path; stored whole; statuses only move forward.",
         request={"application/x-www-form-urlencoded": _Callback},
         parameters=[
-            OpenApiParameter("X-Twilio-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-                             description="base64 HMAC-SHA1 of the URL and the sorted form fields, keyed by the Auth Token."),
+            OpenApiParameter(
+                "X-Twilio-Signature",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="base64 HMAC-SHA1 of the URL and the sorted form fields, keyed by the Auth Token.",
+            ),
         ],
         responses={
             200: OpenApiResponse(description="Stored, or an unknown delivery id (so Twilio stops retrying)."),

@@ -50,4 +50,3 @@ class LimaCharlieSignatureAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # Non-empty, so DRF answers a failure with 401 rather than 403.
         return SIGNATURE_HEADER
-

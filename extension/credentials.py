@@ -42,7 +42,9 @@ def parse_credential(value: str, where: str) -> TwilioCredential:
     if not sep:
         raise CredentialError(f"{where} is not of the form ACCOUNT_SID/AUTH_TOKEN (no '/' found)")
     if not ACCOUNT_SID.match(sid):
-        raise CredentialError(f"{where}: the part before '/' is not a Twilio Account SID (AC followed by 32 hex digits)")
+        raise CredentialError(
+            f"{where}: the part before '/' is not a Twilio Account SID (AC followed by 32 hex digits)"
+        )
     if not token or any(ch.isspace() for ch in token):
         raise CredentialError(f"{where}: the Auth Token after '/' is empty or contains white space")
     return TwilioCredential(sid, token)
@@ -124,14 +126,16 @@ def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
         status = exc.status_code or 0
         code = _lc_error_code(exc)
         if code == "RECORD_NOT_FOUND":
-            raise CredentialError(
-                f"secret {name!r} does not exist in the organisation's Secrets Manager"
-            ) from None
+            raise CredentialError(f"secret {name!r} does not exist in the organisation's Secrets Manager") from None
         if status in (401, 403):
             raise CredentialError(f"LimaCharlie refused to read secret {name!r} with this call's token") from None
         if status == 429 or status >= 500 or status == 0:
-            raise CredentialError(f"LimaCharlie API failed reading secret {name!r} (HTTP {status})", retriable=True) from None
-        raise CredentialError(f"LimaCharlie API refused reading secret {name!r} (HTTP {status}, {code or 'no code'})") from None
+            raise CredentialError(
+                f"LimaCharlie API failed reading secret {name!r} (HTTP {status})", retriable=True
+            ) from None
+        raise CredentialError(
+            f"LimaCharlie API refused reading secret {name!r} (HTTP {status}, {code or 'no code'})"
+        ) from None
     except errors.LimaCharlieError as exc:
         logger.warning("LimaCharlie SDK error reading secret %r for org %s: %s", name, oid, type(exc).__name__)
         raise CredentialError(f"LimaCharlie API failed reading secret {name!r}", retriable=True) from None

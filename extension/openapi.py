@@ -81,8 +81,11 @@ RUN_EXAMPLE = OpenApiExample(
         "request": {
             "org": {"oid": "8cbe27f4-…", "jwt": "eyJ…", "ident": "dr-general/ext-twilio-rule"},
             "action": "run",
-            "data": {"body": "Detection: suspicious powershell on host-17", "to": "+15005550001",
-                     "from": "+15005550006"},
+            "data": {
+                "body": "Detection: suspicious powershell on host-17",
+                "to": "+15005550001",
+                "from": "+15005550006",
+            },
             "config": {},
             "inv_id": "inv-1",
         },

@@ -93,9 +93,7 @@ def extension_schema() -> dict[str, Any]:
                 },
                 "response": {
                     "fields": {
-                        "deliveries": _field(
-                            "Deliveries", "One entry per recipient: id, to and status.", "json", 1
-                        ),
+                        "deliveries": _field("Deliveries", "One entry per recipient: id, to and status.", "json", 1),
                     },
                     "requirements": [],
                 },

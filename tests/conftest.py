@@ -123,9 +123,14 @@ def make_delivery(tenant: Tenant, **fields: Any) -> Any:
     org.twilio_account_sid, org.twilio_auth_token = tenant.account_sid, tenant.auth_token
     org.save()
     values: dict[str, Any] = {
-        "organization": org, "idempotency_key": str(uuid.uuid4()), "from_number": tenant.sender,
-        "to_number": tenant.recipient, "body": "Detection: test", "original_length": 15,
-        "encoding": "gsm7", "segments": 1,
+        "organization": org,
+        "idempotency_key": str(uuid.uuid4()),
+        "from_number": tenant.sender,
+        "to_number": tenant.recipient,
+        "body": "Detection: test",
+        "original_length": 15,
+        "encoding": "gsm7",
+        "segments": 1,
     }
     values.update(fields)
     return Delivery.objects.create(**values)
@@ -189,9 +194,24 @@ class Worker:
         self.log = open(LOG, "ab")  # noqa: SIM115 - closed in stop()
         offset = LOG.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=threads", "--concurrency=4",
-             "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"],
-            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
         while b"ready." not in LOG.read_bytes()[offset:]:
@@ -229,8 +249,14 @@ def celery_worker_process(
         "TWILIO_API_BASE_URL": twilio_server.url,
         "LC_API_URL": lc_server.url,
     }
-    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f"], env=env, cwd=ROOT,
-                   check=False, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "purge", "-f"],
+        env=env,
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
     LOG.write_bytes(b"")
     worker = Worker(env)
     worker.start()
@@ -272,7 +298,9 @@ def make_user(role: str) -> Any:
 
     ensure_roles()
     user = User.objects.create_user(
-        username=f"{role}-{secrets.token_hex(3)}", password=DESK_PASSWORD, is_staff=True,
+        username=f"{role}-{secrets.token_hex(3)}",
+        password=DESK_PASSWORD,
+        is_staff=True,
         is_superuser=role == "superuser",
     )
     if role in ROLES:

@@ -22,12 +22,19 @@ def test_bin_run_serves_the_extension_runs_a_worker_and_stops_both_on_ctrl_c(tmp
     env = {**os.environ, "PORT": str(port), "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
     env.pop("DATABASE_URL", None)
     env.pop("CELERY_BROKER_URL", None)
-    subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(ROOT / "bin/run")], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(ROOT / "bin/run")], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_until(lambda: b"ready." in log.read_bytes(), 60, "worker ready")
             body = build("heartbeat", {}, "k")
@@ -49,7 +56,11 @@ def test_bin_run_serves_the_extension_runs_a_worker_and_stops_both_on_ctrl_c(tmp
 
 def _post(port: int, body: bytes, secret: str) -> requests.Response | None:
     try:
-        return requests.post(f"http://127.0.0.1:{port}/extension/", data=body,
-                             headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)}, timeout=5)
+        return requests.post(
+            f"http://127.0.0.1:{port}/extension/",
+            data=body,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+            timeout=5,
+        )
     except requests.ConnectionError:
         return None

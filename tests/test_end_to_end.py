@@ -19,8 +19,17 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def _lc_request(live_server: Any, tenant: Tenant, *extra: str) -> str:
     out = io.StringIO()
     call_command(
-        "lc_request", "--url", f"{live_server.url}/extension/", "--oid", tenant.oid, "--jwt", tenant.jwt,
-        "--from", tenant.sender, *extra, stdout=out,
+        "lc_request",
+        "--url",
+        f"{live_server.url}/extension/",
+        "--oid",
+        tenant.oid,
+        "--jwt",
+        tenant.jwt,
+        "--from",
+        tenant.sender,
+        *extra,
+        stdout=out,
     )
     return out.getvalue()
 
@@ -28,8 +37,16 @@ def _lc_request(live_server: Any, tenant: Tenant, *extra: str) -> str:
 def test_a_run_request_from_lc_request_is_sent_once_by_a_real_worker(
     celery_worker: Any, live_server: Any, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
-    output = _lc_request(live_server, tenant, "--to", "+15005550001,+15005550002", "--body", "Ransomware on fs-01",
-                         "--idempotency-key", "e2e-1")
+    output = _lc_request(
+        live_server,
+        tenant,
+        "--to",
+        "+15005550001,+15005550002",
+        "--body",
+        "Ransomware on fs-01",
+        "--idempotency-key",
+        "e2e-1",
+    )
 
     assert output.startswith("HTTP 200")
     wait_for(lambda: Delivery.objects.filter(status="queued").count() == 2)
@@ -40,7 +57,9 @@ def test_a_run_request_from_lc_request_is_sent_once_by_a_real_worker(
     assert {d.attempts.count() for d in Delivery.objects.all()} == {1}
 
     # LimaCharlie retrying the same call changes nothing.
-    assert _lc_request(live_server, tenant, "--to", "+15005550001", "--body", "x", "--idempotency-key", "e2e-1").startswith("HTTP 200")
+    assert _lc_request(
+        live_server, tenant, "--to", "+15005550001", "--body", "x", "--idempotency-key", "e2e-1"
+    ).startswith("HTTP 200")
     assert Delivery.objects.count() == 2 and len(fake_twilio.posts()) == 2
 
 
@@ -53,7 +72,9 @@ def test_a_429_storm_is_retried_by_the_worker_until_delivered(
 
     delivery = wait_for(lambda: Delivery.objects.filter(status="queued").first(), timeout=45)
     assert list(delivery.attempts.values_list("trigger", "outcome")) == [
-        ("automatic", "not_processed"), ("retry", "not_processed"), ("retry", "accepted")
+        ("automatic", "not_processed"),
+        ("retry", "not_processed"),
+        ("retry", "accepted"),
     ]
     assert len(fake_twilio.messages) == 1
 

@@ -28,7 +28,9 @@ def test_the_schema_generates_without_warnings_and_validates(tmp_path: Path) -> 
     assert set(intake["responses"]) == {"200", "400", "401", "413", "500"}
     assert "application/json" in intake["requestBody"]["content"]
     assert schema["components"]["securitySchemes"]["lcExtSig"] == {
-        "type": "apiKey", "in": "header", "name": "lc-ext-sig",
+        "type": "apiKey",
+        "in": "header",
+        "name": "lc-ext-sig",
         "description": "Lower-case hex HMAC-SHA256 of the decompressed body, keyed by the Shared Secret.",
     }
     assert set(schema["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}

@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _start(**overrides: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **overrides}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 
@@ -41,7 +45,10 @@ def test_a_bad_encryption_key_is_named_without_showing_it() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); from deliveries.fields import fernet; fernet()"],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "FIELD_ENCRYPTION_KEY": "hunter2-not-a-key"},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "FIELD_ENCRYPTION_KEY must be one or more comma-separated Fernet keys" in result.stderr
     assert "hunter2" not in result.stderr
@@ -53,8 +60,16 @@ def test_a_secret_may_come_from_a_file(tmp_path: Path) -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LC_SHARED_SECRET_FILE": str(secret_file)}
     env.pop("LC_SHARED_SECRET")
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
-         "print(settings.LC_SHARED_SECRET == 'from-a-file')"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.LC_SHARED_SECRET == 'from-a-file')",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.stdout.strip() == "True", result.stderr

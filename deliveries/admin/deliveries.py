@@ -27,10 +27,26 @@ from deliveries.models import Delivery
 
 @admin.register(Delivery)
 class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "to_number", "from_number", "status_badge", "attempts",
-                    "last_error", "twilio_sid"]
-    list_filter = ["status", OutcomeClassFilter, ErrorCodeFilter, "organization", CreatedRangeFilter,
-                   "truncated", LastTriggerFilter, "hold"]
+    list_display = [
+        "created_at",
+        "organization",
+        "to_number",
+        "from_number",
+        "status_badge",
+        "attempts",
+        "last_error",
+        "twilio_sid",
+    ]
+    list_filter = [
+        "status",
+        OutcomeClassFilter,
+        ErrorCodeFilter,
+        "organization",
+        CreatedRangeFilter,
+        "truncated",
+        LastTriggerFilter,
+        "hold",
+    ]
     # The search box: get_search_results below decides what a term means. The list must be
     # non-empty for Django to draw the box.
     search_fields = ["idempotency_key"]
@@ -42,10 +58,26 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     actions = ["resend_selected"]
     fieldsets = [
         ("Request", {"fields": ["id", "organization", "ident", "inv_id", "idempotency_key", "created_at"]}),
-        ("Message", {"fields": ["from_number", "to_number", "body", "original_length", "truncated", "encoding",
-                                "segments"]}),
-        ("Twilio", {"fields": ["status", "status_reason", "twilio_sid", "error_code", "error_message",
-                               "attempt_count", "sent_at", "settled_at", "updated_at"]}),
+        (
+            "Message",
+            {"fields": ["from_number", "to_number", "body", "original_length", "truncated", "encoding", "segments"]},
+        ),
+        (
+            "Twilio",
+            {
+                "fields": [
+                    "status",
+                    "status_reason",
+                    "twilio_sid",
+                    "error_code",
+                    "error_message",
+                    "attempt_count",
+                    "sent_at",
+                    "settled_at",
+                    "updated_at",
+                ]
+            },
+        ),
         ("Flood control and opt-outs", {"fields": ["kind", "hold", "summary"]}),
     ]
 
@@ -66,7 +98,8 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
         return format_html(
-            '<span class="status-badge" style="background:{}">{}</span>', statuses.colour(obj.status),
+            '<span class="status-badge" style="background:{}">{}</span>',
+            statuses.colour(obj.status),
             obj.get_status_display(),
         )
 

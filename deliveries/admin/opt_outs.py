@@ -38,8 +38,16 @@ class ClearOptOutForm(forms.Form):
 
 @admin.register(OptOut)
 class OptOutAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "recipient", "sender", "active", "cleared_at", "cleared_by",
-                    "cleared_reason"]
+    list_display = [
+        "created_at",
+        "organization",
+        "recipient",
+        "sender",
+        "active",
+        "cleared_at",
+        "cleared_by",
+        "cleared_reason",
+    ]
     list_filter = [OptOutStateFilter, "organization"]
     search_fields = ["recipient"]
     search_help_text = "A phone number in any common format."
@@ -66,7 +74,9 @@ class OptOutAdmin(ReadOnlyAdmin):
         if form.is_bound and form.is_valid():
             for opt_out in opt_outs:
                 try:
-                    services.opt_out_clear(opt_out=opt_out, by=cast(User, request.user), reason=form.cleaned_data["reason"])
+                    services.opt_out_clear(
+                        opt_out=opt_out, by=cast(User, request.user), reason=form.cleaned_data["reason"]
+                    )
                 except services.Refused as exc:
                     self.message_user(request, f"{opt_out.recipient}: {exc}", messages.ERROR)
                     continue

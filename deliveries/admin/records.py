@@ -12,8 +12,17 @@ from deliveries.models import Attempt, ErrorReport, Organization, StatusEvent
 
 @admin.register(Attempt)
 class AttemptAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "delivery_link", "number", "trigger", "triggered_by", "outcome", "http_status",
-                    "twilio_code", "duration_ms"]
+    list_display = [
+        "started_at",
+        "delivery_link",
+        "number",
+        "trigger",
+        "triggered_by",
+        "outcome",
+        "http_status",
+        "twilio_code",
+        "duration_ms",
+    ]
     list_filter = ["trigger", "outcome"]
     list_select_related = ["delivery", "triggered_by"]
     paginator = CappedCountPaginator

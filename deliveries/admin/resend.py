@@ -23,7 +23,9 @@ from deliveries.models import Delivery
 
 class ResendForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=1000,
+        strip=True,
         help_text="Why these are sent again. Kept on each new attempt, with your name.",
     )
     unusual_confirmed = forms.BooleanField(required=False)
@@ -42,7 +44,8 @@ class ResendMixin(admin.ModelAdmin):
         ids = [str(i) for i in queryset.order_by().values_list("id", flat=True)[: limit + 1]]
         if len(ids) > limit:
             self.message_user(
-                request, f"At most {limit} deliveries can be resent at once (ADMIN_RESEND_MAX); narrow the selection.",
+                request,
+                f"At most {limit} deliveries can be resent at once (ADMIN_RESEND_MAX); narrow the selection.",
                 messages.ERROR,
             )
             return None
@@ -85,9 +88,11 @@ class ResendMixin(admin.ModelAdmin):
     @staticmethod
     def _resend_confirmed(form: ResendForm, candidates: list[services.ResendCandidate]) -> bool:
         """Whether the form is valid, including the tick that unusual resends (if any) require."""
-        if form.is_valid() and any(c.warning and not c.refusal for c in candidates) and not form.cleaned_data[
-            "unusual_confirmed"
-        ]:
+        if (
+            form.is_valid()
+            and any(c.warning and not c.refusal for c in candidates)
+            and not form.cleaned_data["unusual_confirmed"]
+        ):
             form.add_error("unusual_confirmed", "Tick the box to confirm the unusual resends listed above.")
         return form.is_valid()
 
@@ -100,7 +105,9 @@ class ResendMixin(admin.ModelAdmin):
             delivery = candidate.delivery
             try:
                 services.delivery_resend(
-                    delivery=delivery, by=cast(User, request.user), reason=reason,
+                    delivery=delivery,
+                    by=cast(User, request.user),
+                    reason=reason,
                     unusual_confirmed=unusual_confirmed,
                 )
             except services.Refused as exc:
@@ -114,7 +121,12 @@ class ResendMixin(admin.ModelAdmin):
             self.message_user(request, f"Not resent: {line}", messages.ERROR)
 
     def _resend_page(
-        self, request: HttpRequest, ids: list[str], form: ResendForm, *, next_url: str,
+        self,
+        request: HttpRequest,
+        ids: list[str],
+        form: ResendForm,
+        *,
+        next_url: str,
         candidates: list[services.ResendCandidate] | None = None,
     ) -> HttpResponse:
         candidates = candidates if candidates is not None else services.resend_review(ids=ids)

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,158 +16,294 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ErrorReport',
+            name="ErrorReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('oid', models.CharField(blank=True, max_length=64)),
-                ('error', models.TextField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("oid", models.CharField(blank=True, max_length=64)),
+                ("error", models.TextField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-received_at'],
+                "ordering": ["-received_at"],
             },
         ),
         migrations.CreateModel(
-            name='Organization',
+            name="Organization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('oid', models.CharField(max_length=64, unique=True, verbose_name='LimaCharlie org id')),
-                ('subscription', models.CharField(choices=[('unknown', 'Unknown'), ('subscribed', 'Subscribed'), ('unsubscribed', 'Unsubscribed')], default='unknown', max_length=16)),
-                ('subscribed_at', models.DateTimeField(blank=True, null=True)),
-                ('unsubscribed_at', models.DateTimeField(blank=True, null=True)),
-                ('last_event_at', models.DateTimeField(blank=True, null=True)),
-                ('twilio_account_sid', models.CharField(blank=True, max_length=34)),
-                ('twilio_auth_token', deliveries.fields.EncryptedTextField(blank=True)),
-                ('credential_refreshed_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("oid", models.CharField(max_length=64, unique=True, verbose_name="LimaCharlie org id")),
+                (
+                    "subscription",
+                    models.CharField(
+                        choices=[
+                            ("unknown", "Unknown"),
+                            ("subscribed", "Subscribed"),
+                            ("unsubscribed", "Unsubscribed"),
+                        ],
+                        default="unknown",
+                        max_length=16,
+                    ),
+                ),
+                ("subscribed_at", models.DateTimeField(blank=True, null=True)),
+                ("unsubscribed_at", models.DateTimeField(blank=True, null=True)),
+                ("last_event_at", models.DateTimeField(blank=True, null=True)),
+                ("twilio_account_sid", models.CharField(blank=True, max_length=34)),
+                ("twilio_auth_token", deliveries.fields.EncryptedTextField(blank=True)),
+                ("credential_refreshed_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('idempotency_key', models.CharField(max_length=255)),
-                ('ident', models.CharField(blank=True, max_length=255, verbose_name='caller identity')),
-                ('inv_id', models.CharField(blank=True, max_length=255, verbose_name='investigation id')),
-                ('from_number', models.CharField(help_text='E.164 number or Messaging Service SID', max_length=34, verbose_name='from')),
-                ('to_number', models.CharField(max_length=16, verbose_name='to')),
-                ('body', models.TextField(help_text='As sent to Twilio, after normalisation and truncation.')),
-                ('original_length', models.PositiveIntegerField()),
-                ('truncated', models.BooleanField(default=False)),
-                ('encoding', models.CharField(choices=[('gsm7', 'GSM-7'), ('ucs2', 'UCS-2')], max_length=4)),
-                ('segments', models.PositiveSmallIntegerField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('queued', 'Queued'), ('accepted', 'Accepted'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('undelivered', 'Undelivered'), ('failed', 'Failed'), ('ambiguous', 'Ambiguous'), ('suppressed', 'Suppressed')], default='pending', max_length=16)),
-                ('status_reason', models.CharField(blank=True, max_length=255)),
-                ('twilio_sid', models.CharField(blank=True, max_length=34)),
-                ('error_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('error_message', models.TextField(blank=True)),
-                ('attempt_count', models.PositiveIntegerField(default=0)),
-                ('claimed_at', models.DateTimeField(blank=True, help_text='When a worker last claimed it.', null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('sent_at', models.DateTimeField(blank=True, help_text='When Twilio accepted it.', null=True)),
-                ('settled_at', models.DateTimeField(blank=True, help_text='When it reached a final status.', null=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deliveries', to='deliveries.organization')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("idempotency_key", models.CharField(max_length=255)),
+                ("ident", models.CharField(blank=True, max_length=255, verbose_name="caller identity")),
+                ("inv_id", models.CharField(blank=True, max_length=255, verbose_name="investigation id")),
+                (
+                    "from_number",
+                    models.CharField(
+                        help_text="E.164 number or Messaging Service SID", max_length=34, verbose_name="from"
+                    ),
+                ),
+                ("to_number", models.CharField(max_length=16, verbose_name="to")),
+                ("body", models.TextField(help_text="As sent to Twilio, after normalisation and truncation.")),
+                ("original_length", models.PositiveIntegerField()),
+                ("truncated", models.BooleanField(default=False)),
+                ("encoding", models.CharField(choices=[("gsm7", "GSM-7"), ("ucs2", "UCS-2")], max_length=4)),
+                ("segments", models.PositiveSmallIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("sending", "Sending"),
+                            ("queued", "Queued"),
+                            ("accepted", "Accepted"),
+                            ("sent", "Sent"),
+                            ("delivered", "Delivered"),
+                            ("undelivered", "Undelivered"),
+                            ("failed", "Failed"),
+                            ("ambiguous", "Ambiguous"),
+                            ("suppressed", "Suppressed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("status_reason", models.CharField(blank=True, max_length=255)),
+                ("twilio_sid", models.CharField(blank=True, max_length=34)),
+                ("error_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("error_message", models.TextField(blank=True)),
+                ("attempt_count", models.PositiveIntegerField(default=0)),
+                ("claimed_at", models.DateTimeField(blank=True, help_text="When a worker last claimed it.", null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("sent_at", models.DateTimeField(blank=True, help_text="When Twilio accepted it.", null=True)),
+                (
+                    "settled_at",
+                    models.DateTimeField(blank=True, help_text="When it reached a final status.", null=True),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deliveries",
+                        to="deliveries.organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-created_at'],
-                'permissions': [('resend_delivery', 'Can resend a delivery')],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-created_at"],
+                "permissions": [("resend_delivery", "Can resend a delivery")],
             },
         ),
         migrations.CreateModel(
-            name='AlertRequest',
+            name="AlertRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=255)),
-                ('reply', models.JSONField(help_text='The reply the first call got; a repeat gets it again.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='alert_requests', to='deliveries.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("idempotency_key", models.CharField(max_length=255)),
+                ("reply", models.JSONField(help_text="The reply the first call got; a repeat gets it again.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="alert_requests",
+                        to="deliveries.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='StatusEvent',
+            name="StatusEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('message_sid', models.CharField(max_length=34)),
-                ('message_status', models.CharField(max_length=32)),
-                ('error_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('payload', models.JSONField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('delivery', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='status_events', to='deliveries.delivery')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("message_sid", models.CharField(max_length=34)),
+                ("message_status", models.CharField(max_length=32)),
+                ("error_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("payload", models.JSONField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "delivery",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="status_events",
+                        to="deliveries.delivery",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['received_at', 'id'],
+                "ordering": ["received_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Attempt',
+            name="Attempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('trigger', models.CharField(choices=[('automatic', 'Automatic'), ('retry', 'Retry'), ('resend', 'Resend'), ('reconcile', 'Reconcile')], max_length=16)),
-                ('reason', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(blank=True, choices=[('accepted', 'Accepted by Twilio'), ('not_processed', 'Not processed (safe to retry)'), ('permanent', 'Permanent failure'), ('ambiguous', 'Ambiguous (may exist at Twilio)'), ('found_on_reconcile', 'Found at Twilio on reconcile'), ('not_found_on_reconcile', 'Not found at Twilio on reconcile')], max_length=32)),
-                ('http_status', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('twilio_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('twilio_message', models.TextField(blank=True)),
-                ('twilio_request_id', models.CharField(blank=True, max_length=64)),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('triggered_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('delivery', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='attempts', to='deliveries.delivery')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("automatic", "Automatic"),
+                            ("retry", "Retry"),
+                            ("resend", "Resend"),
+                            ("reconcile", "Reconcile"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("accepted", "Accepted by Twilio"),
+                            ("not_processed", "Not processed (safe to retry)"),
+                            ("permanent", "Permanent failure"),
+                            ("ambiguous", "Ambiguous (may exist at Twilio)"),
+                            ("found_on_reconcile", "Found at Twilio on reconcile"),
+                            ("not_found_on_reconcile", "Not found at Twilio on reconcile"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("http_status", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("twilio_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("twilio_message", models.TextField(blank=True)),
+                ("twilio_request_id", models.CharField(blank=True, max_length=64)),
+                ("duration_ms", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "triggered_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "delivery",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="attempts", to="deliveries.delivery"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['delivery', 'number'],
-                'indexes': [models.Index(fields=['outcome', '-started_at'], name='attempt_outcome_started')],
-                'constraints': [models.UniqueConstraint(fields=('delivery', 'number'), name='attempt_number_per_delivery')],
+                "ordering": ["delivery", "number"],
+                "indexes": [models.Index(fields=["outcome", "-started_at"], name="attempt_outcome_started")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("delivery", "number"), name="attempt_number_per_delivery")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OptOut',
+            name="OptOut",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sender', models.CharField(max_length=34)),
-                ('recipient', models.CharField(max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('cleared_at', models.DateTimeField(blank=True, null=True)),
-                ('cleared_reason', models.TextField(blank=True)),
-                ('cleared_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('source_delivery', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='deliveries.delivery')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='opt_outs', to='deliveries.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("sender", models.CharField(max_length=34)),
+                ("recipient", models.CharField(max_length=16)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("cleared_at", models.DateTimeField(blank=True, null=True)),
+                ("cleared_reason", models.TextField(blank=True)),
+                (
+                    "cleared_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "source_delivery",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="deliveries.delivery",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="opt_outs",
+                        to="deliveries.organization",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('cleared_at__isnull', True)), fields=('organization', 'sender', 'recipient'), name='one_active_opt_out_per_pair')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("cleared_at__isnull", True)),
+                        fields=("organization", "sender", "recipient"),
+                        name="one_active_opt_out_per_pair",
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['-created_at'], name='delivery_created'),
+            model_name="delivery",
+            index=models.Index(fields=["-created_at"], name="delivery_created"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', '-created_at'], name='delivery_status_created'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "-created_at"], name="delivery_status_created"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['to_number', '-created_at'], name='delivery_to_created'),
+            model_name="delivery",
+            index=models.Index(fields=["to_number", "-created_at"], name="delivery_to_created"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('twilio_sid', ''), _negated=True), fields=['twilio_sid'], name='delivery_sid'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("twilio_sid", ""), _negated=True), fields=["twilio_sid"], name="delivery_sid"
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['idempotency_key'], name='delivery_key'),
+            model_name="delivery",
+            index=models.Index(fields=["idempotency_key"], name="delivery_key"),
         ),
         migrations.AddConstraint(
-            model_name='delivery',
-            constraint=models.UniqueConstraint(fields=('organization', 'idempotency_key', 'to_number'), name='delivery_once_per_key_and_recipient'),
+            model_name="delivery",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "idempotency_key", "to_number"), name="delivery_once_per_key_and_recipient"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alertrequest',
-            constraint=models.UniqueConstraint(fields=('organization', 'idempotency_key'), name='alert_request_once_per_key'),
+            model_name="alertrequest",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "idempotency_key"), name="alert_request_once_per_key"
+            ),
         ),
     ]

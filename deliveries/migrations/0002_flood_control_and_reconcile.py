@@ -5,38 +5,68 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deliveries', '0001_initial'),
+        ("deliveries", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='delivery',
-            name='hold',
-            field=models.CharField(blank=True, choices=[('opted_out', 'Recipient opted out'), ('duplicate', 'Same text to the same recipient shortly before'), ('recipient_limit', "Recipient's limit reached"), ('org_limit', "Organisation's limit reached")], max_length=16, verbose_name='held back because'),
+            model_name="delivery",
+            name="hold",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("opted_out", "Recipient opted out"),
+                    ("duplicate", "Same text to the same recipient shortly before"),
+                    ("recipient_limit", "Recipient's limit reached"),
+                    ("org_limit", "Organisation's limit reached"),
+                ],
+                max_length=16,
+                verbose_name="held back because",
+            ),
         ),
         migrations.AddField(
-            model_name='delivery',
-            name='kind',
-            field=models.CharField(choices=[('alert', 'Alert'), ('summary', 'Flood-control summary')], default='alert', max_length=8),
+            model_name="delivery",
+            name="kind",
+            field=models.CharField(
+                choices=[("alert", "Alert"), ("summary", "Flood-control summary")], default="alert", max_length=8
+            ),
         ),
         migrations.AddField(
-            model_name='delivery',
-            name='summary',
-            field=models.ForeignKey(blank=True, help_text='The summary text that told the recipient about this held-back alert.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='summarized', to='deliveries.delivery'),
+            model_name="delivery",
+            name="summary",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The summary text that told the recipient about this held-back alert.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="summarized",
+                to="deliveries.delivery",
+            ),
         ),
         migrations.AlterField(
-            model_name='attempt',
-            name='outcome',
-            field=models.CharField(blank=True, choices=[('accepted', 'Accepted by Twilio'), ('not_processed', 'Not processed (safe to retry)'), ('permanent', 'Permanent failure'), ('ambiguous', 'Ambiguous (may exist at Twilio)'), ('found_on_reconcile', 'Found at Twilio on reconcile'), ('not_found_on_reconcile', 'Not found at Twilio on reconcile'), ('reconcile_failed', 'Could not ask Twilio (reconcile)')], max_length=32),
+            model_name="attempt",
+            name="outcome",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("accepted", "Accepted by Twilio"),
+                    ("not_processed", "Not processed (safe to retry)"),
+                    ("permanent", "Permanent failure"),
+                    ("ambiguous", "Ambiguous (may exist at Twilio)"),
+                    ("found_on_reconcile", "Found at Twilio on reconcile"),
+                    ("not_found_on_reconcile", "Not found at Twilio on reconcile"),
+                    ("reconcile_failed", "Could not ask Twilio (reconcile)"),
+                ],
+                max_length=32,
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['organization', 'to_number', 'claimed_at'], name='delivery_org_to_claimed'),
+            model_name="delivery",
+            index=models.Index(fields=["organization", "to_number", "claimed_at"], name="delivery_org_to_claimed"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['organization', 'claimed_at'], name='delivery_org_claimed'),
+            model_name="delivery",
+            index=models.Index(fields=["organization", "claimed_at"], name="delivery_org_claimed"),
         ),
     ]

@@ -4,60 +4,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deliveries', '0002_flood_control_and_reconcile'),
+        ("deliveries", "0002_flood_control_and_reconcile"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='optout',
-            options={'permissions': [('clear_optout', 'Can clear an opt-out')]},
+            name="optout",
+            options={"permissions": [("clear_optout", "Can clear an opt-out")]},
         ),
         migrations.RemoveIndex(
-            model_name='delivery',
-            name='delivery_created',
+            model_name="delivery",
+            name="delivery_created",
         ),
         migrations.RemoveIndex(
-            model_name='delivery',
-            name='delivery_status_created',
+            model_name="delivery",
+            name="delivery_status_created",
         ),
         migrations.AddField(
-            model_name='delivery',
-            name='last_outcome',
+            model_name="delivery",
+            name="last_outcome",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddField(
-            model_name='delivery',
-            name='last_trigger',
+            model_name="delivery",
+            name="last_trigger",
             field=models.CharField(blank=True, max_length=16),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['-created_at', '-id'], include=('status',), name='delivery_created_id'),
+            model_name="delivery",
+            index=models.Index(fields=["-created_at", "-id"], include=("status",), name="delivery_created_id"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', '-created_at', '-id'], name='delivery_status_created_id'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "-created_at", "-id"], name="delivery_status_created_id"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['organization', '-created_at', '-id'], name='delivery_org_created_id'),
+            model_name="delivery",
+            index=models.Index(fields=["organization", "-created_at", "-id"], name="delivery_org_created_id"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('error_code__isnull', False)), fields=['error_code', '-created_at', '-id'], name='delivery_error_created_id'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("error_code__isnull", False)),
+                fields=["error_code", "-created_at", "-id"],
+                name="delivery_error_created_id",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('truncated', True)), fields=['-created_at', '-id'], name='delivery_truncated_created_id'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("truncated", True)),
+                fields=["-created_at", "-id"],
+                name="delivery_truncated_created_id",
+            ),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['last_outcome', '-created_at', '-id'], name='delivery_outcome_created_id'),
+            model_name="delivery",
+            index=models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['last_trigger', '-created_at', '-id'], name='delivery_trigger_created_id'),
+            model_name="delivery",
+            index=models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
         ),
     ]

@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deliveries', '0005_delivery_last_attempt_backfill'),
+        ("deliveries", "0005_delivery_last_attempt_backfill"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('hold', ''), _negated=True), fields=['hold', '-created_at', '-id'], name='delivery_hold_created_id'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("hold", ""), _negated=True),
+                fields=["hold", "-created_at", "-id"],
+                name="delivery_hold_created_id",
+            ),
         ),
     ]

@@ -20,7 +20,6 @@ def backfill(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("deliveries", "0006_hold_filter_index"),
     ]

@@ -28,8 +28,7 @@ INTAKE_CALLS = Counter(
 )
 ATTEMPTS = Counter(
     f"{PREFIX}_attempts",
-    "Finished attempts to hand a delivery to Twilio, by outcome class "
-    "(accepted, not_processed, permanent, ambiguous).",
+    "Finished attempts to hand a delivery to Twilio, by outcome class (accepted, not_processed, permanent, ambiguous).",
     ["outcome"],
 )
 RETRIES = Counter(f"{PREFIX}_send_retries", "Retries scheduled after Twilio did not process a message.")

@@ -58,9 +58,18 @@ def deliveries_accept(
             _save_credential(org, account_sid, auth_token, now)
             deliveries = [
                 Delivery(
-                    organization=org, idempotency_key=idempotency_key, ident=ident[:255], inv_id=inv_id[:255],
-                    from_number=from_number, to_number=to, body=body.text, original_length=body.original_length,
-                    truncated=body.truncated, encoding=body.encoding, segments=body.segments, due_at=now,
+                    organization=org,
+                    idempotency_key=idempotency_key,
+                    ident=ident[:255],
+                    inv_id=inv_id[:255],
+                    from_number=from_number,
+                    to_number=to,
+                    body=body.text,
+                    original_length=body.original_length,
+                    truncated=body.truncated,
+                    encoding=body.encoding,
+                    segments=body.segments,
+                    due_at=now,
                 )
                 for to in recipients
             ]

@@ -23,11 +23,22 @@ def attempt_open(
     delivery.status, delivery.claimed_at, delivery.due_at = Status.SENDING, now, None
     delivery.last_trigger, delivery.last_outcome = trigger, ""
     Delivery.objects.filter(id=delivery.id).update(
-        status=Status.SENDING, claimed_at=now, due_at=None, attempt_count=F("attempt_count") + 1,
-        last_trigger=trigger, last_outcome="", updated_at=now,
+        status=Status.SENDING,
+        claimed_at=now,
+        due_at=None,
+        attempt_count=F("attempt_count") + 1,
+        last_trigger=trigger,
+        last_outcome="",
+        updated_at=now,
     )
-    return Attempt.objects.create(delivery=delivery, number=delivery.attempt_count, trigger=trigger,
-                                  started_at=now, triggered_by_id=triggered_by_id, reason=reason)
+    return Attempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempt_count,
+        trigger=trigger,
+        started_at=now,
+        triggered_by_id=triggered_by_id,
+        reason=reason,
+    )
 
 
 def attempt_finish(*, attempt: Attempt, now: datetime, outcome: str, delivery: dict[str, Any], **fields: Any) -> bool:

@@ -110,8 +110,11 @@ def delivery_resend(*, delivery: Delivery, by: User, reason: str, unusual_confir
         # Conditional, like the send claim: if a worker or another operator moved the row since the
         # page was drawn, nothing happens and the operator is told.
         moved = Delivery.objects.filter(id=delivery.id, status__in=statuses.RESENDABLE).update(
-            status=Status.PENDING, settled_at=None, status_reason=f"resend by {by.get_username()}"[:255],
-            due_at=now, updated_at=now,
+            status=Status.PENDING,
+            settled_at=None,
+            status_reason=f"resend by {by.get_username()}"[:255],
+            due_at=now,
+            updated_at=now,
         )
         if not moved:
             current = Delivery.objects.filter(id=delivery.id).values_list("status", flat=True).first()

@@ -39,15 +39,19 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str]
     to_them = Q(to_number=delivery.to_number)
     counts = others.exclude(id=delivery.id).aggregate(
         # A failed earlier copy reached nobody, so it does not make this one a duplicate.
-        duplicates=Count("id", filter=to_them & Q(body=delivery.body, claimed_at__gte=recent)
-                         & ~Q(status=Delivery.Status.FAILED)),
+        duplicates=Count(
+            "id", filter=to_them & Q(body=delivery.body, claimed_at__gte=recent) & ~Q(status=Delivery.Status.FAILED)
+        ),
         to_recipient=Count("id", filter=to_them & Q(claimed_at__gte=window)),
         from_org=Count("id", filter=Q(claimed_at__gte=window)),
     )
     if duplicate_seconds and counts["duplicates"]:
         return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
     if recipient_limit and counts["to_recipient"] >= recipient_limit:
-        return Hold.RECIPIENT_LIMIT, f"{recipient_limit} texts to this recipient within {settings.FLOOD_WINDOW_SECONDS} s."
+        return (
+            Hold.RECIPIENT_LIMIT,
+            f"{recipient_limit} texts to this recipient within {settings.FLOOD_WINDOW_SECONDS} s.",
+        )
     if org_limit and counts["from_org"] >= org_limit:
         return Hold.ORG_LIMIT, f"{org_limit} texts from this organisation within {settings.FLOOD_WINDOW_SECONDS} s."
     return "", ""

@@ -51,8 +51,11 @@ def _enqueue(name: str, calls: Sequence[tuple[object, ...]], countdown: float | 
             task.apply_async(args, countdown=countdown)
         except Exception as exc:  # noqa: BLE001 - kombu raises many types; the rows are safe either way
             logger.warning(
-                "could not enqueue delivery %s and %d more (%s: %s); they stay due and the sweeper "
-                "enqueues them", args[0], len(calls) - n - 1, name, type(exc).__name__,
+                "could not enqueue delivery %s and %d more (%s: %s); they stay due and the sweeper enqueues them",
+                args[0],
+                len(calls) - n - 1,
+                name,
+                type(exc).__name__,
             )
             return n
     return len(calls)

@@ -28,14 +28,20 @@ def status_callback_record(*, delivery_id: str, url: str, params: dict[str, str]
     if delivery is None or not delivery.organization.has_credential:
         logger.warning("status callback for unknown delivery %s (or no credential to check it)", delivery_id)
         return CallbackResult.UNKNOWN
-    if not signature_valid(auth_token=delivery.organization.twilio_auth_token, url=url, params=params,
-                           signature=signature):
+    if not signature_valid(
+        auth_token=delivery.organization.twilio_auth_token, url=url, params=params, signature=signature
+    ):
         logger.warning("status callback for delivery %s with an invalid X-Twilio-Signature", delivery_id)
         return CallbackResult.FORGED
     report = parse_status_callback(params)
     with transaction.atomic():
-        StatusEvent.objects.create(delivery=delivery, message_sid=report.message_sid,
-                                   message_status=report.twilio_status, error_code=report.error_code, payload=params)
+        StatusEvent.objects.create(
+            delivery=delivery,
+            message_sid=report.message_sid,
+            message_status=report.twilio_status,
+            error_code=report.error_code,
+            payload=params,
+        )
         _apply(Delivery.objects.select_for_update().get(id=delivery.id), report)
     return CallbackResult.STORED
 
@@ -61,10 +67,14 @@ def opt_out_record(*, delivery: Delivery) -> OptOut:
     """Twilio said 21610: this recipient texted STOP to this sender. Later texts to the pair are held
     back as `suppressed` without calling Twilio, until an operator clears the opt-out."""
     opt_out, created = OptOut.objects.get_or_create(
-        organization_id=delivery.organization_id, sender=delivery.from_number, recipient=delivery.to_number,
-        cleared_at__isnull=True, defaults={"source_delivery": delivery},
+        organization_id=delivery.organization_id,
+        sender=delivery.from_number,
+        recipient=delivery.to_number,
+        cleared_at__isnull=True,
+        defaults={"source_delivery": delivery},
     )
     if created:
-        logger.info("recorded opt-out of %s from sender %s (delivery %s)", delivery.to_number, delivery.from_number,
-                    delivery.id)
+        logger.info(
+            "recorded opt-out of %s from sender %s (delivery %s)", delivery.to_number, delivery.from_number, delivery.id
+        )
     return opt_out

@@ -41,10 +41,15 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
     with transaction.atomic():
         decision, fields = _decide(delivery, lookup, now)
         attempt_finish(
-            attempt=attempt, now=now, outcome=outcome, delivery=fields, http_status=lookup.http_status,
+            attempt=attempt,
+            now=now,
+            outcome=outcome,
+            delivery=fields,
+            http_status=lookup.http_status,
             twilio_code=lookup.twilio_code,
             twilio_message=lookup.twilio_message or (f"found {lookup.sid}" if lookup.sid else ""),
-            twilio_request_id=lookup.twilio_request_id, duration_ms=lookup.duration_ms,
+            twilio_request_id=lookup.twilio_request_id,
+            duration_ms=lookup.duration_ms,
         )
         if decision is not None:
             return decision
@@ -59,13 +64,19 @@ def _look_up(delivery: Delivery) -> twilio.LookupResult:
     if not org.has_credential:
         return twilio.LookupResult(Found.FAILED, 0, twilio_message="No Twilio credential is stored.")
     since = (
-        delivery.attempts.filter(outcome=Attempt.Outcome.AMBIGUOUS).order_by("-number")
-        .values_list("started_at", flat=True).first()
+        delivery.attempts.filter(outcome=Attempt.Outcome.AMBIGUOUS)
+        .order_by("-number")
+        .values_list("started_at", flat=True)
+        .first()
         or delivery.created_at
     )
     return twilio.find_message(
-        account_sid=org.twilio_account_sid, auth_token=org.twilio_auth_token, to=delivery.to_number,
-        from_=delivery.from_number, body=delivery.body, since=since,
+        account_sid=org.twilio_account_sid,
+        auth_token=org.twilio_auth_token,
+        to=delivery.to_number,
+        from_=delivery.from_number,
+        body=delivery.body,
+        since=since,
     )
 
 
@@ -76,7 +87,10 @@ def _decide(
     if lookup.outcome == Found.FOUND:
         logger.info("delivery %s found at Twilio on reconcile: %s", delivery.id, lookup.sid)
         return SendDecision(status=Status.QUEUED), {
-            "status": lookup.status, "twilio_sid": lookup.sid, "sent_at": now, "error_code": None,
+            "status": lookup.status,
+            "twilio_sid": lookup.sid,
+            "sent_at": now,
+            "error_code": None,
             "error_message": "",
         }
     if lookup.outcome == Found.FAILED:
@@ -88,13 +102,18 @@ def _decide(
             return SendDecision(status=Status.AMBIGUOUS), {"status": Status.AMBIGUOUS, "due_at": None}
         delay = retry_delay(failed_lookups)
         return SendDecision(status=Status.AMBIGUOUS, reconcile_in=delay), {
-            "status": Status.AMBIGUOUS, "due_at": now + timedelta(seconds=delay),
+            "status": Status.AMBIGUOUS,
+            "due_at": now + timedelta(seconds=delay),
         }
     if settings.AMBIGUOUS_POLICY == "at-most-once" or not may_retry(delivery, now):
-        why = ("not re-sent (AMBIGUOUS_POLICY=at-most-once)" if settings.AMBIGUOUS_POLICY == "at-most-once"
-               else f"gave up after {posts_made(delivery)} attempts to send it")
+        why = (
+            "not re-sent (AMBIGUOUS_POLICY=at-most-once)"
+            if settings.AMBIGUOUS_POLICY == "at-most-once"
+            else f"gave up after {posts_made(delivery)} attempts to send it"
+        )
         return SendDecision(status=Status.FAILED), {
-            "status": Status.FAILED, "settled_at": now,
+            "status": Status.FAILED,
+            "settled_at": now,
             "error_message": f"Twilio's answer was ambiguous and the message was not found at Twilio; {why}.",
         }
     return None, {}

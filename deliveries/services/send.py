@@ -78,8 +78,9 @@ def claim(
             held = _held_back(delivery, trigger, now)
             if held:
                 return held
-        attempt = attempt_open(delivery=delivery, trigger=trigger, now=now, triggered_by_id=triggered_by_id,
-                               reason=reason)
+        attempt = attempt_open(
+            delivery=delivery, trigger=trigger, now=now, triggered_by_id=triggered_by_id, reason=reason
+        )
     return delivery, attempt
 
 
@@ -132,16 +133,26 @@ def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResul
     decision, fields = _decide(delivery, result, now)
     with transaction.atomic():
         attempt_finish(
-            attempt=attempt, now=now, outcome=result.outcome.value, delivery=fields, http_status=result.http_status,
-            twilio_code=result.twilio_code, twilio_message=result.twilio_message,
-            twilio_request_id=result.twilio_request_id, duration_ms=result.duration_ms,
+            attempt=attempt,
+            now=now,
+            outcome=result.outcome.value,
+            delivery=fields,
+            http_status=result.http_status,
+            twilio_code=result.twilio_code,
+            twilio_message=result.twilio_message,
+            twilio_request_id=result.twilio_request_id,
+            duration_ms=result.duration_ms,
         )
         if result.twilio_code == OPTED_OUT_CODE:
             opt_out_record(delivery=delivery)
     metrics.attempt_finished(result.outcome.value)
     logger.info(
         "delivery %s attempt %d: %s (http %s, code %s, %s)",
-        delivery.id, attempt.number, result.outcome.value, result.http_status, result.twilio_code,
+        delivery.id,
+        attempt.number,
+        result.outcome.value,
+        result.http_status,
+        result.twilio_code,
         result.twilio_message or "-",
     )
     return decision

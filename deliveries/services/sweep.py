@@ -58,11 +58,14 @@ def _lost_claims_to_ambiguous(now: datetime) -> list[str]:
         lost = Delivery.objects.select_for_update().filter(status=Status.SENDING, claimed_at__lt=stuck)
         ids = [str(i) for i in lost.values_list("id", flat=True)[:BATCH]]
         Delivery.objects.filter(id__in=ids).update(
-            status=Status.AMBIGUOUS, due_at=now, updated_at=now,
+            status=Status.AMBIGUOUS,
+            due_at=now,
+            updated_at=now,
             error_message="The worker stopped during the attempt; the message may exist at Twilio.",
         )
-        attempts_abandon(delivery_ids=ids, now=now, outcome=Attempt.Outcome.AMBIGUOUS,
-                         message="worker lost during the attempt")
+        attempts_abandon(
+            delivery_ids=ids, now=now, outcome=Attempt.Outcome.AMBIGUOUS, message="worker lost during the attempt"
+        )
     return ids
 
 
@@ -91,8 +94,11 @@ def flood_summaries_send(*, now: datetime) -> int:
     created = [
         summary
         for g in groups[:BATCH]
-        if (summary := _summarise(organization_id=g["organization_id"], sender=g["from_number"],
-                                  recipient=g["to_number"], now=now))
+        if (
+            summary := _summarise(
+                organization_id=g["organization_id"], sender=g["from_number"], recipient=g["to_number"], now=now
+            )
+        )
     ]
     if created:
         queue.send(created)
@@ -103,21 +109,34 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
     """One summary delivery for the held-back alerts of one (organisation, sender, recipient)."""
     with transaction.atomic():
         held = Delivery.objects.select_for_update().filter(
-            status=Status.SUPPRESSED, hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True,
-            organization_id=organization_id, from_number=sender, to_number=recipient,
+            status=Status.SUPPRESSED,
+            hold__in=Delivery.FLOOD_HOLDS,
+            summary__isnull=True,
+            organization_id=organization_id,
+            from_number=sender,
+            to_number=recipient,
         )
         ids = list(held.values_list("id", flat=True))
         if not ids:
             return None
         prepared = prepare_body(
             f"ext-twilio: {len(ids)} further alert{'s were' if len(ids) != 1 else ' was'} held back by flood "
-            "control; see the audit desk.", settings.SMS_MAX_BODY_CHARS,
+            "control; see the audit desk.",
+            settings.SMS_MAX_BODY_CHARS,
         )
         summary = Delivery.objects.create(
-            organization_id=organization_id, idempotency_key=f"summary:{uuid.uuid4()}",
-            ident="ext-twilio flood control", from_number=sender, to_number=recipient,
-            body=prepared.text, original_length=prepared.original_length, truncated=False,
-            encoding=prepared.encoding, segments=prepared.segments, kind=Delivery.Kind.SUMMARY, due_at=now,
+            organization_id=organization_id,
+            idempotency_key=f"summary:{uuid.uuid4()}",
+            ident="ext-twilio flood control",
+            from_number=sender,
+            to_number=recipient,
+            body=prepared.text,
+            original_length=prepared.original_length,
+            truncated=False,
+            encoding=prepared.encoding,
+            segments=prepared.segments,
+            kind=Delivery.Kind.SUMMARY,
+            due_at=now,
         )
         Delivery.objects.filter(id__in=ids).update(summary=summary, updated_at=now)
     return str(summary.id)

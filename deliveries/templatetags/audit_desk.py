@@ -39,8 +39,14 @@ def _chart(series: HourlySeries) -> dict[str, Any]:
             ", ".join(f"{series.counts[k][i]} {k}" for k in selectors.OUTCOME_CLASSES if series.counts[k][i]) or "none"
         )
         bars.append({"x": round(i * step, 2), "w": round(max(step - 1, 1), 2), "parts": parts, "title": title})
-    return {"bars": bars, "peak": max(totals, default=0), "total": series.total, "width": WIDTH, "height": HEIGHT,
-            "start": series.hours[0] if series.hours else None}
+    return {
+        "bars": bars,
+        "peak": max(totals, default=0),
+        "total": series.total,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "start": series.hours[0] if series.hours else None,
+    }
 
 
 @register.inclusion_tag("admin/deliveries/at_a_glance.html", takes_context=True)

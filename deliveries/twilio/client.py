@@ -142,9 +142,7 @@ class LookupResult:
     twilio_request_id: str = ""
 
 
-def find_message(
-    *, account_sid: str, auth_token: str, to: str, from_: str, body: str, since: datetime
-) -> LookupResult:
+def find_message(*, account_sid: str, auth_token: str, to: str, from_: str, body: str, since: datetime) -> LookupResult:
     """Look for a message we may have created after an ambiguous answer. Twilio has no idempotency
     key, so "the same message" means: same To, same sender, same body, created after `since`.
     Only the newest page is read: the message, if it exists, is minutes old."""
@@ -156,21 +154,39 @@ def find_message(
     try:
         messages = _client(account_sid, auth_token).messages.list(**filters)
     except TwilioRestException as exc:
-        return LookupResult(LookupOutcome.FAILED, _ms_since(started), http_status=exc.status, twilio_code=exc.code,
-                            twilio_message=_twilio_message(exc), twilio_request_id=http.last_request_id)
+        return LookupResult(
+            LookupOutcome.FAILED,
+            _ms_since(started),
+            http_status=exc.status,
+            twilio_code=exc.code,
+            twilio_message=_twilio_message(exc),
+            twilio_request_id=http.last_request_id,
+        )
     except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
-        return LookupResult(LookupOutcome.FAILED, _ms_since(started), twilio_message=describe(exc),
-                            twilio_request_id=http.last_request_id)
+        return LookupResult(
+            LookupOutcome.FAILED,
+            _ms_since(started),
+            twilio_message=describe(exc),
+            twilio_request_id=http.last_request_id,
+        )
     for message in messages:
         created = message.date_created
-        if message.body == body and (created is None or created >= since - timedelta(seconds=30)) and (
-            not from_.startswith("MG") or message.messaging_service_sid == from_
+        if (
+            message.body == body
+            and (created is None or created >= since - timedelta(seconds=30))
+            and (not from_.startswith("MG") or message.messaging_service_sid == from_)
         ):
-            return LookupResult(LookupOutcome.FOUND, _ms_since(started), sid=message.sid or "",
-                                status=statuses.from_twilio(message.status or "") or Status.QUEUED, http_status=200,
-                                twilio_request_id=http.last_request_id)
-    return LookupResult(LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200,
-                        twilio_request_id=http.last_request_id)
+            return LookupResult(
+                LookupOutcome.FOUND,
+                _ms_since(started),
+                sid=message.sid or "",
+                status=statuses.from_twilio(message.status or "") or Status.QUEUED,
+                http_status=200,
+                twilio_request_id=http.last_request_id,
+            )
+    return LookupResult(
+        LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+    )
 
 
 def _twilio_message(exc: TwilioRestException) -> str:

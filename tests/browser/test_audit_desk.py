@@ -30,15 +30,25 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "var/test/screenshots")
 
 
 @pytest.fixture(scope="module")
 def browser(django_db_setup: Any) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as bin/ensure-chromium does)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as bin/ensure-chromium does)"
+        )
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an asyncio loop on this thread while the browser is open. The
@@ -93,8 +103,13 @@ def _assert_no_resend_anywhere(page: Any) -> None:
 def _seed(tenant: Tenant, fake_twilio: FakeTwilio) -> tuple[list[Delivery], list[Delivery]]:
     """Three deliveries Twilio refused for good, and two it accepted."""
     failed = []
-    for i, (code, message) in enumerate([(21608, "The number is unverified."), (21211, "Invalid 'To' Phone Number"),
-                                         (21612, "The 'To' phone number is not currently reachable")]):
+    for i, (code, message) in enumerate(
+        [
+            (21608, "The number is unverified."),
+            (21211, "Invalid 'To' Phone Number"),
+            (21612, "The 'To' phone number is not currently reachable"),
+        ]
+    ):
         fake_twilio.plan("error", status=400, code=code, message=message)
         d = make_delivery(tenant, to_number=f"+1500555010{i}", body=f"Detection: lateral movement from wks-{i}")
         services.delivery_send(delivery_id=str(d.id))
@@ -104,7 +119,9 @@ def _seed(tenant: Tenant, fake_twilio: FakeTwilio) -> tuple[list[Delivery], list
         d = make_delivery(tenant, to_number=f"+1500555020{i}", body="Detection: new admin user on dc-01")
         services.delivery_send(delivery_id=str(d.id))
         sent.append(d)
-    assert list(Delivery.objects.values_list("status", flat=True).order_by("to_number")) == ["failed"] * 3 + ["queued"] * 2
+    assert (
+        list(Delivery.objects.values_list("status", flat=True).order_by("to_number")) == ["failed"] * 3 + ["queued"] * 2
+    )
     return failed, sent
 
 

@@ -66,7 +66,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: _connects(self.port), 20, "redis start")
 
@@ -100,8 +101,17 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
@@ -123,8 +133,9 @@ def _connects(port: int) -> bool:
 class Stack:
     """gunicorn + a Celery worker with beat, on the given database and broker."""
 
-    def __init__(self, database_url: str, broker_url: str, twilio_url: str, lc_url: str, var_dir: Path,
-                 **settings: str) -> None:
+    def __init__(
+        self, database_url: str, broker_url: str, twilio_url: str, lc_url: str, var_dir: Path, **settings: str
+    ) -> None:
         self.port = free_port()
         self.var_dir = var_dir
         self.env = {
@@ -155,8 +166,9 @@ class Stack:
         return f"http://127.0.0.1:{self.port}/extension/"
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], env=self.env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
         return result.stdout
@@ -165,17 +177,49 @@ class Stack:
         self.manage("migrate", "--noinput")
         bin_dir = Path(sys.executable).parent
         log = open(self.var_dir / "stack.log", "ab")  # noqa: SIM115 - lives as long as the processes
-        self.procs.append(subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--threads", "8", "--graceful-timeout", "5"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        ))
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=threads", "--concurrency=16",
-             "--loglevel=WARNING", "--without-mingle", "--without-gossip", "--beat",
-             f"--schedule={self.var_dir / 'beat-schedule'}"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        ))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "gunicorn"),
+                    "config.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "8",
+                    "--graceful-timeout",
+                    "5",
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=threads",
+                    "--concurrency=16",
+                    "--loglevel=WARNING",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--beat",
+                    f"--schedule={self.var_dir / 'beat-schedule'}",
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_until(lambda: _connects(self.port), 60, "gunicorn start")
 
     def __enter__(self) -> Stack:
@@ -209,8 +253,9 @@ class Stack:
             " 'keys': sorted(set(Delivery.objects.exclude(kind='summary').values_list('idempotency_key', flat=True))),"
             " 'attempts': dict(Attempt.objects.values_list('outcome').annotate(n=Count('id')))}))"
         )
-        result = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=ROOT, capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         if result.returncode:
             raise RuntimeError(result.stderr[-3000:])
         return json.loads(result.stdout)
@@ -243,11 +288,20 @@ class Caller:
         self.session = requests.Session()
 
     def call(self, call: Call) -> Call:
-        block = {"org": {"oid": self.oid, "jwt": self.jwt, "ident": "chaos"}, "action": "run",
-                 "data": {"body": call.body, "from": self.sender, "to": call.to}, "config": {},
-                 "resource_state": None, "inv_id": ""}
+        block = {
+            "org": {"oid": self.oid, "jwt": self.jwt, "ident": "chaos"},
+            "action": "run",
+            "data": {"body": call.body, "from": self.sender, "to": call.to},
+            "config": {},
+            "resource_state": None,
+            "inv_id": "",
+        }
         body = build("request", block, call.key)
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", SIGNATURE_HEADER: sign(self.secret, body)}
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            SIGNATURE_HEADER: sign(self.secret, body),
+        }
         delay = 1.0
         for attempt in range(self.attempts):
             try:
@@ -270,5 +324,6 @@ class Caller:
 
 def new_calls(count: int, start: int = 0, tag: str = "") -> list[Call]:
     """Distinct recipients (fictional 555 numbers) and bodies, so flood control holds nothing back."""
-    return [Call(key=str(uuid.uuid4()), to=f"+1500{start + n:07d}", body=f"{tag}alert {start + n}")
-            for n in range(count)]
+    return [
+        Call(key=str(uuid.uuid4()), to=f"+1500{start + n:07d}", body=f"{tag}alert {start + n}") for n in range(count)
+    ]

@@ -50,8 +50,11 @@ def database_url(scratch: Path) -> Iterator[str]:
     base = run_url.rsplit("/", 1)[0]
     subprocess.run(["psql", f"{base}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
     yield f"{base}/{name}"
-    subprocess.run(["psql", f"{base}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
-                   check=False, capture_output=True)
+    subprocess.run(
+        ["psql", f"{base}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+        check=False,
+        capture_output=True,
+    )
 
 
 def _stack(database_url: str, broker_url: str, fake_twilio: FakeTwilio, fake_lc: Any, scratch: Path) -> Stack:

@@ -49,8 +49,14 @@ def _lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 def _secrets_of(tenant: Tenant) -> list[str]:
     basic = base64.b64encode(f"{tenant.account_sid}:{tenant.auth_token}".encode()).decode()
-    return [tenant.jwt, tenant.auth_token, basic, django_settings.LC_SHARED_SECRET, django_settings.SECRET_KEY,
-            *django_settings.FIELD_ENCRYPTION_KEY.split(",")]
+    return [
+        tenant.jwt,
+        tenant.auth_token,
+        basic,
+        django_settings.LC_SHARED_SECRET,
+        django_settings.SECRET_KEY,
+        *django_settings.FIELD_ENCRYPTION_KEY.split(","),
+    ]
 
 
 @pytest.mark.django_db
@@ -68,7 +74,11 @@ def test_every_log_line_is_json_and_carries_the_ids_it_is_about(
     sends = [line for line in lines if line["message"].startswith(f"delivery {delivery.id} attempt")]
     assert len(sends) == 2  # the 429 and the retry that was accepted
     for line in sends:
-        assert (line["delivery_id"], line["oid"], line["idempotency_key"]) == (str(delivery.id), tenant.oid, "key-ids-1")
+        assert (line["delivery_id"], line["oid"], line["idempotency_key"]) == (
+            str(delivery.id),
+            tenant.oid,
+            "key-ids-1",
+        )
 
 
 @pytest.mark.django_db
@@ -85,8 +95,13 @@ def test_the_log_context_does_not_leak_into_the_next_request(
 def test_a_full_flow_with_failures_logs_no_jwt_token_or_secret(
     json_logs: io.StringIO, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, fake_lc: FakeLimaCharlie
 ) -> None:
-    assert intake.send("conf_validation", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "conf": {}}).status_code == 200
-    assert intake.send("event", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "event_name": "subscribe"}).status_code == 200
+    assert (
+        intake.send("conf_validation", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "conf": {}}).status_code == 200
+    )
+    assert (
+        intake.send("event", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "event_name": "subscribe"}).status_code
+        == 200
+    )
     # Distinct bodies: flood control would hold back the same text to the same recipient.
     assert intake.run(tenant, body="alert 1").status_code == 200  # accepted and sent
     fake_lc.fail_next(500)
@@ -101,7 +116,10 @@ def test_a_full_flow_with_failures_logs_no_jwt_token_or_secret(
     fake_twilio.plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
     assert intake.run(tenant, body="alert 6").status_code == 200  # permanent
     assert intake.send("request", run_block(tenant), secret="a-wrong-secret").status_code == 401
-    assert intake.send("event", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "event_name": "unsubscribe"}).status_code == 200
+    assert (
+        intake.send("event", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "event_name": "unsubscribe"}).status_code
+        == 200
+    )
 
     logged = json_logs.getvalue()
     assert Delivery.objects.filter(status="failed").count() == 2
@@ -120,11 +138,27 @@ def test_the_worker_logs_json_with_the_delivery_ids_and_no_secret(
     from django.core.management import call_command
 
     fake_twilio.plan("429")
-    call_command("lc_request", "--url", f"{live_server.url}/extension/", "--oid", tenant.oid, "--jwt", tenant.jwt,
-                 "--from", tenant.sender, "--to", tenant.recipient, "--body", "Worker log test",
-                 "--idempotency-key", "worker-log-1", stdout=io.StringIO())
-    delivery = wait_for(lambda: Delivery.objects.filter(status="queued", organization__oid=tenant.oid).first(),
-                        timeout=45)
+    call_command(
+        "lc_request",
+        "--url",
+        f"{live_server.url}/extension/",
+        "--oid",
+        tenant.oid,
+        "--jwt",
+        tenant.jwt,
+        "--from",
+        tenant.sender,
+        "--to",
+        tenant.recipient,
+        "--body",
+        "Worker log test",
+        "--idempotency-key",
+        "worker-log-1",
+        stdout=io.StringIO(),
+    )
+    delivery = wait_for(
+        lambda: Delivery.objects.filter(status="queued", organization__oid=tenant.oid).first(), timeout=45
+    )
 
     def task_lines() -> list[dict[str, Any]]:
         found = []
@@ -147,13 +181,24 @@ def test_log_format_plain_appends_the_ids_to_a_readable_line() -> None:
         "import django, logging; django.setup(); from deliveries.observability import logcontext\n"
         "with logcontext.scope(oid='org-1', delivery_id='d-1'): logging.getLogger('x').warning('hello')"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "LOG_FORMAT": "plain"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "LOG_FORMAT": "plain"},
+    )
     assert result.stderr.strip().endswith("WARNING x hello oid=org-1 delivery_id=d-1")
 
 
 def test_an_unknown_log_format_stops_start_up() -> None:
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT,
-                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_FORMAT": "xml"})
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_FORMAT": "xml"},
+    )
     assert result.returncode != 0 and "LOG_FORMAT must be json or plain, got 'xml'" in result.stderr

@@ -145,8 +145,9 @@ def test_counts_from_several_processes_are_summed_with_a_multiprocess_dir(tmp_pa
         multiprocess.MultiProcessCollector(registry)
         print(generate_latest(registry).decode())
     """)
-    out = subprocess.run([sys.executable, "-c", read], env=env, cwd=ROOT, check=True, timeout=60,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", read], env=env, cwd=ROOT, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(out)

@@ -75,7 +75,10 @@ def test_every_role_can_view_the_list_a_delivery_and_export(role: str, tenant: T
 
 @pytest.mark.parametrize(("role", "expected"), [("soc_lead", 403), ("operator", 302), ("superuser", 302)])
 def test_only_operators_and_superusers_may_post_a_resend(
-    role: str, expected: int, tenant: Tenant, fake_twilio: FakeTwilio,
+    role: str,
+    expected: int,
+    tenant: Tenant,
+    fake_twilio: FakeTwilio,
     django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     delivery = _failed(tenant, fake_twilio)
@@ -91,7 +94,8 @@ def test_only_operators_and_superusers_may_post_a_resend(
     else:
         assert delivery.status == "queued" and len(fake_twilio.posts()) == 2
         assert list(delivery.attempts.values_list("trigger", "triggered_by", "reason")) == [
-            ("automatic", None, ""), ("resend", user.pk, "fixed")
+            ("automatic", None, ""),
+            ("resend", user.pk, "fixed"),
         ]
 
 
@@ -101,25 +105,39 @@ def test_a_soc_lead_cannot_resend_through_the_bulk_action(tenant: Tenant, fake_t
     listing = client.get(reverse(CHANGELIST))
     assert "resend_selected" not in listing.content.decode() and "action-checkbox" not in listing.content.decode()
 
-    response = client.post(reverse(CHANGELIST), {"action": "resend_selected", "_selected_action": [delivery.pk],
-                                                 "reason": "x"})
+    response = client.post(
+        reverse(CHANGELIST), {"action": "resend_selected", "_selected_action": [delivery.pk], "reason": "x"}
+    )
     assert response.status_code == 200  # the list again: the action does not exist for this role
     assert Delivery.objects.get(pk=delivery.pk).status == "failed" and len(fake_twilio.posts()) == 1
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_nobody_can_add_edit_or_delete_a_delivery_or_an_attempt(role: str, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_nobody_can_add_edit_or_delete_a_delivery_or_an_attempt(
+    role: str, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     delivery = _failed(tenant, fake_twilio)
     attempt = delivery.attempts.get()
     client, _ = _as(role)
 
     assert client.get(reverse("admin:deliveries_delivery_add")).status_code == 403
-    assert client.post(reverse("admin:deliveries_delivery_change", args=[delivery.pk]),
-                       {"to_number": "+15005550009", "status": "delivered"}).status_code == 403
-    assert client.post(reverse("admin:deliveries_attempt_change", args=[attempt.pk]),
-                       {"outcome": "accepted"}).status_code == 403
-    assert client.post(reverse("admin:deliveries_delivery_delete", args=[delivery.pk]), {"post": "yes"}).status_code == 403
-    assert client.post(reverse("admin:deliveries_attempt_delete", args=[attempt.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:deliveries_delivery_change", args=[delivery.pk]),
+            {"to_number": "+15005550009", "status": "delivered"},
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(reverse("admin:deliveries_attempt_change", args=[attempt.pk]), {"outcome": "accepted"}).status_code
+        == 403
+    )
+    assert (
+        client.post(reverse("admin:deliveries_delivery_delete", args=[delivery.pk]), {"post": "yes"}).status_code == 403
+    )
+    assert (
+        client.post(reverse("admin:deliveries_attempt_delete", args=[attempt.pk]), {"post": "yes"}).status_code == 403
+    )
     assert client.post(reverse("admin:deliveries_statusevent_add"), {}).status_code == 403
     # The bulk delete action does not exist either.
     client.post(reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": [delivery.pk], "post": "yes"})
@@ -129,16 +147,24 @@ def test_nobody_can_add_edit_or_delete_a_delivery_or_an_attempt(role: str, tenan
     assert Attempt.objects.get(pk=attempt.pk).outcome == "permanent" and Delivery.objects.count() == 1
 
 
-def test_staff_without_a_role_sees_nothing_and_anonymous_is_sent_to_the_login(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_staff_without_a_role_sees_nothing_and_anonymous_is_sent_to_the_login(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     delivery = _failed(tenant, fake_twilio)
     client, _ = _as("staff")
     assert client.get(reverse(CHANGELIST)).status_code == 403
     assert client.get(reverse("admin:deliveries_delivery_export")).status_code == 403
-    assert client.post(reverse("admin:deliveries_delivery_resend"), {"ids": [delivery.pk], "reason": "x"}).status_code == 403
+    assert (
+        client.post(reverse("admin:deliveries_delivery_resend"), {"ids": [delivery.pk], "reason": "x"}).status_code
+        == 403
+    )
 
     anonymous = Client().get(reverse(CHANGELIST))
     assert anonymous.status_code == 302 and anonymous["Location"].startswith(reverse("admin:login"))
-    assert Client().post(reverse("admin:deliveries_delivery_resend"), {"ids": [delivery.pk], "reason": "x"}).status_code == 302
+    assert (
+        Client().post(reverse("admin:deliveries_delivery_resend"), {"ids": [delivery.pk], "reason": "x"}).status_code
+        == 302
+    )
     assert Delivery.objects.get(pk=delivery.pk).status == "failed" and len(fake_twilio.posts()) == 1
 
 
@@ -174,12 +200,15 @@ def test_the_list_does_not_count_past_its_cap(tenant: Tenant, settings: Any, mon
 
 @pytest.mark.parametrize(
     ("typed", "expected"),
-    [("+1 (500) 555-0002", "second"), ("0015005550002", "second"), ("15005550002", "second"),
-     ("+15005550001", "first"), ("key-of-second", "second")],
+    [
+        ("+1 (500) 555-0002", "second"),
+        ("0015005550002", "second"),
+        ("15005550002", "second"),
+        ("+15005550001", "first"),
+        ("key-of-second", "second"),
+    ],
 )
-def test_search_normalises_a_phone_number_and_matches_keys(
-    typed: str, expected: str, tenant: Tenant
-) -> None:
+def test_search_normalises_a_phone_number_and_matches_keys(typed: str, expected: str, tenant: Tenant) -> None:
     deliveries = {
         "first": make_delivery(tenant, to_number="+15005550001", idempotency_key="key-of-first"),
         "second": make_delivery(tenant, to_number="+15005550002", idempotency_key="key-of-second"),
@@ -240,17 +269,21 @@ def test_the_filters_select_by_outcome_class_code_trigger_truncation_and_dates(
 def test_the_export_streams_exactly_the_filtered_rows_and_is_logged(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
     failed = [_failed(tenant, fake_twilio, to_number=f"+1500555002{i}") for i in range(3)]
     make_delivery(tenant, status="queued", to_number="+15005550030")
-    make_delivery(tenant, status="failed", to_number="+15005550031", body="=HYPERLINK(\"http://x\")")
+    make_delivery(tenant, status="failed", to_number="+15005550031", body='=HYPERLINK("http://x")')
     client, user = _as("soc_lead")
 
-    response = client.get(reverse("admin:deliveries_delivery_export"), {"status__exact": "failed", "q": "+1 500 555 0031"})
+    response = client.get(
+        reverse("admin:deliveries_delivery_export"), {"status__exact": "failed", "q": "+1 500 555 0031"}
+    )
     rows = list(csv.DictReader(io.StringIO(cast(StreamingHttpResponse, response).getvalue().decode())))
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert "attachment;" in response["Content-Disposition"]
     assert [(r["to"], r["status"]) for r in rows] == [("+15005550031", "failed")]
-    assert rows[0]["body"] == "'=HYPERLINK(\"http://x\")"  # a spreadsheet must not run it as a formula
+    assert rows[0]["body"] == '\'=HYPERLINK("http://x")'  # a spreadsheet must not run it as a formula
 
-    response = client.get(reverse("admin:deliveries_delivery_export"), {"status__exact": "failed", "error_code": "21211"})
+    response = client.get(
+        reverse("admin:deliveries_delivery_export"), {"status__exact": "failed", "error_code": "21211"}
+    )
     rows = list(csv.DictReader(io.StringIO(cast(StreamingHttpResponse, response).getvalue().decode())))
     assert [r["id"] for r in rows] == [str(d.pk) for d in reversed(failed)]  # the list's order: newest first
     assert {r["error_code"] for r in rows} == {"21211"} and tenant.auth_token not in str(rows)
@@ -271,12 +304,16 @@ def test_the_delivery_page_is_read_only_with_a_timeline_and_never_a_secret(
     fake_twilio.plan("429")
     intake.run(tenant, body="Ransomware on fs-01")
     delivery = Delivery.objects.get()
-    StatusEvent.objects.create(delivery=delivery, message_sid=delivery.twilio_sid, message_status="delivered",
-                               payload={"MessageStatus": "delivered"})
+    StatusEvent.objects.create(
+        delivery=delivery,
+        message_sid=delivery.twilio_sid,
+        message_status="delivered",
+        payload={"MessageStatus": "delivered"},
+    )
     client, _ = _as("operator")
 
     html = client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk])).content.decode()
-    timeline = html[html.index('id="timeline"'):]
+    timeline = html[html.index('id="timeline"') :]
     assert timeline.index('data-attempt="1"') < timeline.index('data-attempt="2"') < timeline.index("status callback")
     assert "Too Many Requests" in timeline and "<b>20429</b>" in timeline and "Accepted by Twilio" in timeline
     assert delivery.attempts.get(number=1).twilio_request_id in timeline
@@ -297,7 +334,9 @@ def test_a_soc_lead_sees_no_resend_button(tenant: Tenant, fake_twilio: FakeTwili
     assert "resend" not in html.lower()
 
 
-def test_the_delivery_page_says_why_an_unsubscribed_organisation_cannot_be_resent(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_the_delivery_page_says_why_an_unsubscribed_organisation_cannot_be_resent(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     delivery = _failed(tenant, fake_twilio)
     services.organization_record_event(oid=tenant.oid, event_name="unsubscribe")
     client, _ = _as("operator")
@@ -319,12 +358,18 @@ def test_the_bulk_action_shows_a_confirmation_listing_what_will_be_sent_and_what
     services.organization_record_event(oid="org-gone", event_name="unsubscribe")
     client, _ = _as("operator")
 
-    response = client.post(reverse(CHANGELIST), {
-        "action": "resend_selected", "_selected_action": [sendable.pk, delivered.pk, gone.pk], "index": 0,
-    })
+    response = client.post(
+        reverse(CHANGELIST),
+        {
+            "action": "resend_selected",
+            "_selected_action": [sendable.pk, delivered.pk, gone.pk],
+            "index": 0,
+        },
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "admin/deliveries/delivery/resend_confirmation.html" in [
-        t.name for t in response.templates]
+        t.name for t in response.templates
+    ]
     assert {c.delivery.pk for c in response.context["sendable"]} == {sendable.pk, delivered.pk}
     assert "+15005550043 (org-gone): organisation org-gone has unsubscribed from the extension." in html
     assert "Unusual: Twilio reported it delivered" in html and 'name="unusual_confirmed"' in html
@@ -344,15 +389,26 @@ def test_a_resend_without_a_reason_or_without_the_extra_confirmation_sends_nothi
         unconfirmed = client.post(url, {"ids": [failed.pk, delivered.pk], "reason": "pager was off"})
     assert no_reason.status_code == 200 and "This field is required." in no_reason.content.decode()
     assert unconfirmed.status_code == 200 and "Tick the box to confirm" in unconfirmed.content.decode()
-    assert len(fake_twilio.posts()) == 1 and set(Delivery.objects.values_list("status", flat=True)) == {"failed", "delivered"}
+    assert len(fake_twilio.posts()) == 1 and set(Delivery.objects.values_list("status", flat=True)) == {
+        "failed",
+        "delivered",
+    }
 
     with django_capture_on_commit_callbacks(execute=True):
-        done = client.post(url, {"ids": [failed.pk, delivered.pk], "reason": "pager was off", "unusual_confirmed": "on",
-                                 "next": reverse(CHANGELIST) + "?status__exact=failed"})
+        done = client.post(
+            url,
+            {
+                "ids": [failed.pk, delivered.pk],
+                "reason": "pager was off",
+                "unusual_confirmed": "on",
+                "next": reverse(CHANGELIST) + "?status__exact=failed",
+            },
+        )
     assert done.status_code == 302 and done["Location"] == reverse(CHANGELIST) + "?status__exact=failed"
     assert len(fake_twilio.posts()) == 3
     assert set(Attempt.objects.filter(trigger="resend").values_list("delivery_id", "triggered_by", "reason")) == {
-        (failed.pk, user.pk, "pager was off"), (delivered.pk, user.pk, "pager was off")
+        (failed.pk, user.pk, "pager was off"),
+        (delivered.pk, user.pk, "pager was off"),
     }
     assert LogEntry.objects.filter(user=user, change_message="Resend requested: pager was off").count() == 2
 
@@ -366,8 +422,12 @@ def test_the_resend_button_page_resends_one_and_returns_to_it(
     assert page.status_code == 200 and [c.delivery.pk for c in page.context["sendable"]] == [delivery.pk]
 
     with django_capture_on_commit_callbacks(execute=True):
-        done = client.post(reverse("admin:deliveries_delivery_resend_one", args=[delivery.pk]), {"reason": "new number"})
-    assert done.status_code == 302 and done["Location"] == reverse("admin:deliveries_delivery_change", args=[delivery.pk])
+        done = client.post(
+            reverse("admin:deliveries_delivery_resend_one", args=[delivery.pk]), {"reason": "new number"}
+        )
+    assert done.status_code == 302 and done["Location"] == reverse(
+        "admin:deliveries_delivery_change", args=[delivery.pk]
+    )
     assert Delivery.objects.get(pk=delivery.pk).status == "queued" and len(fake_twilio.posts()) == 2
 
 
@@ -375,11 +435,19 @@ def test_a_bulk_resend_over_the_maximum_is_refused(tenant: Tenant, fake_twilio: 
     settings.ADMIN_RESEND_MAX = 2
     deliveries = [make_delivery(tenant, status="failed", to_number=f"+1500555006{i}") for i in range(3)]
     client, _ = _as("operator")
-    response = client.post(reverse(CHANGELIST), {
-        "action": "resend_selected", "_selected_action": [d.pk for d in deliveries], "index": 0,
-    }, follow=True)
+    response = client.post(
+        reverse(CHANGELIST),
+        {
+            "action": "resend_selected",
+            "_selected_action": [d.pk for d in deliveries],
+            "index": 0,
+        },
+        follow=True,
+    )
     assert "At most 2 deliveries can be resent at once (ADMIN_RESEND_MAX)" in response.content.decode()
-    direct = client.post(reverse("admin:deliveries_delivery_resend"), {"ids": [d.pk for d in deliveries], "reason": "x"})
+    direct = client.post(
+        reverse("admin:deliveries_delivery_resend"), {"ids": [d.pk for d in deliveries], "reason": "x"}
+    )
     assert direct.status_code == 302
     assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"} and fake_twilio.posts() == []
 
@@ -401,8 +469,9 @@ def test_an_operator_clears_an_opt_out_with_a_reason_and_a_soc_lead_cannot(tenan
     operator, user = _as("operator")
     confirm = operator.post(url, {"action": "clear_selected", "_selected_action": [opt_out.pk]})
     assert confirm.status_code == 200 and 'name="reason"' in confirm.content.decode()
-    done = operator.post(url, {"action": "clear_selected", "_selected_action": [opt_out.pk], "apply": "1",
-                               "reason": "texted START"})
+    done = operator.post(
+        url, {"action": "clear_selected", "_selected_action": [opt_out.pk], "apply": "1", "reason": "texted START"}
+    )
     assert done.status_code == 302
     cleared = OptOut.objects.get()
     assert (cleared.cleared_by, cleared.cleared_reason) == (user, "texted START") and cleared.cleared_at is not None
@@ -418,17 +487,24 @@ def test_the_index_shows_counts_linking_to_filtered_lists_and_a_local_svg_chart(
 
     response = client.get(reverse("admin:index"))
     html = response.content.decode()
-    glance = html[html.index('id="at-a-glance"'):]
-    assert response.status_code == 200 and "<svg" in glance and "http" not in glance.split("</svg>")[0].split("<svg")[1].replace("http://www.w3.org", "")
+    glance = html[html.index('id="at-a-glance"') :]
+    assert (
+        response.status_code == 200
+        and "<svg" in glance
+        and "http" not in glance.split("</svg>")[0].split("<svg")[1].replace("http://www.w3.org", "")
+    )
     assert "Last 24 hours: 6 deliveries" in glance and "Last 7 days: 6 deliveries" in glance
     assert "cdn" not in html.lower()
     counts = response.context["glance"]
     assert (counts.waiting, counts.failed_24h, counts.ambiguous) == (2, 2, 1)
 
-    for link_id, expected in [("glance-waiting", {"pending", "sending"}), ("glance-failed", {"failed"}),
-                              ("glance-ambiguous", {"ambiguous"})]:
+    for link_id, expected in [
+        ("glance-waiting", {"pending", "sending"}),
+        ("glance-failed", {"failed"}),
+        ("glance-ambiguous", {"ambiguous"}),
+    ]:
         start = glance.index(f'id="{link_id}" href="') + len(f'id="{link_id}" href="')
-        link = glance[start:glance.index('"', start)].replace("&amp;", "&")
+        link = glance[start : glance.index('"', start)].replace("&amp;", "&")
         listed = client.get(link)
         assert listed.status_code == 200, link
         assert {d.status for d in _listed(listed)} == expected
@@ -440,7 +516,9 @@ def test_the_index_shows_no_glance_to_staff_without_a_role(tenant: Tenant) -> No
     assert 'id="at-a-glance"' not in client.get(reverse("admin:index")).content.decode()
 
 
-def test_held_back_deliveries_are_listed_by_reason_and_the_page_says_why(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_held_back_deliveries_are_listed_by_reason_and_the_page_says_why(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     from deliveries.models import OptOut
 
     sent = make_delivery(tenant)

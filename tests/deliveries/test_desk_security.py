@@ -51,8 +51,12 @@ def _settings_of(*names: str, **env: str) -> subprocess.CompletedProcess[str]:
         f"print(reverse('admin:index'), *[getattr(settings, n) for n in {names!r}])"
     )
     return subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

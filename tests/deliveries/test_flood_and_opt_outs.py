@@ -30,7 +30,11 @@ def test_a_21610_records_an_opt_out_and_later_texts_to_the_pair_are_suppressed_w
     first = Delivery.objects.get()
     assert first.status == "failed" and first.error_code == 21610
     opt_out = OptOut.objects.get()
-    assert (opt_out.sender, opt_out.recipient, opt_out.source_delivery_id) == (tenant.sender, tenant.recipient, first.id)
+    assert (opt_out.sender, opt_out.recipient, opt_out.source_delivery_id) == (
+        tenant.sender,
+        tenant.recipient,
+        first.id,
+    )
 
     intake.run(tenant, body="second alert")
 
@@ -51,8 +55,13 @@ def test_an_opt_out_applies_to_its_sender_only(intake: Intake, tenant: Tenant, f
 
 def test_a_cleared_opt_out_no_longer_suppresses(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
     delivery = make_delivery(tenant)
-    OptOut.objects.create(organization=delivery.organization, sender=tenant.sender, recipient=tenant.recipient,
-                          cleared_at=timezone.now(), cleared_reason="recipient texted START")
+    OptOut.objects.create(
+        organization=delivery.organization,
+        sender=tenant.sender,
+        recipient=tenant.recipient,
+        cleared_at=timezone.now(),
+        cleared_reason="recipient texted START",
+    )
     assert _send(delivery).status == "queued"
 
 
@@ -69,7 +78,9 @@ def test_an_identical_text_to_the_same_recipient_within_the_window_is_held_back(
     assert [p["Body"] for p in fake_twilio.posts()] == ["Ransomware on fs-01", "Ransomware on fs-02"]
 
 
-def test_the_per_recipient_limit_holds_back_texts_beyond_it(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+def test_the_per_recipient_limit_holds_back_texts_beyond_it(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
     settings.FLOOD_RECIPIENT_LIMIT, settings.FLOOD_WINDOW_SECONDS = 3, 3600
     results = [_send(make_delivery(tenant, body=f"alert {n}")).status for n in range(5)]
     other_recipient = _send(make_delivery(tenant, body="alert 6", to_number="+15005550002"))
@@ -80,7 +91,9 @@ def test_the_per_recipient_limit_holds_back_texts_beyond_it(tenant: Tenant, fake
     assert len(fake_twilio.posts()) == 4
 
 
-def test_the_per_organisation_limit_holds_back_texts_beyond_it(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+def test_the_per_organisation_limit_holds_back_texts_beyond_it(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
     settings.FLOOD_ORG_LIMIT = 2
     results = [_send(make_delivery(tenant, body=f"a{n}", to_number=f"+1500555000{n}")).status for n in range(4)]
     assert results == ["queued", "queued", "suppressed", "suppressed"]
@@ -118,7 +131,10 @@ def test_when_the_window_closes_the_recipient_gets_one_summary_of_what_was_held_
 
     summary = Delivery.objects.get(kind="summary")
     assert summary.status == "queued"  # sent (eager), and not held back by the limit it reports on
-    assert fake_twilio.posts()[-1]["Body"] == "ext-twilio: 3 further alerts were held back by flood control; see the audit desk."
+    assert (
+        fake_twilio.posts()[-1]["Body"]
+        == "ext-twilio: 3 further alerts were held back by flood control; see the audit desk."
+    )
     assert set(Delivery.objects.filter(summary=summary).values_list("id", flat=True)) == {d.id for d in held}
 
 

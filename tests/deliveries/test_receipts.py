@@ -24,12 +24,24 @@ def public_url(settings: Any) -> None:
     settings.ALLOWED_HOSTS = ["testserver", "sms.example.com"]
 
 
-def _callback(client: Any, tenant: Tenant, delivery_id: Any, status: str, token: str | None = None,
-              url: str | None = None, **extra: str) -> Any:
+def _callback(
+    client: Any,
+    tenant: Tenant,
+    delivery_id: Any,
+    status: str,
+    token: str | None = None,
+    url: str | None = None,
+    **extra: str,
+) -> Any:
     """A callback shaped like Twilio's, signed like Twilio signs it (over the public URL)."""
     params = {
-        "MessageSid": extra.pop("MessageSid", "SM" + "a" * 32), "MessageStatus": status, "SmsStatus": status,
-        "AccountSid": tenant.account_sid, "From": tenant.sender, "To": tenant.recipient, "ApiVersion": "2010-04-01",
+        "MessageSid": extra.pop("MessageSid", "SM" + "a" * 32),
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": tenant.account_sid,
+        "From": tenant.sender,
+        "To": tenant.recipient,
+        "ApiVersion": "2010-04-01",
         **extra,
     }
     path = f"/twilio/status/{delivery_id}/"
@@ -37,14 +49,18 @@ def _callback(client: Any, tenant: Tenant, delivery_id: Any, status: str, token:
     return client.post(path, urlencode(params), content_type=FORM, HTTP_X_TWILIO_SIGNATURE=signature)
 
 
-def test_every_send_asks_for_callbacks_at_the_deliverys_own_url(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_every_send_asks_for_callbacks_at_the_deliverys_own_url(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     intake.run(tenant)
 
     delivery = Delivery.objects.get()
     assert fake_twilio.posts()[0]["StatusCallback"] == f"{PUBLIC}/twilio/status/{delivery.id}/"
 
 
-def test_without_a_public_url_no_callback_is_asked_for(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+def test_without_a_public_url_no_callback_is_asked_for(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
     settings.PUBLIC_BASE_URL = ""
     intake.run(tenant)
     assert "StatusCallback" not in fake_twilio.posts()[0]

@@ -56,7 +56,11 @@ def test_a_message_not_found_after_a_500_is_sent_again(tenant: Tenant, fake_twil
     send_delivery.apply(args=(str(delivery.id),))
 
     delivery.refresh_from_db()
-    assert _trail(delivery) == [("automatic", "ambiguous"), ("reconcile", "not_found_on_reconcile"), ("retry", "accepted")]
+    assert _trail(delivery) == [
+        ("automatic", "ambiguous"),
+        ("reconcile", "not_found_on_reconcile"),
+        ("retry", "accepted"),
+    ]
     assert delivery.status == "queued"
     assert len(fake_twilio.posts()) == 2 and len(fake_twilio.messages) == 1
 
@@ -71,8 +75,10 @@ def test_it_stops_sending_again_at_the_attempt_limit(tenant: Tenant, fake_twilio
 
     delivery.refresh_from_db()
     assert _trail(delivery) == [
-        ("automatic", "ambiguous"), ("reconcile", "not_found_on_reconcile"),
-        ("retry", "ambiguous"), ("reconcile", "not_found_on_reconcile"),
+        ("automatic", "ambiguous"),
+        ("reconcile", "not_found_on_reconcile"),
+        ("retry", "ambiguous"),
+        ("reconcile", "not_found_on_reconcile"),
     ]
     assert delivery.status == "failed"
     assert delivery.error_message == (
@@ -105,7 +111,9 @@ def test_a_failed_lookup_keeps_it_ambiguous_and_tries_again(tenant: Tenant, fake
 
     delivery.refresh_from_db()
     assert _trail(delivery) == [
-        ("automatic", "ambiguous"), ("reconcile", "reconcile_failed"), ("reconcile", "reconcile_failed"),
+        ("automatic", "ambiguous"),
+        ("reconcile", "reconcile_failed"),
+        ("reconcile", "reconcile_failed"),
         ("reconcile", "found_on_reconcile"),
     ]
     assert delivery.status == "queued" and len(fake_twilio.posts()) == 1

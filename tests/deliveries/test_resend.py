@@ -44,7 +44,10 @@ def test_a_resend_sends_again_as_a_new_attempt_with_the_operator_and_reason(
         (2, "resend", operator.pk, "number fixed in the rule", "accepted"),
     ]
     first.refresh_from_db()
-    assert (first.outcome, first.finished_at) == (first_values["attempts__outcome"], first_values["attempts__finished_at"])
+    assert (first.outcome, first.finished_at) == (
+        first_values["attempts__outcome"],
+        first_values["attempts__finished_at"],
+    )
     assert [(p["To"], p["Body"]) for p in fake_twilio.posts()] == [(tenant.recipient, "Detection: test")] * 2
 
 
@@ -109,7 +112,9 @@ def test_resending_a_delivered_message_needs_the_explicit_confirmation(
     assert Delivery.objects.get(pk=delivery.pk).status == "queued"
 
 
-def test_resending_to_an_opted_out_recipient_needs_the_explicit_confirmation(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_resending_to_an_opted_out_recipient_needs_the_explicit_confirmation(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     delivery = make_delivery(tenant, status="suppressed")
     OptOut.objects.create(organization=delivery.organization, sender=tenant.sender, recipient=tenant.recipient)
 
@@ -120,7 +125,9 @@ def test_resending_to_an_opted_out_recipient_needs_the_explicit_confirmation(ten
 
 def test_clearing_an_opt_out_keeps_it_with_who_and_why(tenant: Tenant) -> None:
     delivery = make_delivery(tenant)
-    opt_out = OptOut.objects.create(organization=delivery.organization, sender=tenant.sender, recipient=tenant.recipient)
+    opt_out = OptOut.objects.create(
+        organization=delivery.organization, sender=tenant.sender, recipient=tenant.recipient
+    )
     operator = make_user("operator")
 
     services.opt_out_clear(opt_out=opt_out, by=operator, reason="texted START on 26 Nov")
@@ -134,10 +141,14 @@ def test_clearing_an_opt_out_keeps_it_with_who_and_why(tenant: Tenant) -> None:
         services.opt_out_clear(opt_out=opt_out, by=operator, reason="")
 
 
-@pytest.mark.parametrize(("status", "why"), [
-    ("ambiguous", "Twilio's answer was ambiguous"), ("queued", "Twilio accepted it (queued)"),
-    ("sent", "Twilio accepted it (sent)"),
-])
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        ("ambiguous", "Twilio's answer was ambiguous"),
+        ("queued", "Twilio accepted it (queued)"),
+        ("sent", "Twilio accepted it (sent)"),
+    ],
+)
 def test_resending_what_twilio_may_still_deliver_needs_the_explicit_confirmation(
     tenant: Tenant, fake_twilio: FakeTwilio, status: str, why: str
 ) -> None:
@@ -147,7 +158,9 @@ def test_resending_what_twilio_may_still_deliver_needs_the_explicit_confirmation
     assert Delivery.objects.get(pk=delivery.pk).status == status and fake_twilio.posts() == []
 
 
-def test_the_migration_fills_the_last_trigger_and_outcome_of_earlier_deliveries(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_the_migration_fills_the_last_trigger_and_outcome_of_earlier_deliveries(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     import importlib
 
     from django.apps import apps
@@ -161,5 +174,8 @@ def test_the_migration_fills_the_last_trigger_and_outcome_of_earlier_deliveries(
 
     importlib.import_module("deliveries.migrations.0005_delivery_last_attempt_backfill").backfill(apps, None)
 
-    assert Delivery.objects.filter(pk=delivery.pk).values_list("last_trigger", "last_outcome").get() == ("retry", "accepted")
+    assert Delivery.objects.filter(pk=delivery.pk).values_list("last_trigger", "last_outcome").get() == (
+        "retry",
+        "accepted",
+    )
     assert Delivery.objects.filter(pk=never_sent.pk).values_list("last_trigger", "last_outcome").get() == ("", "")

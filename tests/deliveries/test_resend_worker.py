@@ -28,14 +28,19 @@ def test_an_operators_resend_is_sent_again_by_a_real_worker_and_audited(
     client = Client()
     client.force_login(operator)
 
-    response = client.post(reverse("admin:deliveries_delivery_resend"),
-                           {"ids": [delivery.pk], "reason": "number verified in Twilio console"})
+    response = client.post(
+        reverse("admin:deliveries_delivery_resend"),
+        {"ids": [delivery.pk], "reason": "number verified in Twilio console"},
+    )
 
     assert response.status_code == 302
     resent = wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="queued").first())
     assert resent.twilio_sid.startswith("SM") and resent.attempt_count == 2
-    assert list(Attempt.objects.filter(delivery=delivery).order_by("number").values_list(
-        "number", "trigger", "triggered_by", "reason", "outcome", "twilio_code")) == [
+    assert list(
+        Attempt.objects.filter(delivery=delivery)
+        .order_by("number")
+        .values_list("number", "trigger", "triggered_by", "reason", "outcome", "twilio_code")
+    ) == [
         (1, "automatic", None, "", "permanent", 21608),
         (2, "resend", operator.pk, "number verified in Twilio console", "accepted", None),
     ]

@@ -25,7 +25,9 @@ def test_a_429_is_retried_with_backoff_and_then_delivered_once(
     intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
     fake_twilio.plan("429")
-    fake_twilio.plan("error", status=400, code=21611, message="This 'From' number has exceeded the maximum number of queued messages")
+    fake_twilio.plan(
+        "error", status=400, code=21611, message="This 'From' number has exceeded the maximum number of queued messages"
+    )
     intake.run(tenant)
 
     delivery = Delivery.objects.get()
@@ -59,7 +61,9 @@ def test_a_permanent_error_fails_at_once_with_the_code_and_message(
     assert len(fake_twilio.posts()) == 1
 
 
-def test_wrong_credentials_fail_permanently_without_a_retry(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_wrong_credentials_fail_permanently_without_a_retry(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     fake_twilio.add_account(tenant.account_sid, "a-rotated-token")
     intake.run(tenant)
 
@@ -108,7 +112,9 @@ def test_a_delivery_past_its_deadline_is_not_retried(tenant: Tenant, fake_twilio
     assert delivery.error_message == "Gave up after 1 attempts: Too Many Requests"
 
 
-def test_a_claimed_or_finished_delivery_is_never_sent_again(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_a_claimed_or_finished_delivery_is_never_sent_again(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     intake.run(tenant)
     delivery = Delivery.objects.get()
 

@@ -31,9 +31,19 @@ def test_the_derived_sets_are_the_documented_ones() -> None:
 
 @pytest.mark.parametrize(
     ("twilio_status", "ours"),
-    [("queued", "queued"), ("sending", "queued"), ("accepted", "accepted"), ("scheduled", "accepted"),
-     ("sent", "sent"), ("delivered", "delivered"), ("read", "delivered"), ("undelivered", "undelivered"),
-     ("failed", "failed"), ("canceled", "failed"), ("receiving", None)],
+    [
+        ("queued", "queued"),
+        ("sending", "queued"),
+        ("accepted", "accepted"),
+        ("scheduled", "accepted"),
+        ("sent", "sent"),
+        ("delivered", "delivered"),
+        ("read", "delivered"),
+        ("undelivered", "undelivered"),
+        ("failed", "failed"),
+        ("canceled", "failed"),
+        ("receiving", None),
+    ],
 )
 def test_each_twilio_status_maps_onto_ours(twilio_status: str, ours: str | None) -> None:
     assert statuses.from_twilio(twilio_status) == ours

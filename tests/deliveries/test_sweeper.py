@@ -52,7 +52,9 @@ def test_a_claim_whose_worker_died_is_reconciled_and_the_existing_message_adopte
 ) -> None:
     delivery = make_delivery(tenant, status="sending", attempt_count=1)
     Attempt.objects.create(delivery=delivery, number=1, trigger="automatic", started_at=timezone.now())
-    message = fake_twilio.create(tenant.account_sid, {"To": tenant.recipient, "From": tenant.sender, "Body": delivery.body})
+    message = fake_twilio.create(
+        tenant.account_sid, {"To": tenant.recipient, "From": tenant.sender, "Body": delivery.body}
+    )
     _age(delivery, 0, claimed_at=timezone.now() - timedelta(seconds=settings.SWEEP_STUCK_SECONDS + 1))
 
     report = services.deliveries_sweep()
@@ -61,7 +63,8 @@ def test_a_claim_whose_worker_died_is_reconciled_and_the_existing_message_adopte
     delivery.refresh_from_db()
     assert (delivery.status, delivery.twilio_sid) == ("queued", message["sid"])
     assert list(delivery.attempts.values_list("number", "outcome", "twilio_message")) == [
-        (1, "ambiguous", "worker lost during the attempt"), (2, "found_on_reconcile", f"found {message['sid']}"),
+        (1, "ambiguous", "worker lost during the attempt"),
+        (2, "found_on_reconcile", f"found {message['sid']}"),
     ]
     assert fake_twilio.posts() == []  # no second POST
 
@@ -87,4 +90,7 @@ def test_an_ambiguous_delivery_whose_reconcile_was_lost_is_reconciled_by_the_swe
 
 
 def test_the_sweep_runs_on_celery_beat(settings: Any) -> None:
-    assert settings.CELERY_BEAT_SCHEDULE["sweep"] == {"task": "deliveries.sweep", "schedule": float(settings.SWEEP_INTERVAL_SECONDS)}
+    assert settings.CELERY_BEAT_SCHEDULE["sweep"] == {
+        "task": "deliveries.sweep",
+        "schedule": float(settings.SWEEP_INTERVAL_SECONDS),
+    }

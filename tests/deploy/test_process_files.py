@@ -65,8 +65,14 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     # A shell, as honcho and foreman run Procfile lines (they expand ${VAR:-default}).
-    return subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=ROOT, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -87,8 +93,9 @@ def test_the_procfile_processes_start_and_answer(
     process_env: dict[str, str], started: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     processes = _procfile()
-    release = subprocess.run(["bash", "-c", processes["release"]], env=process_env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+    release = subprocess.run(
+        ["bash", "-c", processes["release"]], env=process_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert release.returncode == 0, release.stderr
 
     web_log, worker_log, beat_log = tmp_path / "web.log", tmp_path / "worker.log", tmp_path / "beat.log"

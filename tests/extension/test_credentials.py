@@ -9,11 +9,15 @@ from extension.credentials import CredentialError, choose_reference, parse_crede
     ("request_secret", "config_secret", "chosen"),
     [("hive://secret/a", "b", "hive://secret/a"), ("", "b", "b"), (None, None, "twilio"), ("  ", "", "twilio")],
 )
-def test_the_request_parameter_wins_then_the_config_then_twilio(request_secret: str | None, config_secret: str | None, chosen: str) -> None:
+def test_the_request_parameter_wins_then_the_config_then_twilio(
+    request_secret: str | None, config_secret: str | None, chosen: str
+) -> None:
     assert choose_reference(request_secret, config_secret) == chosen
 
 
-@pytest.mark.parametrize(("reference", "name"), [("hive://secret/sms", "sms"), ("sms", "sms"), ("hive://secret/sms/", "sms")])
+@pytest.mark.parametrize(
+    ("reference", "name"), [("hive://secret/sms", "sms"), ("sms", "sms"), ("hive://secret/sms/", "sms")]
+)
 def test_a_reference_names_its_secret(reference: str, name: str) -> None:
     assert secret_name(reference) == name
 

@@ -37,21 +37,31 @@ run_data = st.fixed_dictionaries(
 org = st.fixed_dictionaries({}, optional={"oid": json_values, "jwt": json_values, "ident": json_values})
 blocks = st.fixed_dictionaries(
     {},
-    optional={"org": org | json_values, "action": st.sampled_from(["run", "", "RUN"]) | json_values,
-              "data": run_data | json_values, "config": json_values, "inv_id": json_values,
-              "event_name": st.sampled_from(["subscribe", "unsubscribe", "update"]) | json_values,
-              "conf": json_values, "error": json_values, "oid": json_values},
+    optional={
+        "org": org | json_values,
+        "action": st.sampled_from(["run", "", "RUN"]) | json_values,
+        "data": run_data | json_values,
+        "config": json_values,
+        "inv_id": json_values,
+        "event_name": st.sampled_from(["subscribe", "unsubscribe", "update"]) | json_values,
+        "conf": json_values,
+        "error": json_values,
+        "oid": json_values,
+    },
 )
 envelopes = st.builds(
     lambda kind, block, key, extra: {"version": 20221218, "idempotency_key": key, kind: block, **extra},
-    st.sampled_from(MESSAGE_TYPES), blocks | json_values, st.text(max_size=20) | json_values,
+    st.sampled_from(MESSAGE_TYPES),
+    blocks | json_values,
+    st.text(max_size=20) | json_values,
     st.dictionaries(st.text(max_size=8), json_values, max_size=2),
 )
 
 
 def _check(response: Any, fake_twilio: FakeTwilio) -> None:
     assert response.status_code in KNOWN_STATUSES or (
-        response.status_code == 500 and response.json()["retriable"] is True
+        response.status_code == 500
+        and response.json()["retriable"] is True
         and "internal error" not in response.json()["error"]
     ), response.content
     assert fake_twilio.posts() == []
@@ -74,7 +84,11 @@ def test_raw_bytes_never_cause_an_unhandled_error_or_a_send(
 
 
 @FUZZ
-@given(body=st.binary(min_size=1, max_size=500), cut=st.integers(min_value=0, max_value=40), flip=st.integers(min_value=0, max_value=255))
+@given(
+    body=st.binary(min_size=1, max_size=500),
+    cut=st.integers(min_value=0, max_value=40),
+    flip=st.integers(min_value=0, max_value=255),
+)
 def test_broken_gzip_never_causes_an_unhandled_error(
     client: Any, settings: Any, fake_twilio: FakeTwilio, body: bytes, cut: int, flip: int
 ) -> None:
@@ -82,8 +96,13 @@ def test_broken_gzip_never_causes_an_unhandled_error(
 
     data = bytearray(gzip.compress(body))
     data[min(cut, len(data) - 1)] ^= flip
-    response = client.post("/extension/", data=bytes(data[: len(data) - cut]), content_type="application/json",
-                           HTTP_CONTENT_ENCODING="gzip", HTTP_LC_EXT_SIG=sign(settings.LC_SHARED_SECRET, body))
+    response = client.post(
+        "/extension/",
+        data=bytes(data[: len(data) - cut]),
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        HTTP_LC_EXT_SIG=sign(settings.LC_SHARED_SECRET, body),
+    )
     _check(response, fake_twilio)
 
 

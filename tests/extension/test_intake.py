@@ -42,8 +42,12 @@ def test_a_signed_run_request_creates_one_delivery_and_posts_exactly_once_to_twi
         },
     }
     assert fake_twilio.posts() == [
-        {"To": tenant.recipient, "From": tenant.sender, "Body": "Detection: lateral movement on web-3",
-         "ValidityPeriod": "3600"}
+        {
+            "To": tenant.recipient,
+            "From": tenant.sender,
+            "Body": "Detection: lateral movement on web-3",
+            "ValidityPeriod": "3600",
+        }
     ]
     assert fake_twilio.received[0].account_sid == tenant.account_sid
     delivery.refresh_from_db()
@@ -131,7 +135,9 @@ def test_a_messaging_service_sid_is_sent_as_messaging_service_sid(
     assert Delivery.objects.get().status == Delivery.Status.ACCEPTED
 
 
-def test_it_replaces_characters_that_needlessly_force_ucs2(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_it_replaces_characters_that_needlessly_force_ucs2(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     intake.run(tenant, body="\u201cmimikatz\u201d\u00a0seen \u2014 it\u2019s bad")
 
     assert fake_twilio.posts()[0]["Body"] == '"mimikatz" seen - it\'s bad'
@@ -184,7 +190,9 @@ def test_the_same_key_from_another_organisation_is_a_different_call(
 # --- signature ----------------------------------------------------------------------------------
 
 
-def test_an_unsigned_call_gets_200_empty_and_does_nothing(intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_an_unsigned_call_gets_200_empty_and_does_nothing(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     response = intake.post_bytes(build("request", run_block(tenant), "k"), signature=None)
 
     assert (response.status_code, response.json()) == (200, {})
@@ -236,11 +244,19 @@ def test_a_body_that_says_gzip_but_is_not_gets_400(client: Any, settings: Any) -
 
     body = build("heartbeat", {}, "k")
     response = client.post(
-        "/extension/", data=body, content_type="application/json",
-        HTTP_CONTENT_ENCODING="gzip", HTTP_LC_EXT_SIG=sign(settings.LC_SHARED_SECRET, body),
+        "/extension/",
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        HTTP_LC_EXT_SIG=sign(settings.LC_SHARED_SECRET, body),
     )
     assert response.status_code == 400
-    assert response.json() == {"version": 20221218, "data": {}, "error": "body is not valid gzip although Content-Encoding says gzip", "retriable": False}
+    assert response.json() == {
+        "version": 20221218,
+        "data": {},
+        "error": "body is not valid gzip although Content-Encoding says gzip",
+        "retriable": False,
+    }
 
 
 def test_a_body_over_the_decompressed_cap_is_refused(intake: Intake, tenant: Tenant, settings: Any) -> None:
@@ -302,7 +318,9 @@ def test_an_unknown_action_is_a_permanent_error(intake: Intake, tenant: Tenant) 
 
     assert response.status_code == 400
     assert response.json() == {
-        "version": 20221218, "data": {}, "retriable": False,
+        "version": 20221218,
+        "data": {},
+        "retriable": False,
         "error": "request.action 'call' is not supported: the only action is 'run'",
     }
 
@@ -324,7 +342,9 @@ def _assert_secret_free(response: Any, tenant: Tenant) -> None:
         assert secret not in text
 
 
-def test_a_missing_secret_is_a_permanent_error_naming_it(intake: Intake, tenant: Tenant, fake_lc: FakeLimaCharlie, fake_twilio: FakeTwilio) -> None:
+def test_a_missing_secret_is_a_permanent_error_naming_it(
+    intake: Intake, tenant: Tenant, fake_lc: FakeLimaCharlie, fake_twilio: FakeTwilio
+) -> None:
     block = run_block(tenant)
     block["config"] = {"twilio_secret": "hive://secret/nope"}
     response = intake.send("request", block)
@@ -404,7 +424,12 @@ def test_an_unreachable_database_is_a_retriable_error_and_nothing_is_half_writte
         connection.settings_dict.update(saved)
 
     assert response.status_code == 500
-    assert response.json() == {"version": 20221218, "data": {}, "error": "database unavailable, try again", "retriable": True}
+    assert response.json() == {
+        "version": 20221218,
+        "data": {},
+        "error": "database unavailable, try again",
+        "retriable": True,
+    }
     assert _nothing_stored() and fake_twilio.posts() == []
 
 
@@ -422,7 +447,10 @@ def test_the_schema_declares_every_run_parameter_a_rule_may_send(intake: Intake)
     run = data["request_schema"]["run"]
     fields = run["parameters"]["fields"]
     assert {name: f["data_type"] for name, f in fields.items()} == {
-        "body": "string", "from": "string", "to": "string", "secret": "secret"
+        "body": "string",
+        "from": "string",
+        "to": "string",
+        "secret": "secret",
     }
     assert run["parameters"]["requirements"] == [["body"], ["to"]]
     assert data["config_schema"]["fields"]["twilio_secret"]["default_value"] == "hive://secret/twilio"
@@ -449,11 +477,17 @@ def test_subscribe_and_unsubscribe_are_recorded_and_leaving_erases_the_credentia
 
 def test_an_unknown_event_name_is_refused(intake: Intake, tenant: Tenant) -> None:
     response = intake.send("event", {"org": {"oid": tenant.oid}, "event_name": "explode"})
-    assert (response.status_code, response.json()["error"]) == (400, "event.event_name must be subscribe, unsubscribe or update")
+    assert (response.status_code, response.json()["error"]) == (
+        400,
+        "event.event_name must be subscribe, unsubscribe or update",
+    )
 
 
 def test_conf_validation_accepts_a_good_config(intake: Intake, tenant: Tenant) -> None:
-    response = intake.send("conf_validation", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "conf": {"twilio_secret": "hive://secret/twilio"}})
+    response = intake.send(
+        "conf_validation",
+        {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "conf": {"twilio_secret": "hive://secret/twilio"}},
+    )
     assert (response.status_code, response.json()) == (200, {"version": 20221218, "data": {}})
 
 
@@ -466,7 +500,9 @@ def test_conf_validation_accepts_a_good_config(intake: Intake, tenant: Tenant) -
         ({"messaging_service_sid": "+15005550006"}, "config messaging_service_sid must be a Messaging Service SID"),
     ],
 )
-def test_conf_validation_says_exactly_what_is_wrong(intake: Intake, tenant: Tenant, conf: dict[str, str], error: str) -> None:
+def test_conf_validation_says_exactly_what_is_wrong(
+    intake: Intake, tenant: Tenant, conf: dict[str, str], error: str
+) -> None:
     response = intake.send("conf_validation", {"org": {"oid": tenant.oid, "jwt": tenant.jwt}, "conf": conf})
 
     assert response.status_code == 400

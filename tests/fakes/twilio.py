@@ -65,7 +65,12 @@ class _Handler(QuietHandler):
     def _error(self, status: int, code: int, message: str) -> None:
         self.send_json(
             status,
-            {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
             {"Twilio-Request-Id": self.fake.request_id()},
         )
 
@@ -85,13 +90,17 @@ class _Handler(QuietHandler):
             return self._error(503, 20500, "Service Unavailable")
         with self.fake.lock:
             found = [
-                m for m in self.fake.messages
+                m
+                for m in self.fake.messages
                 if m["account_sid"] == sid
                 and ("To" not in query or m["to"] == query["To"])
                 and ("From" not in query or m["from"] == query["From"])
             ]
-        self.send_json(200, {"messages": found, "page": 0, "page_size": 50, "next_page_uri": None,
-                             "uri": self.path}, {"Twilio-Request-Id": self.fake.request_id()})
+        self.send_json(
+            200,
+            {"messages": found, "page": 0, "page_size": 50, "next_page_uri": None, "uri": self.path},
+            {"Twilio-Request-Id": self.fake.request_id()},
+        )
 
     def do_POST(self) -> None:
         sid = self._account()
