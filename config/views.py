@@ -4,7 +4,6 @@ config.health and deliveries.observability.metrics."""
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -12,6 +11,8 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,8 +26,8 @@ class HealthView(APIView):
     """Liveness: the process answers. Touches nothing else, so a database outage never gets a healthy
     process restarted in a loop."""
 
-    authentication_classes: list[Any] = []
-    permission_classes: list[Any] = []
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes: list[type[BasePermission]] = []
 
     @extend_schema(
         summary="Liveness probe",
@@ -47,8 +48,8 @@ _Ready = inline_serializer("Ready", {"status": serializers.CharField(), "checks"
 class ReadyView(APIView):
     """Readiness: the database and the broker are reachable. 503 names the one that is not."""
 
-    authentication_classes: list[Any] = []
-    permission_classes: list[Any] = []
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes: list[type[BasePermission]] = []
 
     @extend_schema(
         summary="Readiness probe",

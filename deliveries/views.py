@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import FormParser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,8 +31,10 @@ _Callback = inline_serializer(
 
 
 class StatusCallbackView(APIView):
-    authentication_classes: list[Any] = []  # X-Twilio-Signature is checked by the service, per account
-    permission_classes: list[Any] = []
+    authentication_classes: list[
+        type[BaseAuthentication]
+    ] = []  # X-Twilio-Signature is checked by the service, per account
+    permission_classes: list[type[BasePermission]] = []
     parser_classes = [FormParser]
 
     @extend_schema(

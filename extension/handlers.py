@@ -138,6 +138,20 @@ def request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     return run(block, envelope)
 
 
+def _sender(data: dict[str, Any], config: dict[str, Any]) -> str:
+    """The rule's `from`, else the configured default number, else the Messaging Service."""
+    value = data["from"] or config.get(CONFIG_DEFAULT_FROM) or config.get(CONFIG_MESSAGING_SERVICE) or ""
+    if not value:
+        raise EnvelopeError(
+            "request.data.from is missing: give the sending Twilio number in E.164 form, or set a default "
+            "sender in the extension configuration"
+        )
+    try:
+        return normalize_sender(value)
+    except InvalidNumber as exc:
+        raise EnvelopeError(f"request.data.from {exc}") from None
+
+
 def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     org = _validated(OrgSerializer, block.get("org"), "request.org")
     data = _validated(RunDataSerializer, block.get("data"), "request.data")
@@ -150,16 +164,7 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         raise EnvelopeError("idempotency_key is required for a run request")
 
     # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
-    sender_value = data["from"] or config.get(CONFIG_DEFAULT_FROM) or config.get(CONFIG_MESSAGING_SERVICE) or ""
-    if not sender_value:
-        raise EnvelopeError(
-            "request.data.from is missing: give the sending Twilio number in E.164 form, or set a default "
-            "sender in the extension configuration"
-        )
-    try:
-        sender = normalize_sender(sender_value)
-    except InvalidNumber as exc:
-        raise EnvelopeError(f"request.data.from {exc}") from None
+    sender = _sender(data, config)
     try:
         recipients = parse_recipients(data["to"], settings.SMS_MAX_RECIPIENTS)
     except InvalidNumber as exc:

@@ -9,6 +9,8 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 class IntakeView(APIView):
     authentication_classes = [LimaCharlieSignatureAuthentication]
-    permission_classes: list[Any] = []
-    parser_classes: list[Any] = []  # the body is read, inflated and verified by the authentication class
+    permission_classes: list[type[BasePermission]] = []
+    parser_classes: list[type[BaseParser]] = []  # the body is read, inflated and verified by the authentication class
     message_type = "-"  # set once the envelope is parsed; the metrics label of this call
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:

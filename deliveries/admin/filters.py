@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import PAGE_VAR
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -111,7 +111,7 @@ class CreatedRangeFilter(admin.ListFilter):
             queryset = queryset.filter(created_at__lt=end)
         return queryset
 
-    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
         # One "choice": what the template's small GET form needs to keep the other filters.
         keep = {k: v for k, v in changelist.params.items() if k not in (self.FROM, self.TO, PAGE_VAR)}
         yield {

@@ -4,7 +4,8 @@ what is unusual enough to need an explicit tick. The resends themselves are serv
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
+from uuid import UUID
 
 from django import forms
 from django.conf import settings
@@ -51,7 +52,7 @@ class ResendMixin(admin.ModelAdmin):
             return None
         return self._resend_page(request, ids, ResendForm(), next_url=request.get_full_path())
 
-    def resend_view(self, request: HttpRequest, object_id: Any = None) -> HttpResponse:
+    def resend_view(self, request: HttpRequest, object_id: UUID | None = None) -> HttpResponse:
         """GET: the confirmation page for one delivery (the delivery page's button). POST: the
         confirmation form, carrying the ids, the reason and, when needed, the extra confirmation."""
         if not self.has_resend_permission(request):
@@ -75,7 +76,7 @@ class ResendMixin(admin.ModelAdmin):
         return HttpResponseRedirect(next_url or reverse("admin:deliveries_delivery_changelist"))
 
     @staticmethod
-    def _resend_request(request: HttpRequest, object_id: Any) -> tuple[list[str], str]:
+    def _resend_request(request: HttpRequest, object_id: UUID | None) -> tuple[list[str], str]:
         """The ids to resend (the one in the URL, or the form's) and where to go back to, if that is
         on this site: the page's `next` is only followed to our own host."""
         source = request.POST if request.method == "POST" else request.GET

@@ -74,11 +74,7 @@ def deliveries_accept(
                 for to in recipients
             ]
             Delivery.objects.bulk_create(deliveries)
-            reply = {
-                "deliveries": [{"id": str(d.id), "to": d.to_number, "status": d.status} for d in deliveries],
-                "segments": body.segments,
-                "truncated": body.truncated,
-            }
+            reply = _reply(deliveries, body)
             AlertRequest.objects.create(organization=org, idempotency_key=idempotency_key, reply=reply)
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
@@ -90,6 +86,15 @@ def deliveries_accept(
         return Accepted(previous, duplicate=True)
     logger.info("accepted %d deliveries for org %s key %s", len(ids), oid, idempotency_key)
     return Accepted(reply, duplicate=False)
+
+
+def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:
+    """What LimaCharlie gets back (and a repeat of the call gets again)."""
+    return {
+        "deliveries": [{"id": str(d.id), "to": d.to_number, "status": d.status} for d in deliveries],
+        "segments": body.segments,
+        "truncated": body.truncated,
+    }
 
 
 def _save_credential(org: Organization, account_sid: str, auth_token: str, now: datetime) -> None:
