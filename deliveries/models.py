@@ -13,7 +13,7 @@ from deliveries.status import Status
 
 
 class Organization(models.Model):
-    """A LimaCharlie organisation that subscribed to the extension, and its Twilio credential."""
+    """A LimaCharlie organisation that subscribed to the extension."""
 
     class Subscription(models.TextChoices):
         UNKNOWN = "unknown", "Unknown"  # seen in a request before any subscribe event
@@ -25,18 +25,42 @@ class Organization(models.Model):
     subscribed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
-    twilio_account_sid = models.CharField(max_length=34, blank=True)
-    twilio_auth_token = EncryptedTextField(blank=True)
-    credential_refreshed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return self.oid
 
+
+class Credential(models.Model):
+    """A Twilio credential (Account SID and Auth Token) as a `run` call brought it from the
+    organisation's Secrets Manager. Each delivery keeps the one it was accepted with: its send,
+    retries, reconciliation, resends and the check of its status callbacks all use that one, never
+    "the organisation's current" one, so two rules naming two secrets cannot cross their messages."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="credentials")
+    account_sid = models.CharField(max_length=34)
+    # Erased ("") when the organisation unsubscribes: it withdrew its consent to our holding it.
+    auth_token = EncryptedTextField(blank=True)
+    # Keyed hash of SID/TOKEN (never the token itself): finds the row a call's credential matches.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(help_text="When a run call last brought it (to the minute).")
+    # Twilio refused it (20003): calls that bring it again read the Secrets Manager again.
+    rejected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fingerprint"], name="credential_once_per_org"),
+        ]
+        indexes = [models.Index(fields=["account_sid"], name="credential_account")]
+
+    def __str__(self) -> str:
+        return f"{self.account_sid} ({self.organization_id})"
+
     @property
-    def has_credential(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_auth_token)
+    def usable(self) -> bool:
+        return bool(self.account_sid and self.auth_token)
 
 
 class AlertRequest(models.Model):
@@ -84,6 +108,14 @@ class Delivery(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="deliveries")
+    credential = models.ForeignKey(
+        Credential,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="deliveries",
+        help_text="The Twilio credential it was accepted with, and is sent, reconciled and checked with.",
+    )
     idempotency_key = models.CharField(max_length=255)
     ident = models.CharField("caller identity", max_length=255, blank=True)
     inv_id = models.CharField("investigation id", max_length=255, blank=True)
@@ -116,6 +148,13 @@ class Delivery(models.Model):
     last_trigger = models.CharField(max_length=16, blank=True)
     last_outcome = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last claimed it.")
+    # An operator's resend waiting for its send: kept on the row (not only in the task's arguments), so
+    # that whichever task sends it (the resend's own, or the sweeper's after a broker outage) records
+    # the operator and the reason, and flood control leaves it alone. Cleared by the claim.
+    resend_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resend_reason = models.TextField(blank=True)
     # The sweeper's cursor: when the task that moves this delivery on (a send while pending, a
     # reconcile while ambiguous) is due. Set by whoever makes it due (services.queue); null when
     # nothing is due, e.g. a reconcile that gave up and waits for an operator.

@@ -118,12 +118,15 @@ def run_block(tenant: Tenant, **data: Any) -> dict[str, Any]:
 def make_delivery(tenant: Tenant, **fields: Any) -> Any:
     """A stored delivery (and its organisation with credential), as the intake would have left it."""
     from deliveries.models import Delivery, Organization
+    from deliveries.services.credentials import credential_for
 
     org, _ = Organization.objects.get_or_create(oid=tenant.oid)
-    org.twilio_account_sid, org.twilio_auth_token = tenant.account_sid, tenant.auth_token
-    org.save()
+    credential = credential_for(
+        organization=org, account_sid=tenant.account_sid, auth_token=tenant.auth_token, now=org.created_at
+    )
     values: dict[str, Any] = {
         "organization": org,
+        "credential": credential,
         "idempotency_key": str(uuid.uuid4()),
         "from_number": tenant.sender,
         "to_number": tenant.recipient,

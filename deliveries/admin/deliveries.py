@@ -68,6 +68,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
                 "fields": [
                     "status",
                     "status_reason",
+                    "credential",
                     "twilio_sid",
                     "error_code",
                     "error_message",

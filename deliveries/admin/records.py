@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin
-from deliveries.models import Attempt, ErrorReport, Organization, StatusEvent
+from deliveries.models import Attempt, Credential, ErrorReport, Organization, StatusEvent
 
 
 @admin.register(Attempt)
@@ -45,9 +45,20 @@ class StatusEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Organization)
 class OrganizationAdmin(ReadOnlyAdmin):
-    list_display = ["oid", "subscription", "twilio_account_sid", "credential_refreshed_at", "last_event_at"]
-    # The Auth Token is never shown, not even encrypted.
-    exclude = ["twilio_auth_token"]
+    list_display = ["oid", "subscription", "subscribed_at", "unsubscribed_at", "last_event_at"]
+
+
+@admin.register(Credential)
+class CredentialAdmin(ReadOnlyAdmin):
+    list_display = ["account_sid", "organization", "created_at", "last_used_at", "rejected_at", "stored"]
+    list_filter = ["organization"]
+    search_fields = ["account_sid"]
+    # The Auth Token is never shown, not even encrypted; nor its fingerprint.
+    exclude = ["auth_token", "fingerprint"]
+
+    @admin.display(boolean=True, description="token stored")
+    def stored(self, obj: Credential) -> bool:
+        return obj.usable
 
 
 @admin.register(ErrorReport)

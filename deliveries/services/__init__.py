@@ -2,7 +2,8 @@
 call these (imported from this package) and nothing else writes.
 
     accept         a `run` call becomes pending deliveries, enqueued after commit
-    organizations  subscription events, error reports, credential re-encryption
+    organizations  subscription events, error reports
+    credentials    the Twilio credential each delivery is bound to
     send           claim, POST to Twilio, record the result (flood: the hold rules it applies)
     reconcile      after an ambiguous answer: look at Twilio, then adopt, resend or fail
     receipts       Twilio's status callbacks and the opt-outs they reveal
@@ -13,6 +14,7 @@ call these (imported from this package) and nothing else writes.
 """
 
 from deliveries.services.accept import Accepted, alert_request_reply, deliveries_accept
+from deliveries.services.credentials import credentials_reencrypt
 from deliveries.services.desk import (
     Refused,
     ResendCandidate,
@@ -22,7 +24,7 @@ from deliveries.services.desk import (
     opt_out_clear,
     resend_review,
 )
-from deliveries.services.organizations import error_report_record, organization_record_event, organizations_reencrypt
+from deliveries.services.organizations import error_report_record, organization_record_event
 from deliveries.services.receipts import CallbackResult, opt_out_record, status_callback_record
 from deliveries.services.reconcile import delivery_reconcile
 from deliveries.services.send import SendDecision, delivery_send, follow_up, retry_delay, status_callback_url
@@ -49,7 +51,7 @@ __all__ = [
     "opt_out_clear",
     "opt_out_record",
     "organization_record_event",
-    "organizations_reencrypt",
+    "credentials_reencrypt",
     "resend_review",
     "retry_delay",
     "status_callback_record",

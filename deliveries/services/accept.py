@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -15,12 +14,10 @@ from django.utils import timezone
 
 from deliveries.models import AlertRequest, Delivery, Organization
 from deliveries.services import queue
+from deliveries.services.credentials import credential_for
 from deliveries.sms import PreparedBody
 
 logger = logging.getLogger(__name__)
-
-# How stale `credential_refreshed_at` may get while the credential itself is unchanged.
-CREDENTIAL_REFRESH_GRANULARITY = timedelta(seconds=60)
 
 
 def alert_request_reply(*, oid: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -48,17 +45,18 @@ def deliveries_accept(
     account_sid: str,
     auth_token: str,
 ) -> Accepted:
-    """Store the credential and one pending Delivery per recipient in one transaction, and enqueue
-    their sends once it commits. A concurrent or replayed call with the same key gets the first
+    """Store one pending Delivery per recipient, bound to the credential the call brought, in one
+    transaction, and enqueue their sends once it commits. A concurrent or replayed call with the same key gets the first
     call's reply and creates nothing."""
     now = timezone.now()
     try:
         with transaction.atomic():
             org, _ = Organization.objects.get_or_create(oid=oid)
-            _save_credential(org, account_sid, auth_token, now)
+            credential = credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now)
             deliveries = [
                 Delivery(
                     organization=org,
+                    credential=credential,
                     idempotency_key=idempotency_key,
                     ident=ident[:255],
                     inv_id=inv_id[:255],
@@ -95,18 +93,3 @@ def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:
         "segments": body.segments,
         "truncated": body.truncated,
     }
-
-
-def _save_credential(org: Organization, account_sid: str, auth_token: str, now: datetime) -> None:
-    """Write the organisation row only when the credential changed, or its refresh time is over a
-    minute old. Every `run` call of a burst comes from the same organisation: an UPDATE each time
-    would make their transactions queue on that one row's lock (measured by `make bench`)."""
-    if (
-        org.twilio_account_sid == account_sid
-        and org.twilio_auth_token == auth_token
-        and org.credential_refreshed_at is not None
-        and now - org.credential_refreshed_at < CREDENTIAL_REFRESH_GRANULARITY
-    ):
-        return
-    org.twilio_account_sid, org.twilio_auth_token, org.credential_refreshed_at = account_sid, auth_token, now
-    org.save(update_fields=["twilio_account_sid", "twilio_auth_token", "credential_refreshed_at", "updated_at"])

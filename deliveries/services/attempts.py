@@ -22,6 +22,7 @@ def attempt_open(
     delivery.attempt_count += 1
     delivery.status, delivery.claimed_at, delivery.due_at = Status.SENDING, now, None
     delivery.last_trigger, delivery.last_outcome = trigger, ""
+    delivery.resend_by_id, delivery.resend_reason = None, ""  # a waiting resend is this attempt now
     Delivery.objects.filter(id=delivery.id).update(
         status=Status.SENDING,
         claimed_at=now,
@@ -29,6 +30,8 @@ def attempt_open(
         attempt_count=F("attempt_count") + 1,
         last_trigger=trigger,
         last_outcome="",
+        resend_by=None,
+        resend_reason="",
         updated_at=now,
     )
     return Attempt.objects.create(

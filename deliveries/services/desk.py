@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries import status as statuses
-from deliveries.models import Attempt, Delivery, OptOut, Organization
+from deliveries.models import Delivery, OptOut, Organization
 from deliveries.selectors import active_opt_out, opted_out_pairs
 from deliveries.services import queue
 
@@ -35,7 +35,7 @@ def delivery_resend_refusal(*, delivery: Delivery) -> str:
     org: Organization = delivery.organization
     if org.subscription == Organization.Subscription.UNSUBSCRIBED:
         return f"organisation {org.oid} has unsubscribed from the extension"
-    if not org.has_credential:
+    if delivery.credential is None or not delivery.credential.usable:
         return f"no Twilio credential is stored for organisation {org.oid}"
     if delivery.status not in statuses.RESENDABLE:
         return f"it is {delivery.status}: a send is already on its way"
@@ -70,7 +70,10 @@ class ResendCandidate:
 def resend_review(*, ids: Iterable[str]) -> list[ResendCandidate]:
     """What a resend of these deliveries would do, one entry each, newest first, in two queries."""
     deliveries = list(
-        Delivery.objects.filter(id__in=list(ids)).select_related("organization").defer("body").order_by("-created_at")
+        Delivery.objects.filter(id__in=list(ids))
+        .select_related("organization", "credential")
+        .defer("body")
+        .order_by("-created_at")
     )
     opted_out = opted_out_pairs(deliveries=deliveries)
     return [
@@ -113,16 +116,17 @@ def delivery_resend(*, delivery: Delivery, by: User, reason: str, unusual_confir
             status=Status.PENDING,
             settled_at=None,
             status_reason=f"resend by {by.get_username()}"[:255],
+            # Kept on the row, so whichever task sends it records the operator and the reason.
+            resend_by=by,
+            resend_reason=reason,
             due_at=now,
             updated_at=now,
         )
         if not moved:
             current = Delivery.objects.filter(id=delivery.id).values_list("status", flat=True).first()
             raise Refused(f"it is {current} now, already on its way")
-        ids, user_id = [str(delivery.id)], by.pk
-        transaction.on_commit(
-            lambda: queue.send(ids, trigger=Attempt.Trigger.RESEND, triggered_by_id=user_id, reason=reason)
-        )
+        ids = [str(delivery.id)]
+        transaction.on_commit(lambda: queue.send(ids))
     logger.info("delivery %s resend requested by user %s: %s", delivery.id, by.pk, reason[:200])
     delivery.refresh_from_db()
     return delivery

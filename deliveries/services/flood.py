@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Count, Q
 
-from deliveries.models import Attempt, Delivery
+from deliveries.models import Attempt, Credential, Delivery
 from deliveries.selectors import active_opt_out
 
 Hold = Delivery.Hold
@@ -61,9 +61,11 @@ def account_busy(delivery: Delivery) -> bool:
     """True when the Twilio account already has its cap of requests in flight. Twilio answers 429
     beyond its own concurrency cap; waiting our turn costs nothing, a 429 costs a retry."""
     cap = settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
-    if not cap:
+    if not cap or delivery.credential is None:
         return False
-    in_flight = Delivery.objects.filter(
-        organization__twilio_account_sid=delivery.organization.twilio_account_sid, status=Delivery.Status.SENDING
-    ).count()
+    account = delivery.credential.account_sid
+    # Organisations may share a Twilio account, and the claim holds only its own organisation's lock:
+    # lock the account's oldest credential row too, so every claim on the account counts in turn.
+    Credential.objects.select_for_update().filter(account_sid=account).order_by("id").values_list("id").first()
+    in_flight = Delivery.objects.filter(credential__account_sid=account, status=Delivery.Status.SENDING).count()
     return in_flight >= cap

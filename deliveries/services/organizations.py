@@ -1,5 +1,4 @@
-"""Organisations as LimaCharlie tells us about them: subscription events, error reports, and the
-re-encryption of stored credentials after a key rotation."""
+"""Organisations as LimaCharlie tells us about them: subscription events and error reports."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import ErrorReport, Organization
+from deliveries.services.credentials import credentials_erase
 
 logger = logging.getLogger(__name__)
 Subscription = Organization.Subscription
@@ -25,7 +25,7 @@ def organization_record_event(*, oid: str, event_name: str) -> Organization:
             org.subscription, org.subscribed_at = Subscription.SUBSCRIBED, now
         elif event_name == "unsubscribe":
             org.subscription, org.unsubscribed_at = Subscription.UNSUBSCRIBED, now
-            org.twilio_account_sid, org.twilio_auth_token, org.credential_refreshed_at = "", "", None
+            credentials_erase(organization=org)
         elif event_name == "update" and org.subscription != Subscription.SUBSCRIBED:
             # A daily update proves the org is subscribed even if we missed its subscribe event.
             org.subscription = Subscription.SUBSCRIBED
@@ -33,16 +33,6 @@ def organization_record_event(*, oid: str, event_name: str) -> Organization:
         org.save()
     logger.info("organisation event %s for org %s", event_name, oid)
     return org
-
-
-def organizations_reencrypt() -> int:
-    """Re-save every stored credential, so it is encrypted with the first FIELD_ENCRYPTION_KEY and
-    the old key can then be dropped."""
-    count = 0
-    for org in Organization.objects.exclude(twilio_auth_token="").iterator():
-        org.save(update_fields=["twilio_auth_token"])
-        count += 1
-    return count
 
 
 def error_report_record(*, oid: str, error: str) -> ErrorReport:

@@ -26,16 +26,11 @@ RECONCILE_TASK = "deliveries.reconcile_delivery"
 
 
 def send(
-    delivery_ids: Sequence[str],
-    *,
-    trigger: str = Attempt.Trigger.AUTOMATIC,
-    triggered_by_id: int | None = None,
-    reason: str = "",
-    countdown: float | None = None,
+    delivery_ids: Sequence[str], *, trigger: str = Attempt.Trigger.AUTOMATIC, countdown: float | None = None
 ) -> int:
-    """Enqueue a send task for each delivery; returns how many were enqueued. A resend carries the
-    operator and their reason, which its attempt keeps."""
-    args = [(delivery_id, trigger, triggered_by_id, reason) for delivery_id in delivery_ids]
+    """Enqueue a send task for each delivery; returns how many were enqueued. (An operator's resend
+    needs nothing more: its operator and reason wait on the delivery row.)"""
+    args = [(delivery_id, trigger) for delivery_id in delivery_ids]
     return _enqueue(SEND_TASK, args, countdown)
 
 

@@ -24,13 +24,12 @@ class CallbackResult(enum.StrEnum):
 def status_callback_record(*, delivery_id: str, url: str, params: dict[str, str], signature: str) -> CallbackResult:
     """Store a Twilio status callback and move the delivery's status forward (never backward:
     callbacks arrive out of order and more than once, and a final status is final)."""
-    delivery = Delivery.objects.select_related("organization").filter(id=delivery_id).first()
-    if delivery is None or not delivery.organization.has_credential:
+    # Checked with the token of the credential this delivery was sent with, never another.
+    delivery = Delivery.objects.select_related("credential").filter(id=delivery_id).first()
+    if delivery is None or delivery.credential is None or not delivery.credential.usable:
         logger.warning("status callback for unknown delivery %s (or no credential to check it)", delivery_id)
         return CallbackResult.UNKNOWN
-    if not signature_valid(
-        auth_token=delivery.organization.twilio_auth_token, url=url, params=params, signature=signature
-    ):
+    if not signature_valid(auth_token=delivery.credential.auth_token, url=url, params=params, signature=signature):
         logger.warning("status callback for delivery %s with an invalid X-Twilio-Signature", delivery_id)
         return CallbackResult.FORGED
     report = parse_status_callback(params)

@@ -60,8 +60,8 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
 
 
 def _look_up(delivery: Delivery) -> twilio.LookupResult:
-    org = delivery.organization
-    if not org.has_credential:
+    credential = delivery.credential
+    if credential is None or not credential.usable:
         return twilio.LookupResult(Found.FAILED, 0, twilio_message="No Twilio credential is stored.")
     since = (
         delivery.attempts.filter(outcome=Attempt.Outcome.AMBIGUOUS)
@@ -71,8 +71,8 @@ def _look_up(delivery: Delivery) -> twilio.LookupResult:
         or delivery.created_at
     )
     return twilio.find_message(
-        account_sid=org.twilio_account_sid,
-        auth_token=org.twilio_auth_token,
+        account_sid=credential.account_sid,
+        auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
         body=delivery.body,

@@ -22,9 +22,10 @@ from deliveries.models import Attempt, Delivery, Organization
 from deliveries.observability import logcontext, metrics
 from deliveries.services import flood, queue
 from deliveries.services.attempts import attempt_finish, attempt_open
+from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
 from deliveries.twilio import client as twilio
-from deliveries.twilio.errors import OPTED_OUT_CODE, Outcome
+from deliveries.twilio.errors import BAD_CREDENTIALS_CODE, OPTED_OUT_CODE, Outcome
 
 logger = logging.getLogger(__name__)
 Status = Delivery.Status
@@ -68,12 +69,19 @@ def claim(
         # Lock the organisation (found through the delivery, in one query), then the delivery.
         if not Organization.objects.select_for_update(of=("self",)).filter(deliveries__id=delivery_id).exists():
             return SendDecision(status="missing")
-        delivery = Delivery.objects.select_for_update().select_related("organization").get(id=delivery_id)
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("organization", "credential")
+            .get(id=delivery_id)
+        )
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
         if delivery.status != from_status:
             # Claimed by another worker, or a redelivered task for a finished delivery.
             logger.info("delivery %s is %s, not %s; nothing to do", delivery_id, delivery.status, from_status)
             return SendDecision(status=delivery.status)
+        if delivery.resend_by_id and trigger != Attempt.Trigger.RECONCILE:
+            # An operator's resend, whichever task carries it (its own, or the sweeper's).
+            trigger, triggered_by_id, reason = Attempt.Trigger.RESEND, delivery.resend_by_id, delivery.resend_reason
         if trigger != Attempt.Trigger.RECONCILE:
             held = _held_back(delivery, trigger, now)
             if held:
@@ -100,16 +108,16 @@ def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision 
 
 
 def post(delivery: Delivery) -> twilio.SendResult:
-    org = delivery.organization
-    if not org.has_credential:
+    credential = delivery.credential
+    if credential is None or not credential.usable:
         return twilio.SendResult(
             outcome=Outcome.PERMANENT,
             duration_ms=0,
-            twilio_message="No Twilio credential is stored for this organisation (it unsubscribed).",
+            twilio_message="No Twilio credential is stored for this delivery (its organisation unsubscribed).",
         )
     result = twilio.send_sms(
-        account_sid=org.twilio_account_sid,
-        auth_token=org.twilio_auth_token,
+        account_sid=credential.account_sid,
+        auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
         body=delivery.body,
@@ -145,6 +153,8 @@ def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResul
         )
         if result.twilio_code == OPTED_OUT_CODE:
             opt_out_record(delivery=delivery)
+        if result.twilio_code == BAD_CREDENTIALS_CODE and delivery.credential_id:
+            credential_rejected(credential_id=delivery.credential_id)
     metrics.attempt_finished(result.outcome.value)
     logger.info(
         "delivery %s attempt %d: %s (http %s, code %s, %s)",

@@ -116,9 +116,10 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
             from_number=sender,
             to_number=recipient,
         )
-        ids = list(held.values_list("id", flat=True))
-        if not ids:
+        rows = list(held.order_by("created_at").values_list("id", "credential_id"))
+        if not rows:
             return None
+        ids = [i for i, _ in rows]
         prepared = prepare_body(
             f"ext-twilio: {len(ids)} further alert{'s were' if len(ids) != 1 else ' was'} held back by flood "
             "control; see the audit desk.",
@@ -126,6 +127,7 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
         )
         summary = Delivery.objects.create(
             organization_id=organization_id,
+            credential_id=rows[-1][1],  # sent through the account the latest held-back alert would have used
             idempotency_key=f"summary:{uuid.uuid4()}",
             ident="ext-twilio flood control",
             from_number=sender,

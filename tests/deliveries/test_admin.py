@@ -51,7 +51,15 @@ def _listed(response: Any) -> list[Delivery]:
 
 def test_the_roles_migration_creates_both_groups_with_their_permissions() -> None:
     perms = {g.name: sorted(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
-    view = ["view_attempt", "view_delivery", "view_errorreport", "view_optout", "view_organization", "view_statusevent"]
+    view = [
+        "view_attempt",
+        "view_credential",
+        "view_delivery",
+        "view_errorreport",
+        "view_optout",
+        "view_organization",
+        "view_statusevent",
+    ]
     assert perms == {"SOC lead": view, "Operator": sorted([*view, "resend_delivery", "clear_optout"])}
 
 
@@ -322,9 +330,10 @@ def test_the_delivery_page_is_read_only_with_a_timeline_and_never_a_secret(
     assert 'id="resend-button"' in html
     assert tenant.jwt not in html and tenant.auth_token not in html
 
-    org_page = client.get(reverse("admin:deliveries_organization_change", args=[delivery.organization_id]))
-    assert org_page.status_code == 200 and tenant.account_sid in org_page.content.decode()
-    assert tenant.auth_token not in org_page.content.decode()
+    assert tenant.account_sid in html  # the account it went through: its credential, never the token
+    credential_page = client.get(reverse("admin:deliveries_credential_change", args=[delivery.credential_id]))
+    assert credential_page.status_code == 200 and tenant.account_sid in credential_page.content.decode()
+    assert tenant.auth_token not in credential_page.content.decode()
 
 
 def test_a_soc_lead_sees_no_resend_button(tenant: Tenant, fake_twilio: FakeTwilio) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import services
 from deliveries.models import Delivery, OptOut
+from deliveries.services import flood
 from tests.conftest import Intake, Tenant, make_delivery
 from tests.fakes.twilio import FakeTwilio
 
@@ -159,3 +163,34 @@ def test_a_busy_twilio_account_makes_the_delivery_wait_its_turn_without_an_attem
     waiting.refresh_from_db()
     assert waiting.status == "pending" and decision.retry_in is not None and 0.5 <= decision.retry_in <= 1.5
     assert waiting.attempts.count() == 0 and fake_twilio.posts() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    """Org A's claim is in progress (its transaction not yet committed) on the account org B shares:
+    B's claim waits for it and then sees A's send in flight, instead of both passing the cap."""
+    settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT = 1
+    other = Tenant(oid=str(uuid.uuid4()), jwt="x", account_sid=tenant.account_sid, auth_token=tenant.auth_token)
+    a = make_delivery(tenant, body="org A")
+    b = make_delivery(other, body="org B")
+    locked, done = threading.Event(), threading.Event()
+
+    def org_a_claiming() -> None:
+        with transaction.atomic():
+            assert not flood.account_busy(Delivery.objects.select_related("credential").get(id=a.id))
+            Delivery.objects.filter(id=a.id).update(status="sending")
+            locked.set()
+            done.wait(0.5)  # B tries meanwhile
+        connection.close()
+
+    thread = threading.Thread(target=org_a_claiming)
+    thread.start()
+    assert locked.wait(10)
+    decision = services.delivery_send(delivery_id=str(b.id))
+    done.set()
+    thread.join(10)
+
+    b.refresh_from_db()
+    assert decision.retry_in is not None and b.status == "pending" and fake_twilio.posts() == []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from deliveries import services
-from deliveries.models import Delivery, OptOut, Organization
+from deliveries.models import Credential, Delivery, OptOut
 from tests.conftest import Tenant, make_delivery, make_user
 from tests.fakes.twilio import FakeTwilio
 
@@ -82,7 +84,7 @@ def test_a_resend_of_an_unsubscribed_organisation_is_refused(tenant: Tenant, fak
 
 def test_a_resend_without_a_stored_credential_is_refused(tenant: Tenant, fake_twilio: FakeTwilio) -> None:
     delivery = _failed_delivery(tenant, fake_twilio)
-    Organization.objects.filter(oid=tenant.oid).update(twilio_auth_token="")
+    Credential.objects.filter(organization__oid=tenant.oid).update(auth_token="")
     delivery.refresh_from_db()
 
     with pytest.raises(services.Refused, match="no Twilio credential is stored"):
@@ -179,3 +181,26 @@ def test_the_migration_fills_the_last_trigger_and_outcome_of_earlier_deliveries(
         "accepted",
     )
     assert Delivery.objects.filter(pk=never_sent.pk).values_list("last_trigger", "last_outcome").get() == ("", "")
+
+
+def test_a_resend_the_broker_could_not_take_keeps_its_operator_and_reason_when_the_sweeper_sends_it(
+    tenant: Tenant,
+    fake_twilio: FakeTwilio,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    delivery = _failed_delivery(tenant, fake_twilio)
+    operator = make_user("operator")
+    with monkeypatch.context() as patch, django_capture_on_commit_callbacks(execute=True):
+        patch.setattr("deliveries.tasks.send_delivery.apply_async", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+        services.delivery_resend(delivery=delivery, by=operator, reason="carrier outage is over")
+    assert Delivery.objects.get(pk=delivery.pk).status == "pending"
+
+    Delivery.objects.filter(pk=delivery.pk).update(due_at=timezone.now() - timedelta(hours=1))
+    assert services.deliveries_sweep().requeued == 1
+
+    resend = Delivery.objects.get(pk=delivery.pk).attempts.order_by("number").last()
+    assert resend is not None
+    assert (resend.trigger, resend.triggered_by, resend.reason) == ("resend", operator, "carrier outage is over")
+    assert Delivery.objects.get(pk=delivery.pk).status == "queued" and len(fake_twilio.posts()) == 2

@@ -139,7 +139,7 @@ def test_an_organisation_without_a_credential_fails_the_delivery_without_calling
 
     delivery.refresh_from_db()
     assert delivery.status == "failed"
-    assert delivery.error_message == "No Twilio credential is stored for this organisation (it unsubscribed)."
+    assert delivery.error_message == "No Twilio credential is stored for this delivery (its organisation unsubscribed)."
 
 
 def test_the_backoff_doubles_from_the_base_and_is_capped(settings: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from deliveries.models import AlertRequest, Attempt, Delivery, ErrorReport, Organization
+from deliveries.models import AlertRequest, Attempt, Credential, Delivery, ErrorReport, Organization
 from extension.envelope import build
 from tests.conftest import Intake, Tenant, run_block
 from tests.fakes.limacharlie import FakeLimaCharlie
@@ -74,10 +74,11 @@ def test_it_sends_one_delivery_per_recipient_and_drops_repeated_numbers(
 def test_it_stores_the_credential_encrypted_at_rest(intake: Intake, tenant: Tenant) -> None:
     intake.run(tenant)
 
-    org = Organization.objects.get(oid=tenant.oid)
-    assert (org.twilio_account_sid, org.twilio_auth_token) == (tenant.account_sid, tenant.auth_token)
+    credential = Delivery.objects.get().credential
+    assert credential is not None
+    assert (credential.account_sid, credential.auth_token) == (tenant.account_sid, tenant.auth_token)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT twilio_auth_token FROM deliveries_organization WHERE oid = %s", [tenant.oid])
+        cursor.execute("SELECT auth_token FROM deliveries_credential WHERE id = %s", [credential.id])
         stored = cursor.fetchone()[0]
     assert tenant.auth_token not in stored and stored.startswith("gAAAA")
 
@@ -465,14 +466,14 @@ def test_subscribe_and_unsubscribe_are_recorded_and_leaving_erases_the_credentia
     org_block = {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "x"}
     intake.send("event", {"org": org_block, "event_name": "subscribe", "data": {}, "config": {}})
     intake.run(tenant)
-    assert Organization.objects.get(oid=tenant.oid).has_credential
+    assert Credential.objects.get(organization__oid=tenant.oid).usable
 
     response = intake.send("event", {"org": org_block, "event_name": "unsubscribe", "data": {}, "config": {}})
 
     assert response.status_code == 200
     org = Organization.objects.get(oid=tenant.oid)
     assert org.subscription == "unsubscribed" and org.unsubscribed_at is not None
-    assert (org.twilio_account_sid, org.twilio_auth_token) == ("", "")
+    assert list(Credential.objects.filter(organization=org).values_list("auth_token", flat=True)) == [""]
 
 
 def test_an_unknown_event_name_is_refused(intake: Intake, tenant: Tenant) -> None:

@@ -13,5 +13,5 @@ class Command(BaseCommand):
     help = "Re-encrypt stored Twilio credentials with the first key of FIELD_ENCRYPTION_KEY."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        count = services.organizations_reencrypt()
-        self.stdout.write(f"Re-encrypted the credentials of {count} organisations.")
+        count = services.credentials_reencrypt()
+        self.stdout.write(f"Re-encrypted {count} stored Twilio credentials.")

@@ -1,0 +1,63 @@
+"""Twilio credentials as `run` calls bring them. A delivery is bound to the credential it was accepted
+with (see models.Credential); this module finds or stores that row, erases tokens when an organisation
+leaves, and notes when Twilio refused one."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from deliveries.models import Credential, Organization
+
+logger = logging.getLogger(__name__)
+
+# How stale `last_used_at` may get: a burst of calls from one organisation must not each write the row.
+LAST_USED_GRANULARITY = timedelta(seconds=60)
+
+
+def fingerprint(account_sid: str, auth_token: str) -> str:
+    """A keyed hash (SECRET_KEY) of the credential: equal credentials find one row, and the column
+    says nothing about the token to whoever reads the database without the key."""
+    return salted_hmac("ext-twilio.credential", f"{account_sid}/{auth_token}", algorithm="sha256").hexdigest()
+
+
+def credential_for(*, organization: Organization, account_sid: str, auth_token: str, now: datetime) -> Credential:
+    """The organisation's row for this credential, stored (encrypted) the first time it is seen. Call it
+    inside the transaction that stores the deliveries it is bound to."""
+    credential, created = Credential.objects.get_or_create(
+        organization=organization,
+        fingerprint=fingerprint(account_sid, auth_token),
+        defaults={"account_sid": account_sid, "auth_token": auth_token, "last_used_at": now},
+    )
+    if created:
+        logger.info("new Twilio credential for org %s: account %s", organization.oid, account_sid)
+        return credential
+    # Fresh from the Secrets Manager: a token erased at unsubscribe comes back, a refusal is forgotten.
+    if not credential.auth_token or credential.rejected_at or now - credential.last_used_at >= LAST_USED_GRANULARITY:
+        credential.auth_token, credential.rejected_at, credential.last_used_at = auth_token, None, now
+        credential.save(update_fields=["auth_token", "rejected_at", "last_used_at"])
+    return credential
+
+
+def credentials_erase(*, organization: Organization) -> int:
+    """The organisation unsubscribed: forget every token it gave us (the rows stay, for the audit)."""
+    return Credential.objects.filter(organization=organization).exclude(auth_token="").update(auth_token="")
+
+
+def credential_rejected(*, credential_id: int) -> None:
+    """Twilio answered 20003 (authentication failed) with this credential."""
+    Credential.objects.filter(id=credential_id, rejected_at__isnull=True).update(rejected_at=timezone.now())
+    logger.warning("Twilio refused credential %s (20003); the next run call reads the secret again", credential_id)
+
+
+def credentials_reencrypt() -> int:
+    """Re-save every stored token, so it is encrypted with the first FIELD_ENCRYPTION_KEY and the
+    old key can then be dropped."""
+    count = 0
+    for credential in Credential.objects.exclude(auth_token="").iterator():
+        credential.save(update_fields=["auth_token"])
+        count += 1
+    return count
