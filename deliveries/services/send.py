@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -66,14 +66,18 @@ def claim(
     decisions for one organisation across every worker, while the POST itself happens after commit."""
     now = timezone.now()
     with transaction.atomic():
-        # Lock the organisation (found through the delivery, in one query), then the delivery.
-        if not Organization.objects.select_for_update(of=("self",)).filter(deliveries__id=delivery_id).exists():
+        # Lock the organisation (found through the delivery, in one query), then the delivery. SQLite has
+        # no row locks: its transactions (BEGIN IMMEDIATE) already run one at a time, so it skips both.
+        locks = connection.features.has_select_for_update
+        if (
+            locks
+            and not Organization.objects.select_for_update(of=("self",)).filter(deliveries__id=delivery_id).exists()
+        ):
             return SendDecision(status="missing")
-        delivery = (
-            Delivery.objects.select_for_update(of=("self",))
-            .select_related("organization", "credential")
-            .get(id=delivery_id)
-        )
+        rows = Delivery.objects.select_for_update(of=("self",)) if locks else Delivery.objects
+        delivery = rows.select_related("organization", "credential").filter(id=delivery_id).first()
+        if delivery is None:
+            return SendDecision(status="missing")
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
         if delivery.status != from_status:
             # Claimed by another worker, or a redelivered task for a finished delivery.
