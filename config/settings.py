@@ -74,6 +74,9 @@ DEBUG = _bool("DEBUG", False)
 LC_SHARED_SECRET = env.str("LC_SHARED_SECRET", default="")
 LC_API_URL = _url("LC_API_URL", "https://api.limacharlie.io")
 LC_API_TIMEOUT_SECONDS = _int("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
+# How long a web process reuses a credential it read from the Secrets Manager for the same organisation
+# and secret before reading it again (0: read it on every call). See services/credentials.py.
+CREDENTIAL_CACHE_SECONDS = _int("CREDENTIAL_CACHE_SECONDS", 60, 0, 3600)
 # The cap applies to the body *after* gunzip: gzip is checked before the signature, so an
 # unauthenticated caller could otherwise make us inflate a bomb.
 LC_MAX_BODY_BYTES = _int("LC_MAX_BODY_BYTES", 1_048_576, 1_024, 67_108_864)

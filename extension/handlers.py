@@ -179,25 +179,40 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
         return 200, reply(previous)
 
-    # 3. The credential, with the JWT of this call.
+    # 3 to 5. The credential, persist, enqueue after commit, answer.
     reference = credentials.choose_reference(data["secret"], config.get(CONFIG_TWILIO_SECRET))
+    fields = {
+        "oid": org["oid"],
+        "idempotency_key": key,
+        "ident": org["ident"],
+        "inv_id": inv_id,
+        "from_number": sender,
+        "recipients": recipients,
+        "body": body,
+    }
+    return _accept(fields, jwt=org["jwt"], reference=reference)
+
+
+def _accept(fields: dict[str, Any], *, jwt: str, reference: str) -> Reply:
+    """Accept with the credential the secret resolved to lately (services.recall), or else read it from
+    the Secrets Manager with this call's JWT. A value pasted in place of a secret name is never kept."""
+    oid = fields["oid"]
+    cacheable = not credentials.looks_resolved(reference)
+    remembered = delivery_services.recall(oid=oid, reference=reference) if cacheable else None
+    if remembered is not None:
+        try:
+            return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered).reply)
+        except delivery_services.CredentialGone:
+            pass  # erased or refused since: read the secret again
     try:
-        credential = credentials.fetch_twilio_credential(oid=org["oid"], jwt=org["jwt"], reference=reference)
+        credential = credentials.fetch_twilio_credential(oid=oid, jwt=jwt, reference=reference)
     except credentials.CredentialError as exc:
         return _credential_failure(exc)
-
-    # 4 and 5. Persist, enqueue after commit, answer.
     accepted = delivery_services.deliveries_accept(
-        oid=org["oid"],
-        idempotency_key=key,
-        ident=org["ident"],
-        inv_id=inv_id,
-        from_number=sender,
-        recipients=recipients,
-        body=body,
-        account_sid=credential.account_sid,
-        auth_token=credential.auth_token,
+        **fields, account_sid=credential.account_sid, auth_token=credential.auth_token
     )
+    if cacheable and accepted.credential_id is not None:
+        delivery_services.remember(oid=oid, reference=reference, credential_id=accepted.credential_id)
     return 200, reply(accepted.reply)
 
 

@@ -13,8 +13,8 @@ call these (imported from this package) and nothing else writes.
     queue          the only place that enqueues a task, with one broker-failure policy
 """
 
-from deliveries.services.accept import Accepted, alert_request_reply, deliveries_accept
-from deliveries.services.credentials import credentials_reencrypt
+from deliveries.services.accept import Accepted, CredentialGone, alert_request_reply, deliveries_accept
+from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
     ResendCandidate,
@@ -32,6 +32,9 @@ from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summa
 
 __all__ = [
     "Accepted",
+    "CredentialGone",
+    "recall",
+    "remember",
     "CallbackResult",
     "Refused",
     "ResendCandidate",

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from deliveries.models import AlertRequest, Delivery, Organization
 from deliveries.services import queue
-from deliveries.services.credentials import credential_for
+from deliveries.services.credentials import credential_for, usable_credential
 from deliveries.sms import PreparedBody
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,11 @@ def alert_request_reply(*, oid: str, idempotency_key: str) -> dict[str, Any] | N
 class Accepted:
     reply: dict[str, Any]
     duplicate: bool
+    credential_id: int | None = None  # the credential its deliveries are bound to (None for a repeat)
+
+
+class CredentialGone(Exception):
+    """The credential a secret resolved to lately may no longer be used."""
 
 
 def deliveries_accept(
@@ -42,17 +47,25 @@ def deliveries_accept(
     from_number: str,
     recipients: Sequence[str],
     body: PreparedBody,
-    account_sid: str,
-    auth_token: str,
+    account_sid: str = "",
+    auth_token: str = "",
+    credential_id: int | None = None,
 ) -> Accepted:
-    """Store one pending Delivery per recipient, bound to the credential the call brought, in one
-    transaction, and enqueue their sends once it commits. A concurrent or replayed call with the same key gets the first
-    call's reply and creates nothing."""
+    """Store one pending Delivery per recipient, bound to the credential the call brought (its SID and
+    token as read from the Secrets Manager, or the stored one it resolved to lately, `credential_id`),
+    in one transaction, and enqueue their sends once it commits. A concurrent or replayed call with the
+    same key gets the first call's reply and creates nothing. CredentialGone: the remembered credential
+    may no longer be used (erased, or refused by Twilio); read the secret again."""
     now = timezone.now()
     try:
         with transaction.atomic():
             org, _ = Organization.objects.get_or_create(oid=oid)
-            credential = credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now)
+            if credential_id is None:
+                credential = credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now)
+            elif (remembered := usable_credential(organization=org, credential_id=credential_id)) is not None:
+                credential = remembered
+            else:
+                raise CredentialGone()
             deliveries = [
                 Delivery(
                     organization=org,
@@ -83,7 +96,7 @@ def deliveries_accept(
             raise
         return Accepted(previous, duplicate=True)
     logger.info("accepted %d deliveries for org %s key %s", len(ids), oid, idempotency_key)
-    return Accepted(reply, duplicate=False)
+    return Accepted(reply, duplicate=False, credential_id=credential.id)
 
 
 def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:

@@ -5,8 +5,11 @@ leaves, and notes when Twilio refused one."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -44,6 +47,7 @@ def credential_for(*, organization: Organization, account_sid: str, auth_token: 
 
 def credentials_erase(*, organization: Organization) -> int:
     """The organisation unsubscribed: forget every token it gave us (the rows stay, for the audit)."""
+    forget(oid=organization.oid)
     return Credential.objects.filter(organization=organization).exclude(auth_token="").update(auth_token="")
 
 
@@ -61,3 +65,49 @@ def credentials_reencrypt() -> int:
         credential.save(update_fields=["auth_token"])
         count += 1
     return count
+
+
+# --- which credential a secret held lately, per web process -------------------------------------------
+#
+# Reading the Secrets Manager is an HTTPS round trip to LimaCharlie on every `run` call (the SDK keeps no
+# connection alive). For CREDENTIAL_CACHE_SECONDS (60 s) a web process remembers which stored credential
+# an organisation's secret resolved to, and binds new deliveries to that row without asking again. Why
+# 60 s: a burst of alerts reads the secret once a minute instead of once an alert, and a secret changed
+# in LimaCharlie reaches new alerts within a minute. The row is re-checked in the accepting transaction,
+# so a token erased at unsubscribe or refused by Twilio (20003) is never reused by any process: that
+# call reads the secret again. Only ids are kept here, never a token.
+
+_recent: dict[tuple[str, str], tuple[int, float]] = {}
+_recent_lock = threading.Lock()
+
+
+def recall(*, oid: str, reference: str) -> int | None:
+    """The credential id this organisation's secret resolved to lately in this process, or None."""
+    with _recent_lock:
+        found = _recent.get((oid, reference))
+    if found is None or time.monotonic() - found[1] >= settings.CREDENTIAL_CACHE_SECONDS:
+        return None
+    return found[0]
+
+
+def remember(*, oid: str, reference: str, credential_id: int) -> None:
+    if settings.CREDENTIAL_CACHE_SECONDS:
+        with _recent_lock:
+            _recent[(oid, reference)] = (credential_id, time.monotonic())
+
+
+def forget(*, oid: str) -> None:
+    """An `update` or `unsubscribe` event: the next call of this organisation reads its secret again."""
+    with _recent_lock:
+        for key in [k for k in _recent if k[0] == oid]:
+            del _recent[key]
+
+
+def usable_credential(*, organization: Organization, credential_id: int) -> Credential | None:
+    """The remembered credential, if it still belongs to the organisation, holds its token and was not
+    refused by Twilio. Call it in the accepting transaction."""
+    return (
+        Credential.objects.filter(id=credential_id, organization=organization, rejected_at__isnull=True)
+        .exclude(auth_token="")
+        .first()
+    )

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import ErrorReport, Organization
-from deliveries.services.credentials import credentials_erase
+from deliveries.services.credentials import credentials_erase, forget
 
 logger = logging.getLogger(__name__)
 Subscription = Organization.Subscription
@@ -26,10 +26,12 @@ def organization_record_event(*, oid: str, event_name: str) -> Organization:
         elif event_name == "unsubscribe":
             org.subscription, org.unsubscribed_at = Subscription.UNSUBSCRIBED, now
             credentials_erase(organization=org)
-        elif event_name == "update" and org.subscription != Subscription.SUBSCRIBED:
-            # A daily update proves the org is subscribed even if we missed its subscribe event.
-            org.subscription = Subscription.SUBSCRIBED
-            org.subscribed_at = org.subscribed_at or now
+        elif event_name == "update":
+            forget(oid=oid)  # the configuration may name another secret now
+            if org.subscription != Subscription.SUBSCRIBED:
+                # A daily update proves the org is subscribed even if we missed its subscribe event.
+                org.subscription = Subscription.SUBSCRIBED
+                org.subscribed_at = org.subscribed_at or now
         org.save()
     logger.info("organisation event %s for org %s", event_name, oid)
     return org
