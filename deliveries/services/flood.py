@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q
 
 from deliveries.models import Attempt, Credential, Delivery
@@ -66,6 +67,8 @@ def account_busy(delivery: Delivery) -> bool:
     account = delivery.credential.account_sid
     # Organisations may share a Twilio account, and the claim holds only its own organisation's lock:
     # lock the account's oldest credential row too, so every claim on the account counts in turn.
-    Credential.objects.select_for_update().filter(account_sid=account).order_by("id").values_list("id").first()
+    # (SQLite has no row locks; its transactions already run one at a time.)
+    if connection.features.has_select_for_update:
+        Credential.objects.select_for_update().filter(account_sid=account).order_by("id").values_list("id").first()
     in_flight = Delivery.objects.filter(credential__account_sid=account, status=Delivery.Status.SENDING).count()
     return in_flight >= cap
