@@ -63,7 +63,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-VAR = ROOT / "var" / "bench"
+VAR = Path(os.environ.get("BENCH_VAR_DIR", str(ROOT / "var" / "bench")))
 PY = sys.executable
 
 
@@ -930,7 +930,11 @@ def chart(result: dict[str, Any], path: Path) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        import logging
+
         import matplotlib.pyplot as plt
+
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     except ImportError:
         log("matplotlib is not installed (pip install -r bench/requirements.txt): no chart")
         return
