@@ -366,6 +366,14 @@ def run_service(
     free_port: Callable[[], int],
 ) -> Scenario:
     """`make run` on a backend, from an empty VAR_DIR: migrate, bin/run, the load, Ctrl-C."""
+    dotenv = ROOT / ".env"
+    if backend == "embedded" and dotenv.exists():
+        named = [line.split("=", 1)[0] for line in dotenv.read_text().splitlines()]
+        if {"DATABASE_URL", "CELERY_BROKER_URL"} & set(named):
+            raise SystemExit(
+                f"{dotenv} sets DATABASE_URL or CELERY_BROKER_URL: `make run` here would not run on the embedded "
+                "defaults, so neither can the benchmark's embedded scenario (move them out of .env)"
+            )
     shutil.rmtree(var_dir, ignore_errors=True)
     var_dir.mkdir(parents=True)
     from cryptography.fernet import Fernet

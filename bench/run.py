@@ -26,7 +26,8 @@ Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in this order):
 Every figure carries the machine's 1-minute load average when it was taken.
 
 Knobs (environment): BENCH_QUICK=1 (short runs for development), BENCH_SMOKE=1 (tiny: what `make test`
-runs to see that the benchmark still runs to its report), BENCH_SCENARIOS, BENCH_RESULTS (folder of the
+runs to see that the benchmark still runs to its report), BENCH_OWN_REDIS=1 (the classic phase on a
+redis-server of its own, on a free port, instead of db BENCH_REDIS_DB of the machine's), BENCH_SCENARIOS, BENCH_RESULTS (folder of the
 report, bench/results), BENCH_TWILIO_LATENCY_MS (100), BENCH_E2E_ALERTS (2,000; quick 300),
 BENCH_E2E_CALLERS (16), BENCH_E2E_ORGS (20), BENCH_E2E_DRAIN_SECONDS (how long to wait for Twilio to get
 every accepted alert: 900; quick 300), BENCH_WORKERS (Celery worker processes, 2), BENCH_WORKER_THREADS
@@ -495,6 +496,27 @@ def main() -> int:
 
     from bench import e2e
 
+    global REDIS_URL
+    processes: list[subprocess.Popen[bytes]] = []
+    if _flag("BENCH_OWN_REDIS") and "classic" in SCENARIOS:
+        # A Redis of the run's own (the smoke run in the tests: two test runs at once must not flush each
+        # other's queue), on a free port, gone with the run.
+        redis_port = free_port()
+        processes.append(
+            start(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                {**os.environ},
+                "redis",
+            )
+        )
+        REDIS_URL = f"redis://127.0.0.1:{redis_port}/0"
+
+        def redis_up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", redis_port)) == 0
+
+        wait_until(redis_up, 20, "the run's own Redis")
+
     tenant = Tenant()
     orgs = [e2e.Org() for _ in range(int(E2E["orgs"]))]
     tenants = VAR / "tenants.json"
@@ -504,7 +526,7 @@ def main() -> int:
         {**os.environ},
         "fakes",
     )
-    processes: list[subprocess.Popen[bytes]] = [fakes]
+    processes.append(fakes)
     try:
         urls = wait_until(lambda: (VAR / "fakes.log").read_text().strip().splitlines()[:1], 30, "the fakes")
         urls = json.loads(urls[0])

@@ -3,7 +3,8 @@ admin benchmark (bench/admin_scale.py) in their tiny modes, run to the end, and 
 section. No figure is checked: speed lives in `make bench`, on a quiet machine, not in the tests.
 
 Each uses databases of its own (named with this process's id, dropped at the end), never the test
-database; bench/run.py's end-to-end scenario starts `make run`'s bin/run on the embedded defaults in a
+database, and bench/run.py a redis-server of its own on a free port, so two test runs at once do not
+meet; bench/run.py's end-to-end scenario starts `make run`'s bin/run on the embedded defaults in a
 temporary VAR_DIR. They need this machine's PostgreSQL and Redis (CI starts both for either backend),
 and are skipped, saying so, where those are not running.
 """
@@ -52,7 +53,7 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
         BENCH_RESULTS=str(tmp_path / "results"),
         BENCH_VAR_DIR=str(tmp_path / "var"),
         BENCH_DATABASE_NAME=f"ext_twilio_bench_smoke_{os.getpid()}",
-        BENCH_REDIS_DB="13",
+        BENCH_OWN_REDIS="1",
     )
     run = subprocess.run(
         [sys.executable, "-m", "bench.run"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=280
