@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test lint chaos bench install install-dev clean
+.PHONY: run test lint chaos bench bench-admin install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ $(VENV)/.installed: requirements.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# requirements-dev.txt starts with `-r requirements.txt`, so a change to either file redoes it.
-$(VENV)/.installed-dev: requirements-dev.txt requirements.txt | $(PY)
+# requirements-dev.txt starts with `-r requirements.txt` and includes bench/requirements-baseline.txt
+# (the benchmark's smoke run in the tests starts its baseline), so a change to any of them redoes it.
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt bench/requirements-baseline.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -53,11 +54,18 @@ chaos: install-dev
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
 		$(PY) -m pytest -s --timeout=3600 tests/chaos/test_chaos.py -k load
 
-# The benchmark (bench/run.py; README "Benchmark"): starts PostgreSQL and Redis if needed, uses its own
-# database ext_twilio_bench_load and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
+# The benchmark (bench/run.py; README "Benchmark"): issue 9's end-to-end harness (`make run` on the
+# embedded defaults and on PostgreSQL + Redis, beside a synchronous lcextension baseline), then the parts
+# against their floors. Starts PostgreSQL and Redis if needed; its own databases ext_twilio_bench_e2e and
+# ext_twilio_bench_load, Redis dbs 11 and 12, VAR_DIRs under var/bench/. BENCH_QUICK=1 for a short run.
+# `make test` runs only its smoke mode (tests/test_bench_smoke.py), which checks no figure.
 bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(PY) -m bench.run
+
+# The audit desk at a million deliveries (bench/admin_scale.py; its own database ext_twilio_bench).
+bench-admin: install-dev
+	$(PY) bench/admin_scale.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

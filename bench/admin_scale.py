@@ -3,10 +3,12 @@
     .venv/bin/python bench/admin_scale.py                 # 1,000 then 1,000,000 deliveries
     .venv/bin/python bench/admin_scale.py --rows 200000   # a quicker look
     .venv/bin/python bench/admin_scale.py --explain       # also print PostgreSQL's plans at scale
+    .venv/bin/python bench/admin_scale.py --quick         # the smoke run `make test` does (50, then 500)
 
 It creates its own PostgreSQL database (BENCH_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/ext_twilio_bench), migrates it, seeds deliveries with three
-attempts each using INSERT ... SELECT generate_series (seconds, not hours), and asks the admin
+attempts each using INSERT ... SELECT generate_series (seconds, not hours; the columns come from the
+models, see ORGANIZATION_SQL below), and asks the admin
 through Django's test Client, logged in as an operator, for: the list, a search by phone number
 (typed with spaces and brackets), a status + created-date filter, a delivery page and the index
 with its at-a-glance chart. It prints the median of each at 1,000 and at the large size, and the
@@ -75,45 +77,55 @@ def drop_database() -> None:
 # Deliveries spread over 90 days, newest now. Statuses roughly as a healthy month looks: most
 # delivered, a few per cent failed, some ambiguous or still queued. 200,000 distinct recipients,
 # so a number search finds a handful of rows among the million. Three attempts each.
-SEED_SQL = """
-SET synchronous_commit = off;
--- The rows are consistent by construction: skip the per-row foreign-key triggers (millions of
--- queued deferred checks) for this session. Needs a superuser, as the default URL's `postgres` is.
-SET session_replication_role = replica;
-INSERT INTO deliveries_organization (oid, subscription, twilio_account_sid, twilio_auth_token, created_at, updated_at)
-SELECT 'org-' || o, 'subscribed', '', '', now(), now() FROM generate_series(1, 20) o;
+#
+# The seed is derived from the models, so that it does not rot as they change: every concrete field of
+# Organization, Delivery and Attempt is inserted, with the SQL expression below when one is named here,
+# and otherwise with the field's own default (NULL for a nullable field, '' for a blank text field). A
+# field added with a default or null=True therefore needs no edit; a field removed needs none either (an
+# expression for a field that no longer exists is ignored); a new field with neither needs one line here,
+# and the seed says which. Expressions may use `i` (the row number, from 1), `s.status` and
+# `t.created_at` for deliveries, and `d` (the delivery) and `n` (1-3) for attempts.
+ORGANIZATION_SQL = {
+    "oid": "'org-' || o",
+    "subscription": "'subscribed'",
+    "created_at": "now()",
+    "updated_at": "now()",
+}
+ORGANIZATIONS_FROM = "generate_series(1, 20) o"
 
-INSERT INTO deliveries_delivery (
-    id, organization_id, idempotency_key, ident, inv_id, from_number, to_number, body, original_length,
-    truncated, encoding, segments, status, status_reason, twilio_sid, error_code, error_message,
-    attempt_count, last_trigger, last_outcome, created_at, updated_at, sent_at, settled_at)
-SELECT
-    md5('d' || i)::uuid,
-    (SELECT min(id) FROM deliveries_organization) + (i % 20),
-    md5('k' || i),
-    'dr-general/rule-' || (i % 50),
-    'inv-' || (i % 9973),
-    '+15005550006',
-    '+1500' || lpad((i % 200000)::text, 7, '0'),
-    'Detection: suspicious powershell on host-' || (i % 5000) || ' ' || repeat('x', 80),
-    120,
-    i % 100 = 0,
-    'gsm7',
-    1,
-    s.status,
-    '',
-    CASE WHEN s.status IN ('delivered', 'sent', 'queued', 'undelivered') THEN 'SM' || md5('s' || i) ELSE '' END,
-    CASE s.status WHEN 'failed' THEN (ARRAY[21211, 21610, 21608, 30007])[1 + i % 4]
-                  WHEN 'ambiguous' THEN 20500 ELSE NULL END,
-    CASE s.status WHEN 'failed' THEN 'Twilio refused it' WHEN 'ambiguous' THEN 'Internal Server Error' ELSE '' END,
-    3,
-    CASE WHEN s.status = 'failed' AND i % 4 = 1 THEN 'resend' ELSE 'retry' END,  -- as the third attempt below
-    CASE s.status WHEN 'failed' THEN 'permanent' WHEN 'ambiguous' THEN 'ambiguous' ELSE 'accepted' END,
-    t.created_at,
-    t.created_at,
-    t.created_at + interval '1 second',
-    CASE WHEN s.status IN ('delivered', 'failed', 'undelivered') THEN t.created_at + interval '5 seconds' END
-FROM generate_series(1, %(rows)s) i
+DELIVERY_SQL = {
+    "id": "md5('d' || i)::uuid",
+    "organization": "(SELECT min(id) FROM deliveries_organization) + (i % 20)",
+    "idempotency_key": "md5('k' || i)",
+    "ident": "'dr-general/rule-' || (i % 50)",
+    "inv_id": "'inv-' || (i % 9973)",
+    "from_number": "'+15005550006'",
+    "to_number": "'+1500' || lpad((i % 200000)::text, 7, '0')",
+    "body": "'Detection: suspicious powershell on host-' || (i % 5000) || ' ' || repeat('x', 80)",
+    "original_length": "120",
+    "truncated": "i % 100 = 0",
+    "encoding": "'gsm7'",
+    "segments": "1",
+    "status": "s.status",
+    "twilio_sid": "CASE WHEN s.status IN ('delivered', 'sent', 'queued', 'undelivered') THEN 'SM' || md5('s' || i) "
+    "ELSE '' END",
+    "error_code": "CASE s.status WHEN 'failed' THEN (ARRAY[21211, 21610, 21608, 30007])[1 + i % 4] "
+    "WHEN 'ambiguous' THEN 20500 ELSE NULL END",
+    "error_message": "CASE s.status WHEN 'failed' THEN 'Twilio refused it' WHEN 'ambiguous' THEN 'Internal Server Error' "
+    "ELSE '' END",
+    "attempt_count": "3",
+    # as the third attempt below
+    "last_trigger": "CASE WHEN s.status = 'failed' AND i % 4 = 1 THEN 'resend' ELSE 'retry' END",
+    "last_outcome": "CASE s.status WHEN 'failed' THEN 'permanent' WHEN 'ambiguous' THEN 'ambiguous' ELSE 'accepted' END",
+    "hold": "CASE WHEN s.status = 'suppressed' THEN 'duplicate' ELSE '' END",
+    "created_at": "t.created_at",
+    "updated_at": "t.created_at",
+    "claimed_at": "t.created_at",
+    "sent_at": "t.created_at + interval '1 second'",
+    "settled_at": "CASE WHEN s.status IN ('delivered', 'failed', 'undelivered', 'suppressed') "
+    "THEN t.created_at + interval '5 seconds' END",
+}
+DELIVERIES_FROM = """generate_series(1, %(rows)s) i
 CROSS JOIN LATERAL (SELECT now() - (interval '90 days' * i / %(rows)s) AS created_at) t
 CROSS JOIN LATERAL (SELECT CASE
     WHEN i % 100 < 86 THEN 'delivered'
@@ -122,41 +134,81 @@ CROSS JOIN LATERAL (SELECT CASE
     WHEN i % 100 < 96 THEN 'ambiguous'
     WHEN i % 100 < 97 THEN 'undelivered'
     WHEN i % 100 < 98 THEN 'suppressed'
-    ELSE 'queued' END AS status) s;
+    ELSE 'queued' END AS status) s"""
 
-INSERT INTO deliveries_attempt (
-    delivery_id, number, trigger, reason, started_at, finished_at, outcome, http_status, twilio_code,
-    twilio_message, twilio_request_id, duration_ms)
-SELECT d.id, n,
-    CASE WHEN n = 1 THEN 'automatic' WHEN n = 3 AND d.error_code = 21610 THEN 'resend' ELSE 'retry' END,
-    '', d.created_at + n * interval '2 seconds', d.created_at + n * interval '2 seconds' + interval '80 ms',
-    CASE WHEN n < 3 THEN 'not_processed'
-         WHEN d.status = 'failed' THEN 'permanent'
-         WHEN d.status = 'ambiguous' THEN 'ambiguous' ELSE 'accepted' END,
-    CASE WHEN n < 3 THEN 429 WHEN d.status = 'failed' THEN 400 WHEN d.status = 'ambiguous' THEN 500 ELSE 201 END,
-    CASE WHEN n < 3 THEN 20429 ELSE d.error_code END,
-    '', 'RQ' || md5(d.id::text || n), 80
-FROM deliveries_delivery d CROSS JOIN generate_series(1, 3) n;
-"""
+ATTEMPT_SQL = {
+    "delivery": "d.id",
+    "number": "n",
+    "trigger": "CASE WHEN n = 1 THEN 'automatic' WHEN n = 3 AND d.error_code = 21610 THEN 'resend' ELSE 'retry' END",
+    "started_at": "d.created_at + n * interval '2 seconds'",
+    "finished_at": "d.created_at + n * interval '2 seconds' + interval '80 ms'",
+    "outcome": "CASE WHEN n < 3 THEN 'not_processed' WHEN d.status = 'failed' THEN 'permanent' "
+    "WHEN d.status = 'ambiguous' THEN 'ambiguous' ELSE 'accepted' END",
+    "http_status": "CASE WHEN n < 3 THEN 429 WHEN d.status = 'failed' THEN 400 WHEN d.status = 'ambiguous' THEN 500 "
+    "ELSE 201 END",
+    "twilio_code": "CASE WHEN n < 3 THEN 20429 ELSE d.error_code END",
+    "twilio_request_id": "'RQ' || md5(d.id::text || n)",
+    "duration_ms": "80",
+}
+ATTEMPTS_FROM = "deliveries_delivery d CROSS JOIN generate_series(1, 3) n"
+
+
+def insert_select(model: Any, expressions: dict[str, str], source: str) -> tuple[str, list[Any]]:
+    """`INSERT INTO <table> (<every concrete column>) SELECT <expression or default>, ... FROM <source>`,
+    with the defaults as parameters (so `%` in an expression is escaped for the driver)."""
+    from django.db import connection, models
+
+    columns, values, params = [], [], []
+    for f in model._meta.concrete_fields:
+        if isinstance(f, models.AutoField | models.BigAutoField | models.SmallAutoField):
+            continue  # the database numbers them
+        columns.append(connection.ops.quote_name(f.column))
+        if f.name in expressions:
+            values.append(expressions[f.name].replace("%", "%%"))
+            continue
+        default = f.get_default()
+        if default is None and not f.null:
+            raise SystemExit(
+                f"bench/admin_scale.py: {model.__name__}.{f.name} has no default and is not nullable: "
+                "give it an SQL expression in the seed's expressions"
+            )
+        values.append("%s")
+        params.append(f.get_db_prep_save(default, connection))
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)})\n"
+        f"SELECT {', '.join(values)}\nFROM {source.replace('%', '%%')}"
+    )
+    return sql, params
 
 
 def seed(rows: int) -> None:
+    from django.apps import apps
     from django.db import connection
 
+    from deliveries.models import Attempt, Delivery, Organization
+
+    tables = ", ".join(m._meta.db_table for m in apps.get_app_config("deliveries").get_models())
+    source = DELIVERIES_FROM.replace("%(rows)s", str(int(rows)))
     with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE deliveries_attempt, deliveries_statusevent, deliveries_optout, deliveries_delivery, "
-            "deliveries_alertrequest, deliveries_organization RESTART IDENTITY CASCADE"
-        )
-        cursor.execute(SEED_SQL.replace("%(rows)s", str(int(rows))))
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        cursor.execute("SET synchronous_commit = off")
+        # The rows are consistent by construction: skip the per-row foreign-key triggers (millions of
+        # queued deferred checks) for this session. Needs a superuser, as the default URL's `postgres` is.
+        cursor.execute("SET session_replication_role = replica")
+        for model, expressions, rows_from in (
+            (Organization, ORGANIZATION_SQL, ORGANIZATIONS_FROM),
+            (Delivery, DELIVERY_SQL, source),
+            (Attempt, ATTEMPT_SQL, ATTEMPTS_FROM),
+        ):
+            cursor.execute(*insert_select(model, expressions, rows_from))
         cursor.execute("SET session_replication_role = DEFAULT")
     # VACUUM sets the visibility map (index-only scans) and ANALYZE gives the planner the real shape.
     connection.ensure_connection()
     old_autocommit = connection.get_autocommit()
     connection.set_autocommit(True)
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE deliveries_delivery")
-        cursor.execute("VACUUM ANALYZE deliveries_attempt")
+        cursor.execute(f"VACUUM ANALYZE {Delivery._meta.db_table}")
+        cursor.execute(f"VACUUM ANALYZE {Attempt._meta.db_table}")
     connection.set_autocommit(old_autocommit)
 
 
@@ -211,15 +263,11 @@ def measure(runs: int, explain: bool) -> dict[str, float]:
     results: dict[str, float] = {}
     pages = iter(range(10**9))
     for label, url in requests.items():
-        if url is None:
 
-            def fetch() -> None:
-                pk = some[next(pages) % len(some)][0]
-                _check(client.get(f"{base}{pk}/change/"))
-        else:
-
-            def fetch(url: str = url) -> None:
-                _check(client.get(url))
+        def fetch(url: str | None = url) -> None:
+            if url is None:  # a different delivery's page each time
+                url = f"{base}{some[next(pages) % len(some)][0]}/change/"
+            _check(client.get(url))
 
         results[label] = _median_ms(fetch, runs)
         if explain and url and url.startswith(base):
@@ -252,7 +300,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page (after two warm-ups)")
     parser.add_argument("--explain", action="store_true", help="print PostgreSQL's plans of each list query at scale")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run (`make test` runs it): 50 then 500 deliveries, one timed request per page",
+    )
+    parser.add_argument("--report", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args()
+    if args.quick:
+        args.small, args.rows, args.runs = 50, 500, 1
 
     _configure()
     create_database()
@@ -277,15 +333,19 @@ def main() -> None:
             drop_database()
 
     cpus = os.cpu_count()
-    print(
-        f"\nMedian of {args.runs} requests through Django's test Client, logged in as an operator; "
-        f"PostgreSQL on this machine ({cpus} cores).\n"
-    )
-    print(f"| request | {args.small:,} deliveries | {args.rows:,} deliveries | ratio |")
-    print("|---|---:|---:|---:|")
+    lines = [
+        f"Median of {args.runs} requests through Django's test Client, logged in as an operator; "
+        f"PostgreSQL on this machine ({cpus} cores); 1-minute load average {os.getloadavg()[0]:.1f}.",
+        "",
+        f"| request | {args.small:,} deliveries | {args.rows:,} deliveries | ratio |",
+        "|---|---:|---:|---:|",
+    ]
     for label in figures[args.small]:
         small, large = figures[args.small][label], figures[args.rows][label]
-        print(f"| {label} | {small:.0f} ms | {large:.0f} ms | {large / small:.1f}× |")
+        lines.append(f"| {label} | {small:.0f} ms | {large:.0f} ms | {large / max(small, 0.001):.1f}× |")
+    print("\n" + "\n".join(lines))
+    if args.report:
+        args.report.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

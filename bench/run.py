@@ -1,24 +1,40 @@
 """`make bench`: the real stack on this machine, measured against the limits it runs on.
 
-Starts, with their own names so nothing else on the machine is touched: a PostgreSQL database
-`ext_twilio_bench_load` (dropped and created each run), Redis db 12 (flushed), the fake Twilio and fake
-LimaCharlie (bench/fakes.py, own process), gunicorn with deploy/gunicorn.conf.py, and Celery workers
-with the thread pool. Then:
+Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in this order):
 
-1. Intake: signed, gzipped `run` calls per second (each one answered 200 and persisted, which is
-   checked), p50/p99, at 1, 8 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
-   gunicorn (gunzip + lc-ext-sig check + a protocol reply, nothing else; bench/urls.py, which only the
-   bench's gunicorn loads, through DJANGO_SETTINGS_MODULE=bench.settings).
-   Workers are stopped meanwhile, so the web measurement has the cores to itself.
-2. Delivery: N deliveries committed, then enqueued at once; messages per second until the fake
-   Twilio (answering after 100 ms) has received the last one; beside the limit, a bare loop of the
-   Twilio SDK with the same processes x threads posting to the same fake.
-3. Cost: CPU ms per 1,000 messages and peak RSS, per process kind, from /proc.
+- `baseline`, `e2e-embedded`, `e2e-postgres`: issue 9's harness, "end to end" (bench/e2e.py): the same
+  load of signed, gzipped `run` calls (2,000 from 16 keep-alive callers, 20 organisations each with its
+  own Twilio account, 2,000 distinct recipients, the fake Twilio answering after 100 ms) at the
+  synchronous baseline (bench/baseline.py: lcextension on gunicorn with 4 workers), and at the service
+  started exactly as `make run` starts it on the embedded defaults and on PostgreSQL + Redis (its own
+  database ext_twilio_bench_e2e and Redis db 11). Intake req/s and p50/p99, end-to-end msg/s, per-alert
+  latency (intake's answer → POST at Twilio), every accepted alert at Twilio exactly once, and the
+  ratios to the baseline.
+- `classic`: the service's parts against their floors, on PostgreSQL (`ext_twilio_bench_load`, dropped
+  and created) and Redis db 12 (flushed), gunicorn with deploy/gunicorn.conf.py and Celery workers with
+  the thread pool:
+  1. Intake: signed, gzipped `run` calls per second (each one answered 200 and persisted, which is
+     checked), p50/p99, at 1, 8 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
+     gunicorn (gunzip + lc-ext-sig check + a protocol reply, nothing else; bench/urls.py, which only the
+     bench's gunicorn loads, through DJANGO_SETTINGS_MODULE=bench.settings).
+     Workers are stopped meanwhile, so the web measurement has the cores to itself.
+  2. Delivery: N deliveries committed, then enqueued at once; messages per second until the fake
+     Twilio (answering after 100 ms) has received the last one; beside the limit, a bare loop of the
+     Twilio SDK with the same processes x threads posting to the same fake.
+  3. Cost: CPU ms per 1,000 messages and peak RSS, per process kind, from /proc; worker CPU per
+     message and intake CPU per call against their goals (3 ms, 2 ms).
+Every figure carries the machine's 1-minute load average when it was taken.
 
-Knobs (environment): BENCH_QUICK=1 (short runs for development), BENCH_TWILIO_LATENCY_MS (100),
-BENCH_WORKERS (Celery worker processes, 2), BENCH_WORKER_THREADS (threads each, 16),
-BENCH_SECONDS (per intake point), BENCH_MESSAGES (delivery phase), BENCH_DATABASE_NAME, WEB_CONCURRENCY / WEB_THREADS
-(gunicorn, as in production). Results: printed, and written to bench/results/ (.md, .json, .png).
+Knobs (environment): BENCH_QUICK=1 (short runs for development), BENCH_SMOKE=1 (tiny: what `make test`
+runs to see that the benchmark still runs to its report), BENCH_OWN_REDIS=1 (the classic phase on a
+redis-server of its own, on a free port, instead of db BENCH_REDIS_DB of the machine's), BENCH_SCENARIOS, BENCH_RESULTS (folder of the
+report, bench/results), BENCH_TWILIO_LATENCY_MS (100), BENCH_E2E_ALERTS (2,000; quick 300),
+BENCH_E2E_CALLERS (16), BENCH_E2E_ORGS (20), BENCH_E2E_DRAIN_SECONDS (how long to wait for Twilio to get
+every accepted alert: 900; quick 300), BENCH_WORKERS (Celery worker processes, 2), BENCH_WORKER_THREADS
+(threads each, 16), BENCH_SECONDS (per intake point), BENCH_MESSAGES (delivery phase),
+BENCH_DATABASE_NAME, BENCH_E2E_DATABASE_NAME, BENCH_REDIS_DB (12), BENCH_E2E_REDIS_DB (11),
+WEB_CONCURRENCY / WEB_THREADS (gunicorn, as in production). Results: printed, and written to
+bench/results/ (.md, .json, .png).
 """
 
 from __future__ import annotations
@@ -48,21 +64,49 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-VAR = ROOT / "var" / "bench"
+VAR = Path(os.environ.get("BENCH_VAR_DIR", str(ROOT / "var" / "bench")))
 PY = sys.executable
 
-QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0", "false")
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")
+
+
+SMOKE = _flag("BENCH_SMOKE")
+QUICK = _flag("BENCH_QUICK") or SMOKE
+MODE = "smoke" if SMOKE else "quick" if QUICK else "full"
+
+
+def _size(name: str, full: str, quick: str, smoke: str) -> str:
+    return os.environ.get(name, smoke if SMOKE else quick if QUICK else full)
+
+
+RESULTS = Path(os.environ.get("BENCH_RESULTS", str(RESULTS)))
+SCENARIOS = [
+    s.strip()
+    for s in os.environ.get("BENCH_SCENARIOS", "baseline,e2e-embedded,e2e-postgres,classic").split(",")
+    if s.strip()
+]
 LATENCY_MS = float(os.environ.get("BENCH_TWILIO_LATENCY_MS", "100"))
-WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-WORKER_THREADS = int(os.environ.get("BENCH_WORKER_THREADS", "16"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "3" if QUICK else "10"))
-MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300" if QUICK else "2000"))
+WORKERS = int(_size("BENCH_WORKERS", "2", "2", "1"))
+WORKER_THREADS = int(_size("BENCH_WORKER_THREADS", "16", "16", "4"))
+SECONDS = float(_size("BENCH_SECONDS", "10", "3", "0.5"))
+MESSAGES = int(_size("BENCH_MESSAGES", "2000", "300", "20"))
+E2E = {
+    "alerts": float(_size("BENCH_E2E_ALERTS", "2000", "300", "24")),
+    "callers": float(_size("BENCH_E2E_CALLERS", "16", "16", "4")),
+    "orgs": float(_size("BENCH_E2E_ORGS", "20", "20", "4")),
+    "load_seconds": float(_size("BENCH_E2E_LOAD_SECONDS", "600", "300", "60")),
+    "drain_seconds": float(_size("BENCH_E2E_DRAIN_SECONDS", "900", "300", "60")),
+}
 CALLERS = (1, 8, 32)
 LOAD_AT_START = 0.0  # the machine's 1-minute load average when the run began: other work skews every figure
-# Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py on another branch) owns that name.
+# Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py) owns that name.
 DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "ext_twilio_bench_load")
+E2E_DB_NAME = os.environ.get("BENCH_E2E_DATABASE_NAME", "ext_twilio_bench_e2e")
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('BENCH_REDIS_DB', '12'))}"
+E2E_REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('BENCH_E2E_REDIS_DB', '11'))}"
 
 
 def log(message: str) -> None:
@@ -73,8 +117,7 @@ def log(message: str) -> None:
 
 
 def ensure_services() -> None:
-    """Start PostgreSQL and Redis if they are not running (as .ci/run does), then a fresh bench
-    database and an empty Redis db 12."""
+    """Start PostgreSQL and Redis if they are not running (as .ci/run does)."""
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode != 0:
         version = sorted(os.listdir("/etc/postgresql"))[0]
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
@@ -103,13 +146,24 @@ def ensure_services() -> None:
         if pg and redis_ok:
             break
         time.sleep(1)
+
+
+def fresh_database(name: str, redis_url: str) -> None:
+    """A new, empty PostgreSQL database of the bench's own and its own Redis db, flushed."""
     import psycopg
     import redis
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- processes ---------------------------------------------------------------------------------------
@@ -274,6 +328,7 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    load_avg: float = 0.0  # the machine's 1-minute load average at the end of this point
 
 
 def load(port: int, path: str, secret: str, tenant: Tenant, callers: int, seconds: float, seed: int) -> Load:
@@ -302,7 +357,42 @@ def load(port: int, path: str, secret: str, tenant: Tenant, callers: int, second
         rps=len(ok) / elapsed,
         p50_ms=quantiles[49] * 1000,
         p99_ms=quantiles[98] * 1000,
+        load_avg=os.getloadavg()[0],
     )
+
+
+def accept_via_intake(port: int, secret: str, tenant: Tenant, key: str, recipients: list[str]) -> None:
+    """Signed `run` calls of 20 recipients each (SMS_MAX_RECIPIENTS' default), every one answered 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
+    try:
+        for n, start_at in enumerate(range(0, len(recipients), 20)):
+            envelope = {
+                "version": 20221218,
+                "idempotency_key": f"{key}-{n}",
+                "request": {
+                    "org": {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "dr-general/bench"},
+                    "action": "run",
+                    "data": {
+                        "body": "Detection: bench delivery",
+                        "from": "+15005550006",
+                        "to": ",".join(recipients[start_at : start_at + 20]),
+                    },
+                    "config": {},
+                },
+            }
+            body = json.dumps(envelope).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "lc-ext-sig": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+            }
+            conn.request("POST", "/extension/", gzip.compress(body), headers)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the intake answered {response.status}: {answer[:300]!r}")
+    finally:
+        conn.close()
 
 
 # --- the Twilio SDK limit ----------------------------------------------------------------------------
@@ -391,41 +481,108 @@ def machine() -> str:
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    unknown = set(SCENARIOS) - {"baseline", "e2e-embedded", "e2e-postgres", "classic"}
+    if unknown:
+        raise SystemExit(f"BENCH_SCENARIOS: unknown {', '.join(sorted(unknown))}")
     log(
-        f"{'quick' if QUICK else 'full'} run: {SECONDS:g} s per intake point, {MESSAGES} messages, "
+        f"{MODE} run of {', '.join(SCENARIOS)}: end to end {E2E['alerts']:g} alerts from {E2E['callers']:g} callers "
+        f"and {E2E['orgs']:g} organisations; {SECONDS:g} s per intake point, {MESSAGES} messages, "
         f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads"
     )
-    ensure_services()
+    if {"e2e-postgres", "classic"} & set(SCENARIOS):
+        ensure_services()
     global LOAD_AT_START
     LOAD_AT_START = os.getloadavg()[0]
 
-    from cryptography.fernet import Fernet
+    from bench import e2e
+
+    global REDIS_URL
+    processes: list[subprocess.Popen[bytes]] = []
+    if _flag("BENCH_OWN_REDIS") and "classic" in SCENARIOS:
+        # A Redis of the run's own (the smoke run in the tests: two test runs at once must not flush each
+        # other's queue), on a free port, gone with the run.
+        redis_port = free_port()
+        processes.append(
+            start(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                {**os.environ},
+                "redis",
+            )
+        )
+        REDIS_URL = f"redis://127.0.0.1:{redis_port}/0"
+
+        def redis_up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", redis_port)) == 0
+
+        wait_until(redis_up, 20, "the run's own Redis")
 
     tenant = Tenant()
+    orgs = [e2e.Org() for _ in range(int(E2E["orgs"]))]
+    tenants = VAR / "tenants.json"
+    tenants.write_text(json.dumps([asdict(tenant), *(asdict(o) for o in orgs)]))
+    fakes = start(
+        [PY, "-m", "bench.fakes", "--twilio-latency-ms", str(LATENCY_MS), "--tenants", str(tenants)],
+        {**os.environ},
+        "fakes",
+    )
+    processes.append(fakes)
+    try:
+        urls = wait_until(lambda: (VAR / "fakes.log").read_text().strip().splitlines()[:1], 30, "the fakes")
+        urls = json.loads(urls[0])
+        outcome: dict[str, Any] = {
+            "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "mode": MODE,
+            "scenarios": SCENARIOS,
+            "settings": {"twilio_latency_ms": LATENCY_MS, "end_to_end": E2E},
+            "end_to_end": [],
+        }
+        for name in SCENARIOS:
+            if name == "baseline":
+                scenario = e2e.run_baseline(VAR / "e2e-baseline", urls, orgs, E2E, log, free_port)
+            elif name == "e2e-embedded":
+                scenario = e2e.run_service("embedded", VAR / "e2e-embedded", urls, orgs, E2E, {}, log, free_port)
+            elif name == "e2e-postgres":
+                fresh_database(E2E_DB_NAME, E2E_REDIS_URL)
+                backend = {
+                    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{E2E_DB_NAME}",
+                    "CELERY_BROKER_URL": E2E_REDIS_URL,
+                }
+                try:
+                    scenario = e2e.run_service(
+                        "postgres", VAR / "e2e-postgres", urls, orgs, E2E, backend, log, free_port
+                    )
+                finally:
+                    if SMOKE:
+                        drop_database(E2E_DB_NAME)
+            else:
+                continue
+            outcome["end_to_end"].append(e2e.as_dict(scenario))
+        if "classic" in SCENARIOS:
+            classic = _classic(tenant, urls, processes)
+            outcome["settings"].update(classic.pop("settings"))
+            outcome.update(classic)
+        outcome["load_average"] = {"start": LOAD_AT_START, "end": os.getloadavg()[0]}
+        report(outcome)
+    finally:
+        for proc in reversed(processes):
+            stop(proc)
+    return 0
+
+
+def _classic(tenant: Tenant, urls: dict[str, str], processes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """The parts against their floors, on PostgreSQL + Redis of the bench's own."""
+    from cryptography.fernet import Fernet
+
+    fresh_database(DB_NAME, REDIS_URL)
     shared_secret = secrets.token_urlsafe(24)
     multiproc = VAR / "prometheus"
     subprocess.run(["rm", "-rf", str(multiproc)], check=True)
     multiproc.mkdir()
-    fakes = start(
-        [
-            PY,
-            "-m",
-            "bench.fakes",
-            "--twilio-latency-ms",
-            str(LATENCY_MS),
-            "--account",
-            f"{tenant.account_sid}:{tenant.auth_token}",
-            "--org",
-            f"{tenant.oid}:{tenant.jwt}:{tenant.account_sid}/{tenant.auth_token}",
-        ],
-        {**os.environ},
-        "fakes",
-    )
-    urls = wait_until(lambda: (VAR / "fakes.log").read_text().strip().splitlines()[:1], 30, "the fakes")
-    urls = json.loads(urls[0])
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EXT_TWILIO_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EXT_TWILIO_", "PYTEST_"))},
         "SECRET_KEY": secrets.token_urlsafe(40),
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "LC_SHARED_SECRET": shared_secret,
@@ -447,13 +604,14 @@ def main() -> int:
     }
     os.environ.update(env)  # this process uses the bench database too (to count and to enqueue)
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
-
-    processes: list[subprocess.Popen[bytes]] = [fakes]
     try:
         return _measure(env, tenant, shared_secret, urls, port, processes)
     finally:
-        for proc in reversed(processes):
-            stop(proc)
+        from django.db import connections
+
+        connections.close_all()
+        if SMOKE:
+            drop_database(DB_NAME)
 
 
 def _measure(
@@ -463,15 +621,13 @@ def _measure(
     urls: dict[str, str],
     port: int,
     processes: list[subprocess.Popen[bytes]],
-) -> int:
+) -> dict[str, Any]:
     import django
 
     django.setup()
     from django.db import connections
 
-    from deliveries import services
-    from deliveries.models import AlertRequest, Delivery, Organization
-    from deliveries.sms import prepare_body
+    from deliveries.models import AlertRequest, Delivery
 
     # The service's settings with bench/urls.py, which adds /bench/bare/ (the floor) to the service's URLs.
     web = start(
@@ -514,10 +670,12 @@ def _measure(
                 raise RuntimeError(f"{result.ok} calls answered 200 but only {persisted} persisted")
             if callers == max(CALLERS):
                 web_cost["cpu_ms_per_1000" if path == "/extension/" else "floor_cpu_ms_per_1000"] = cost
+                if path == "/extension/":
+                    web_cost["load_avg"] = result.load_avg
             intake.append(result)
             log(
                 f"intake {path:14} {callers:>2} callers: {result.rps:7.1f}/s  p50 {result.p50_ms:6.1f} ms  "
-                f"p99 {result.p99_ms:6.1f} ms  ({result.ok} ok, {result.errors} errors)"
+                f"p99 {result.p99_ms:6.1f} ms  ({result.ok} ok, {result.errors} errors; load {result.load_avg:.1f})"
             )
     web_cost["peak_rss_mb"] = peak_rss_mb(process_tree(web.pid))
     web_cost["processes"] = len(process_tree(web.pid))
@@ -566,44 +724,23 @@ def _measure(
         wait_until(ready, 60, f"worker {i}")
     names = [f"bench{i}@{socket.gethostname()}" for i in range(WORKERS)]
     celery_app.control.add_consumer(queue, destination=names, reply=True)
-    body = prepare_body("Detection: bench delivery", 1600)
-    services.deliveries_accept(
-        oid=tenant.oid,
-        idempotency_key="bench-warmup",
-        ident="",
-        inv_id="",
-        from_number="+15005550006",
-        recipients=[f"+1500556{i:04d}" for i in range(20)],
-        body=body,
-        account_sid=tenant.account_sid,
-        auth_token=tenant.auth_token,
-    )
+    # Deliveries are made as LimaCharlie makes them, through the intake (signed `run` calls, 20 recipients
+    # each), so that this phase depends on no internal API of the service.
+    accept_via_intake(port, shared_secret, tenant, "bench-warmup", [f"+1500556{i:04d}" for i in range(20)])
     wait_until(lambda: twilio_stats(urls["twilio"])["count"] >= 20, 60, "the warm-up deliveries")
     wait_until(
-        lambda: Delivery.objects.filter(idempotency_key="bench-warmup", status="queued").count() == 20,
+        lambda: Delivery.objects.filter(idempotency_key__startswith="bench-warmup-", status="queued").count() == 20,
         60,
         "the warm-up deliveries recorded",
     )
     celery_app.control.cancel_consumer(queue, destination=names, reply=True)
-    org = Organization.objects.get(oid=tenant.oid)
     twilio_stats(urls["twilio"], reset=True)
-    rows = [
-        Delivery(
-            organization=org,
-            idempotency_key="bench-delivery",
-            from_number="+15005550006",
-            to_number=f"+1{i:010d}",
-            body=body.text,
-            original_length=body.original_length,
-            encoding=body.encoding,
-            segments=body.segments,
-        )
-        for i in range(MESSAGES)
-    ]
-    Delivery.objects.bulk_create(rows, batch_size=1000)
-    ids = [str(d.id) for d in rows]
+    # Committed and enqueued (the intake enqueues on commit, before it answers), with no worker consuming.
+    accept_via_intake(
+        port, shared_secret, tenant, "bench-delivery", [f"+1{2_000_000_000 + i:010d}" for i in range(MESSAGES)]
+    )
+    connections.close_all()
     worker_pids = [p for w in workers for p in process_tree(w.pid)]
-    services.queue.send(ids)
     cpu0 = cpu_seconds(worker_pids)
     started = time.time()
     celery_app.control.add_consumer(queue, destination=names, reply=True)
@@ -611,7 +748,9 @@ def _measure(
     last = twilio_stats(urls["twilio"])["last_at"]
     delivered_rate = MESSAGES / (last - started)
     wait_until(
-        lambda: Delivery.objects.filter(idempotency_key="bench-delivery", status="queued").count() == MESSAGES,
+        lambda: (
+            Delivery.objects.filter(idempotency_key__startswith="bench-delivery-", status="queued").count() == MESSAGES
+        ),
         60,
         "every delivery recorded as queued",
     )
@@ -621,7 +760,9 @@ def _measure(
         "peak_rss_mb": peak_rss_mb(worker_pids),
         "processes": len(worker_pids),
     }
-    log(f"delivery: {MESSAGES} messages at {delivered_rate:.1f}/s")
+    delivery_load = os.getloadavg()[0]
+    worker_cost["load_avg"] = delivery_load
+    log(f"delivery: {MESSAGES} messages at {delivered_rate:.1f}/s (load average {delivery_load:.1f})")
     for w in workers:
         stop(w, timeout=60)
     connections.close_all()
@@ -630,28 +771,27 @@ def _measure(
     limit, limit_cpu = sdk_limit(urls["twilio"], tenant, WORKERS, WORKER_THREADS, MESSAGES)
     log(f"Twilio SDK loop: {limit:.1f}/s")
 
-    outcome = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
-        "mode": "quick" if QUICK else "full",
+    return {
         "settings": {
-            "twilio_latency_ms": LATENCY_MS,
             "seconds_per_intake_point": SECONDS,
             "messages": MESSAGES,
             "celery": f"{WORKERS} processes x {WORKER_THREADS} threads (--pool=threads)",
             "gunicorn": gunicorn_settings(env),
         },
         "intake": [asdict(r) for r in intake],
-        "delivery": {"messages": MESSAGES, "rate": delivered_rate, "limit": limit},
+        "delivery": {
+            "messages": MESSAGES,
+            "rate": delivered_rate,
+            "limit": limit,
+            "load_avg": delivery_load,
+            "limit_load_avg": os.getloadavg()[0],
+        },  # fmt: skip
         "cost": {
             "web": web_cost,
             "worker": worker_cost,
             "sdk_loop": {"cpu_ms_per_1000": limit_cpu, "processes": WORKERS},
         },
     }
-    report(outcome)
-    return 0
 
 
 def gunicorn_settings(env: dict[str, str]) -> str:
@@ -673,18 +813,85 @@ def gunicorn_settings(env: dict[str, str]) -> str:
 # --- the report -----------------------------------------------------------------------------------------
 
 
-def report(result: dict[str, Any]) -> None:
+def _verdict(met: bool) -> str:
+    return "met" if met else "missed"
+
+
+def end_to_end_lines(result: dict[str, Any]) -> list[str]:
+    """Issue 9's table: each system under the same load, with its ratios to the synchronous baseline."""
+    scenarios = result.get("end_to_end") or []
+    if not scenarios:
+        return []
+    e2e = result["settings"]["end_to_end"]
+    base = next((s for s in scenarios if s["kind"] == "baseline"), None)
+    lines = [
+        f"End to end: {e2e['alerts']:g} signed, gzipped `run` calls from {e2e['callers']:g} keep-alive callers, "
+        f"{e2e['orgs']:g} organisations each with its own Twilio account, one recipient per alert; the fake Twilio "
+        f"answers after {result['settings']['twilio_latency_ms']:g} ms. `make run` as it starts (bin/run: gunicorn "
+        "+ one Celery worker with beat, sharing the cores), default settings. Alert latency: from the intake's "
+        "200 answer to the POST's arrival at Twilio (the baseline posts before it answers, so its figure is "
+        "negative; the column after it counts from the call's start).",
+        "",
+        "| system | intake req/s | p50 / p99 ms | end-to-end msg/s | alert latency p50 / p99 ms | call → Twilio "
+        "p99 ms | at Twilio exactly once | intake × baseline | end to end × baseline | web CPU ms per call "
+        "| worker CPU ms per message | load avg (1 min) start / end |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in scenarios:
+        once = f"{s['at_twilio']} of {s['accepted']}"
+        if s["doubled"] or s["missing"] or s["unexpected"] or s["refused"]:
+            once += (
+                f" ({s['missing']} missing, {s['doubled']} doubled, {s['unexpected']} unexpected, "
+                f"{s['refused']} calls refused)"
+            )
+        if base and s is not base and base["intake_rps"] and base["e2e_rate"]:
+            ratios = f"{s['intake_rps'] / base['intake_rps']:.1f}× | {s['e2e_rate'] / base['e2e_rate']:.1f}×"
+        else:
+            ratios = "1.0× | 1.0×" if s is base else "– | –"
+        worker = f"{s['worker_cpu_ms_per_message']:.1f}" if s["kind"] == "service" else "–"
+        lines.append(
+            f"| {s['system']} | {s['intake_rps']:.1f} | {s['intake_p50_ms']:.0f} / {s['intake_p99_ms']:.0f} | "
+            f"{s['e2e_rate']:.1f} | {s['alert_p50_ms']:.0f} / {s['alert_p99_ms']:.0f} | {s['sent_p99_ms']:.0f} | "
+            f"{once} | {ratios} | {s['web_cpu_ms_per_call']:.1f} | {worker} | "
+            f"{s['load_start']:.1f} / {s['load_end']:.1f} |"
+        )
+    if base:
+        lines += ["", "| goal (issue 9), per backend | " + " | ".join(s["backend"] for s in scenarios if s is not base)
+                  + " |", "|---|" + "---|" * (len(scenarios) - 1)]  # fmt: skip
+        services_ = [s for s in scenarios if s is not base]
+
+        def row(label: str, check: Callable[[dict[str, Any]], bool]) -> None:
+            lines.append(f"| {label} | " + " | ".join(_verdict(check(s)) for s in services_) + " |")
+
+        row(
+            "end to end ≥ 3× the baseline, every accepted alert at Twilio once",
+            lambda s: (
+                bool(base["e2e_rate"])
+                and s["e2e_rate"] >= 3 * base["e2e_rate"]
+                and s["at_twilio"] == s["accepted"] == s["alerts"]
+            ),
+        )
+        row(
+            f"intake ≥ 10× the baseline, p99 ≤ 50 ms at {e2e['callers']:g} callers",
+            lambda s: (
+                bool(base["intake_rps"]) and s["intake_rps"] >= 10 * base["intake_rps"] and s["intake_p99_ms"] <= 50
+            ),
+        )
+        row("alert latency p99 ≤ 1 s", lambda s: s["drained"] and s["alert_p99_ms"] <= 1000)
+    return lines
+
+
+def classic_lines(result: dict[str, Any]) -> list[str]:
+    if "intake" not in result:
+        return []
     intake = {(r["endpoint"], r["callers"]): r for r in result["intake"]}
     lines = [
-        f"Run {result['when']} ({result['mode']}) on {result['machine']}; 1-minute load average "
-        f"{result['load_average']['start']:.1f} at the start, {result['load_average']['end']:.1f} at the end "
-        f"(other work on the machine).",
         f"gunicorn: {result['settings']['gunicorn']}; Celery: {result['settings']['celery']}; "
         f"fake Twilio answers after {result['settings']['twilio_latency_ms']:g} ms.",
         "",
         "| Intake (`run`, signed + gzipped) | callers | req/s | p50 ms | p99 ms | floor req/s (bare) | floor p99 ms "
-        "| ratio to floor | goal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| ratio to floor | goal | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for callers in CALLERS:
         svc, bare = intake[("/extension/", callers)], intake[("/bench/bare/", callers)]
@@ -694,40 +901,68 @@ def report(result: dict[str, Any]) -> None:
         lines.append(
             f"| accepted and persisted | {callers} | {svc['rps']:.0f} | {svc['p50_ms']:.1f} | "
             f"{svc['p99_ms']:.1f} | {bare['rps']:.0f} | {bare['p99_ms']:.1f} | {ratio:.2f} | "
-            f"{goal}: {'met' if met else 'missed'} |"
+            f"{goal}: {_verdict(met)} | {svc.get('load_avg', 0):.1f} |"
         )
     d = result["delivery"]
     ratio = d["rate"] / d["limit"] if d["limit"] else 0
     lines += [
         "",
         "| Delivery (accepted → received by fake Twilio) | messages | msg/s | limit (bare Twilio SDK loop) msg/s "
-        "| ratio to limit | goal |",
-        "|---|---:|---:|---:|---:|---|",
+        "| ratio to limit | goal | load avg |",
+        "|---|---:|---:|---:|---:|---|---:|",
         f"| {result['settings']['celery']} | {d['messages']} | {d['rate']:.0f} | {d['limit']:.0f} | {ratio:.2f} | "
-        f"≥ 0.50: {'met' if ratio >= 0.5 else 'missed'} |",
+        f"≥ 0.50: {_verdict(ratio >= 0.5)} | {d.get('load_avg', 0):.1f} |",
         "",
         "| Cost per process kind | processes | CPU ms per 1,000 messages | peak RSS (sum of processes) MB "
-        "| baseline CPU ms per 1,000 | ratio to baseline |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| baseline CPU ms per 1,000 | ratio to baseline | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     web, worker, sdk = result["cost"]["web"], result["cost"]["worker"], result["cost"]["sdk_loop"]
     lines.append(
         f"| web (gunicorn; `run` calls at {max(CALLERS)} callers) | {web['processes']} | "
         f"{web['cpu_ms_per_1000']:.0f} | {web['peak_rss_mb']:.0f} | {web['floor_cpu_ms_per_1000']:.0f} "
-        f"(bare endpoint) | {web['cpu_ms_per_1000'] / web['floor_cpu_ms_per_1000']:.1f}× |"
+        f"(bare endpoint) | {web['cpu_ms_per_1000'] / web['floor_cpu_ms_per_1000']:.1f}× | "
+        f"{web.get('load_avg', 0):.1f} |"
     )
     lines.append(
         f"| worker (Celery, thread pool) | {worker['processes']} | {worker['cpu_ms_per_1000']:.0f} | "
         f"{worker['peak_rss_mb']:.0f} | {sdk['cpu_ms_per_1000']:.0f} (bare SDK loop) | "
-        f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× |"
+        f"{worker['cpu_ms_per_1000'] / sdk['cpu_ms_per_1000']:.1f}× | {worker.get('load_avg', 0):.1f} |"
     )
+    worker_ms, web_ms = worker["cpu_ms_per_1000"] / 1000, web["cpu_ms_per_1000"] / 1000
+    lines += [
+        "",
+        f"- Worker CPU per message: {worker_ms:.1f} ms (goal ≤ 3 ms: {_verdict(worker_ms <= 3)}; "
+        f"load average {worker.get('load_avg', 0):.1f}).",
+        f"- Intake CPU per call: {web_ms:.1f} ms (goal ≤ 2 ms: {_verdict(web_ms <= 2)}; "
+        f"load average {web.get('load_avg', 0):.1f}).",
+    ]
+    return lines
+
+
+def report(result: dict[str, Any]) -> None:
+    lines = [
+        f"Run {result['when']} ({result['mode']}) on {result['machine']}; 1-minute load average "
+        f"{result['load_average']['start']:.1f} at the start, {result['load_average']['end']:.1f} at the end "
+        f"(other work on the machine).",
+        "",
+    ]
+    e2e = end_to_end_lines(result)
+    classic = classic_lines(result)
+    lines += e2e + ([""] if e2e and classic else []) + classic
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    for name in (f"{stamp}-{result['mode']}", f"latest-{result['mode']}"):
+    names = (
+        [f"latest-{result['mode']}"]
+        if result["mode"] == "smoke"
+        else [f"{stamp}-{result['mode']}", f"latest-{result['mode']}"]
+    )
+    for name in names:
         (RESULTS / f"{name}.md").write_text(table + "\n")
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    chart(result, RESULTS / f"latest-{result['mode']}.png")
+    if classic:
+        chart(result, RESULTS / f"latest-{result['mode']}.png")
     log(f"written to {RESULTS}/latest-{result['mode']}.* (md, json, and png when matplotlib is installed)")
 
 
@@ -736,7 +971,11 @@ def chart(result: dict[str, Any], path: Path) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        import logging
+
         import matplotlib.pyplot as plt
+
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     except ImportError:
         log("matplotlib is not installed (pip install -r bench/requirements.txt): no chart")
         return
