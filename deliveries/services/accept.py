@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from deliveries.models import AlertRequest, Delivery, Organization
-from deliveries.services import queue
+from deliveries.services import escalate, queue
 from deliveries.sms import PreparedBody
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def deliveries_accept(
     body: PreparedBody,
     account_sid: str,
     auth_token: str,
+    ack: escalate.AckPlan | None = None,
 ) -> Accepted:
     """Store the credential and one pending Delivery per recipient in one transaction, and enqueue
     their sends once it commits. A concurrent or replayed call with the same key gets the first
@@ -56,6 +57,7 @@ def deliveries_accept(
         with transaction.atomic():
             org, _ = Organization.objects.get_or_create(oid=oid)
             _save_credential(org, account_sid, auth_token, now)
+            first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
             deliveries = [
                 Delivery(
                     organization=org,
@@ -70,14 +72,19 @@ def deliveries_accept(
                     encoding=body.encoding,
                     segments=body.segments,
                     due_at=now,
+                    **escalate.ack_fields(ack, organization_id=org.id, to=to),
                 )
-                for to in recipients
+                for to in first
             ]
             Delivery.objects.bulk_create(deliveries)
-            reply = _reply(deliveries, body)
+            timers = escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)
+            reply = _reply(deliveries, body) | ({"next": later} if later else {})
             AlertRequest.objects.create(organization=org, idempotency_key=idempotency_key, reply=reply)
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
+            if timers and ack and ack.ack_within_seconds:
+                wait = ack.ack_within_seconds
+                transaction.on_commit(lambda: escalate.timers_enqueue(timers, wait))
     except IntegrityError:
         # Another call with this key committed first (LimaCharlie retried while we were working).
         previous = alert_request_reply(oid=oid, idempotency_key=idempotency_key)
@@ -91,7 +98,10 @@ def deliveries_accept(
 def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:
     """What LimaCharlie gets back (and a repeat of the call gets again)."""
     return {
-        "deliveries": [{"id": str(d.id), "to": d.to_number, "status": d.status} for d in deliveries],
+        "deliveries": [
+            {"id": str(d.id), "to": d.to_number, "status": d.status, **({"ack_code": d.ack_code} if d.ack_code else {})}
+            for d in deliveries
+        ],
         "segments": body.segments,
         "truncated": body.truncated,
     }

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery, Organization
 from deliveries.observability import logcontext, metrics
-from deliveries.services import flood, queue
+from deliveries.services import calls, flood, queue
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.receipts import opt_out_record
 from deliveries.twilio import client as twilio
@@ -107,12 +107,16 @@ def post(delivery: Delivery) -> twilio.SendResult:
             duration_ms=0,
             twilio_message="No Twilio credential is stored for this organisation (it unsubscribed).",
         )
+    if delivery.channel == Delivery.Channel.VOICE:  # issue 11: an escalation's call
+        result = calls.call_post(delivery)
+        metrics.twilio_call(result.outcome.value, result.duration_ms)
+        return result
     result = twilio.send_sms(
         account_sid=org.twilio_account_sid,
         auth_token=org.twilio_auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        body=delivery.body,
+        body=delivery.text_sent,  # issue 11: with the acknowledgement instruction
         validity_period=settings.TWILIO_VALIDITY_PERIOD,
         status_callback=status_callback_url(delivery),
     )
