@@ -9,6 +9,14 @@ from typing import Any
 CONFIG_TWILIO_SECRET = "twilio_secret"
 CONFIG_DEFAULT_FROM = "default_from"
 CONFIG_MESSAGING_SERVICE = "messaging_service_sid"
+CONFIG_ACK_BY_REPLY = "ack_by_reply"
+CONFIG_ACK_NOTIFY_OTHERS = "ack_notify_others"
+ESCALATIONS = ("call", "next")
+ACK_WITHIN_MAX_MINUTES = 1440
+
+# E.164 for LimaCharlie's forms (`filter.valid_re`; D&R rules are checked by the intake instead).
+E164_RE = r"^\+[1-9][0-9]{6,14}$"
+SENDER_RE = r"^(\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$"
 
 
 def _field(label: str, description: str, data_type: str, index: int, **extra: Any) -> dict[str, Any]:
@@ -24,7 +32,7 @@ def extension_schema() -> dict[str, Any]:
                     "Twilio credential",
                     "The secret in this organisation's Secrets Manager that holds your Twilio credential as "
                     "ACCOUNT_SID/AUTH_TOKEN (e.g. AC0123…/your-auth-token). Give its name or hive://secret/NAME.",
-                    "string",
+                    "secret",  # LimaCharlie's UI shows a picker of the organisation's secrets
                     1,
                     placeholder="hive://secret/twilio",
                     default_value="hive://secret/twilio",
@@ -35,6 +43,7 @@ def extension_schema() -> dict[str, Any]:
                     "string",
                     2,
                     placeholder="+14155550100",
+                    filter={"valid_re": E164_RE},
                 ),
                 CONFIG_MESSAGING_SERVICE: _field(
                     "Messaging Service SID",
@@ -43,6 +52,21 @@ def extension_schema() -> dict[str, Any]:
                     "string",
                     3,
                     placeholder="MG0123456789abcdef0123456789abcdef",
+                ),
+                CONFIG_ACK_BY_REPLY: _field(
+                    "Acknowledge by reply",
+                    "Append 'Reply CODE to acknowledge' to every alert text (on by default). Wire the Twilio "
+                    "number's incoming-message webhook to this service's /twilio/inbound/<org id>/ URL.",
+                    "bool",
+                    4,
+                    default_value=True,
+                ),
+                CONFIG_ACK_NOTIFY_OTHERS: _field(
+                    "Tell the others",
+                    "When one recipient acknowledges, text the alert's other recipients 'acknowledged by ...'.",
+                    "bool",
+                    5,
+                    default_value=False,
                 ),
             },
             "requirements": [],
@@ -74,13 +98,16 @@ def extension_schema() -> dict[str, Any]:
                             "string",
                             2,
                             placeholder="+14155550100",
+                            filter={"valid_re": SENDER_RE},
                         ),
                         "to": _field(
                             "To",
-                            "The phone number to text, in E.164 form. Separate several numbers with commas.",
+                            "The phone numbers to text, in E.164 form: a list, or one string separated by commas.",
                             "string",
                             3,
-                            placeholder="+14155550100,+14155550101",
+                            placeholder="+14155550100",
+                            is_list=True,
+                            filter={"valid_re": E164_RE},
                         ),
                         "secret": _field(
                             "Twilio credential (override)",
@@ -88,12 +115,54 @@ def extension_schema() -> dict[str, Any]:
                             "secret",
                             4,
                         ),
+                        "ack_within": _field(
+                            "Acknowledge within (minutes)",
+                            "Optional. Minutes a recipient has to acknowledge before 'escalate' happens.",
+                            "integer",
+                            5,
+                            filter={"min": 1, "max": ACK_WITHIN_MAX_MINUTES},
+                        ),
+                        "escalate": _field(
+                            "Escalate",
+                            "With ack_within: 'call' phones the same recipient (press 1 to acknowledge); 'next' texts "
+                            "the recipients in 'to' one after another instead of all at once.",
+                            "enum",
+                            6,
+                            enum_values=list(ESCALATIONS),
+                        ),
                     },
                     "requirements": [["body"], ["to"]],
                 },
+                "messages": {
+                    "in_progress": "Recording the texts...",
+                    "success": "Accepted: the texts are being sent. Follow them in the ext-twilio audit desk.",
+                    "error": "The texts were not accepted.",
+                },
                 "response": {
                     "fields": {
-                        "deliveries": _field("Deliveries", "One entry per recipient: id, to and status.", "json", 1),
+                        "deliveries": _field(
+                            "Deliveries",
+                            "One entry per recipient texted now.",
+                            "object",
+                            1,
+                            is_list=True,
+                            object={
+                                "fields": {
+                                    "id": _field("Delivery", "The delivery's id in the audit desk.", "string", 1),
+                                    "to": _field("To", "The recipient.", "string", 2),
+                                    "status": _field("Status", "pending when accepted.", "string", 3),
+                                    "ack_code": _field(
+                                        "Code", "What the recipient replies to acknowledge.", "string", 4
+                                    ),
+                                },
+                                "requirements": [],
+                            },
+                        ),
+                        "segments": _field("Segments", "SMS segments per text (what Twilio bills).", "integer", 2),
+                        "truncated": _field("Truncated", "Whether the body was cut to fit.", "bool", 3),
+                        "next": _field(
+                            "Next", "With escalate: next, the recipients still to try.", "string", 4, is_list=True
+                        ),
                     },
                     "requirements": [],
                 },
