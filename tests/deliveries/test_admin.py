@@ -52,6 +52,7 @@ def _listed(response: Any) -> list[Delivery]:
 def test_the_roles_migration_creates_both_groups_with_their_permissions() -> None:
     perms = {g.name: sorted(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
     view = ["view_attempt", "view_delivery", "view_errorreport", "view_optout", "view_organization", "view_statusevent"]
+    view = sorted([*view, "view_inboundmessage", "view_escalation"])  # migration 0008 (issue 11)
     assert perms == {"SOC lead": view, "Operator": sorted([*view, "resend_delivery", "clear_optout"])}
 
 
