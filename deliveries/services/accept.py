@@ -77,14 +77,11 @@ def deliveries_accept(
                 for to in first
             ]
             Delivery.objects.bulk_create(deliveries)
-            timers = escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)
+            escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
             reply = _reply(deliveries, body) | ({"next": later} if later else {})
             AlertRequest.objects.create(organization=org, idempotency_key=idempotency_key, reply=reply)
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
-            if timers and ack and ack.ack_within_seconds:
-                wait = ack.ack_within_seconds
-                transaction.on_commit(lambda: escalate.timers_enqueue(timers, wait))
     except IntegrityError:
         # Another call with this key committed first (LimaCharlie retried while we were working).
         previous = alert_request_reply(oid=oid, idempotency_key=idempotency_key)

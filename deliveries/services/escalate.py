@@ -57,10 +57,12 @@ def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str) -> dict[s
 
 
 def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequence[str], now: datetime) -> list[str]:
-    """One timer per alert text (`call`), or one for the first recipient (`next`), in the caller's
-    transaction. Returns their ids, to enqueue once it commits (timers_enqueue)."""
+    """One timer per alert text (`call`), or one for the first recipient (`next`, when there is a
+    next one), in the caller's transaction; their countdown tasks are enqueued once it commits."""
     if plan is None or not plan.escalate or not plan.ack_within_seconds:
         return []
+    if plan.escalate == Action.NEXT and not later:
+        return []  # one recipient: nobody to escalate to
     due = now + timedelta(seconds=plan.ack_within_seconds)
     timers = [
         Escalation(
@@ -73,7 +75,9 @@ def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequ
         for alert in alerts
     ]
     Escalation.objects.bulk_create(timers)
-    return [str(t.id) for t in timers]
+    ids, wait = [str(t.id) for t in timers], plan.ack_within_seconds
+    transaction.on_commit(lambda: timers_enqueue(ids, wait))
+    return ids
 
 
 def timers_enqueue(timer_ids: Sequence[str], seconds: float) -> int:
@@ -104,7 +108,8 @@ def escalation_fire(*, timer_id: str) -> str:
         transaction.on_commit(lambda: queue.send(ids))
         if follow:
             transaction.on_commit(lambda: timers_enqueue(follow, timer.ack_within_seconds))
-    metrics.escalated(timer.action)
+    if step:
+        metrics.escalated(timer.action)
     logger.info("escalation %s of delivery %s fired: %s", timer.action, alert.id, step.id if step else "end of list")
     return timer.state
 

@@ -65,7 +65,9 @@ def inbound_message_record(*, oid: str, url: str, params: dict[str, str], signat
             payload=params,
         )
         senders = {report.to_number, params.get("MessagingServiceSid", "")} - {""}
-        if report.keyword == "stop":
+        if report.keyword in ("stop", "start") and not _is_e164(report.from_number):
+            reply = ""  # e.g. a WhatsApp sender: not a recipient this service texts
+        elif report.keyword == "stop":
             _opt_out(org, message, senders)
             reply = ""  # Twilio confirms an opt-out itself, and blocks anything we would add
         elif report.keyword == "start":
@@ -79,6 +81,10 @@ def inbound_message_record(*, oid: str, url: str, params: dict[str, str], signat
         message.save(update_fields=["reply", "meaning", "acknowledged"])
     logger.info("inbound %s from %s for organisation %s", message.meaning, report.from_number, oid)
     return InboundAnswer(WebhookResult.STORED, messaging_twiml(reply))
+
+
+def _is_e164(number: str) -> bool:
+    return number.startswith("+") and number[1:].isdigit() and len(number) <= 16
 
 
 def _opt_out(org: Organization, message: InboundMessage, senders: set[str]) -> None:
