@@ -235,3 +235,8 @@ def test_a_yaml_list_of_recipients_is_accepted(intake: Intake, tenant: Tenant) -
     response = intake.send("request", run_block(tenant, to=[tenant.recipient, SECOND]))
     assert response.status_code == 200
     assert set(Delivery.objects.values_list("to_number", flat=True)) == {tenant.recipient, SECOND}
+
+
+def test_next_with_a_single_recipient_times_nothing(intake: Intake, tenant: Tenant) -> None:
+    _run(intake, tenant, ack_within="5", escalate="next")
+    assert Escalation.objects.count() == 0 and Delivery.objects.count() == 1

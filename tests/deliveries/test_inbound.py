@@ -188,3 +188,13 @@ def test_the_others_can_be_told_who_acknowledged(
     notice = Delivery.objects.get(kind="notice")
     assert notice.to_number == OTHER and notice.status == "queued"
     assert fake_twilio.posts()[-1]["Body"].startswith(f"ext-twilio: acknowledged by {tenant.recipient} at ")
+
+
+def test_conf_validation_reports_the_inbound_webhook_url(intake: Intake, tenant: Tenant) -> None:
+    block = {"org": {"oid": tenant.oid, "jwt": tenant.jwt, "ident": "x"}, "conf": {"ack_by_reply": True}}
+    response = intake.send("conf_validation", block)
+    assert response.status_code == 200
+    assert response.json()["data"] == {"inbound_webhook_url": f"{PUBLIC_BASE_URL}/twilio/inbound/{tenant.oid}/"}
+    block["conf"] = {"ack_by_reply": "sometimes"}
+    refused = intake.send("conf_validation", block)
+    assert refused.status_code == 400 and "ack_by_reply must be true or false" in refused.json()["error"]
