@@ -145,3 +145,29 @@ def test_nothing_is_sent_or_called_after_an_acknowledgement(
     time.sleep(6)  # both timers' countdowns have run out
     assert len(fake_twilio.message_posts()) == 2 and fake_twilio.call_posts() == []
     assert set(Escalation.objects.values_list("state", flat=True)) == {"cancelled"}
+
+
+def test_a_lost_timer_is_fired_by_the_sweeper_and_an_ambiguous_call_is_never_placed_twice(
+    celery_worker: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deliveries import services
+
+    intake.run(tenant, body="timer lost with the broker", ack_within="10", escalate="call")
+    _sent(fake_twilio, 1)
+    # Its countdown task is 10 minutes away; pretend it was lost and the moment has long passed.
+    Escalation.objects.update(due_at=timezone.now() - timedelta(seconds=settings.SWEEP_PENDING_SECONDS + 5))
+    fake_twilio.plan("500")  # the call's POST: nothing created, an ambiguous answer
+
+    services.deliveries_sweep()
+
+    call = wait_for(lambda: Delivery.objects.filter(channel="voice", status="failed").first(), timeout=45)
+    assert list(call.attempts.values_list("trigger", "outcome")) == [
+        ("automatic", "ambiguous"),
+        ("reconcile", "not_found_on_reconcile"),
+    ]
+    time.sleep(2)
+    assert len(fake_twilio.call_posts()) == 1 and Escalation.objects.get().state == "fired"
