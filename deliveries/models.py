@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from deliveries.fields import EncryptedTextField
+from deliveries.sms import ack_instruction
 from deliveries.status import Status
 
 
@@ -91,6 +93,11 @@ class Delivery(models.Model):
     class Kind(models.TextChoices):
         ALERT = "alert", "Alert"
         SUMMARY = "summary", "Flood-control summary"
+        NOTICE = "notice", "Acknowledgement notice"
+
+    class Channel(models.TextChoices):
+        SMS = "sms", "SMS"
+        VOICE = "voice", "Voice call"
 
     class Hold(models.TextChoices):
         """Why a delivery was deliberately not sent."""
@@ -99,6 +106,7 @@ class Delivery(models.Model):
         DUPLICATE = "duplicate", "Same text to the same recipient shortly before"
         RECIPIENT_LIMIT = "recipient_limit", "Recipient's limit reached"
         ORG_LIMIT = "org_limit", "Organisation's limit reached"
+        ACKNOWLEDGED = "acknowledged", "The alert was acknowledged first"
 
     FLOOD_HOLDS = frozenset({Hold.DUPLICATE, Hold.RECIPIENT_LIMIT, Hold.ORG_LIMIT})
 
@@ -121,7 +129,10 @@ class Delivery(models.Model):
     inv_id = models.CharField("investigation id", max_length=255, blank=True)
     from_number = models.CharField("from", max_length=34, help_text="E.164 number or Messaging Service SID")
     to_number = models.CharField("to", max_length=16)
-    body = models.TextField(help_text="As sent to Twilio, after normalisation and truncation.")
+    body = models.TextField(
+        help_text="The alert text after normalisation and truncation; a text also carries the acknowledgement "
+        "instruction when it has an ack code (see text_sent), a call reads it out."
+    )
     original_length = models.PositiveIntegerField()
     truncated = models.BooleanField(default=False)
     encoding = models.CharField(max_length=4, choices=Encoding.choices)
@@ -137,6 +148,24 @@ class Delivery(models.Model):
         on_delete=models.PROTECT,
         related_name="summarized",
         help_text="The summary text that told the recipient about this held-back alert.",
+    )
+    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.SMS)
+    # Acknowledgement (services.acknowledge). The code is what the recipient replies with; it is
+    # unique among the recipient's unacknowledged alerts of the organisation, so a reply names one.
+    ack_code = models.CharField("acknowledgement code", max_length=8, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField("acknowledged by", max_length=16, blank=True)
+    ack_channel = models.CharField("acknowledged by channel", max_length=8, choices=Channel.choices, blank=True)
+    notify_on_ack = models.BooleanField(
+        default=False, help_text="Text the alert's other recipients who acknowledged it (the configuration's choice)."
+    )
+    escalates = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="escalations",
+        help_text="For a call: the alert text whose acknowledgement it asks for.",
     )
     twilio_sid = models.CharField(max_length=34, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
@@ -199,6 +228,22 @@ class Delivery(models.Model):
             models.Index(fields=["last_outcome", "-created_at", "-id"], name="delivery_outcome_created_id"),
             models.Index(fields=["last_trigger", "-created_at", "-id"], name="delivery_trigger_created_id"),
             models.Index(fields=["hold", "-created_at", "-id"], name="delivery_hold_created_id", condition=~Q(hold="")),
+            # The inbound reply: a recipient's unacknowledged alerts with a code.
+            models.Index(
+                fields=["organization", "to_number", "ack_code"],
+                name="delivery_ack_open",
+                condition=~Q(ack_code="") & Q(acknowledged_at__isnull=True),
+            ),
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="delivery_unacked_created_id",
+                condition=~Q(ack_code="") & Q(acknowledged_at__isnull=True),
+            ),
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="delivery_acked_created_id",
+                condition=Q(acknowledged_at__isnull=False),
+            ),
             # The sweeper: rows of a status whose task is overdue.
             models.Index(fields=["status", "due_at"], name="delivery_status_due", condition=Q(due_at__isnull=False)),
         ]
@@ -206,6 +251,15 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.to_number} ({self.status})"
+
+    @property
+    def text_sent(self) -> str:
+        """What the handset gets: the alert, and the instruction to acknowledge when it has a code."""
+        return self.body + ack_instruction(self.ack_code) if self.ack_code else self.body
+
+    @property
+    def time_to_ack(self) -> timedelta | None:
+        return self.acknowledged_at - self.created_at if self.acknowledged_at else None
 
 
 class Attempt(models.Model):
@@ -282,6 +336,14 @@ class OptOut(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     cleared_reason = models.TextField(blank=True)
+    # Set when the recipient themselves texted STOP / START (an inbound message), rather than
+    # Twilio answering 21610 or an operator clearing it.
+    source_inbound = models.ForeignKey(
+        "InboundMessage", null=True, blank=True, on_delete=models.PROTECT, related_name="opt_outs_started"
+    )
+    cleared_by_inbound = models.ForeignKey(
+        "InboundMessage", null=True, blank=True, on_delete=models.PROTECT, related_name="opt_outs_cleared"
+    )
 
     class Meta:
         constraints = [
@@ -309,3 +371,66 @@ class ErrorReport(models.Model):
 
     def __str__(self) -> str:
         return f"error report from {self.oid or 'LimaCharlie'}"
+
+
+class InboundMessage(models.Model):
+    """One message a person sent to an organisation's Twilio number, kept whole for audit."""
+
+    class Meaning(models.TextChoices):
+        STOP = "stop", "Opt-out (STOP)"
+        START = "start", "Opt-in (START)"
+        HELP = "help", "Help"
+        ACK = "ack", "Acknowledgement"
+        UNMATCHED = "unmatched", "No valid code"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="inbound_messages")
+    message_sid = models.CharField(max_length=34, blank=True)
+    from_number = models.CharField("from", max_length=34)
+    to_number = models.CharField("to", max_length=34)
+    body = models.TextField(blank=True)
+    meaning = models.CharField(max_length=16, choices=Meaning.choices)
+    acknowledged = models.ForeignKey(
+        Delivery, null=True, blank=True, on_delete=models.PROTECT, related_name="acknowledging_messages"
+    )
+    reply = models.TextField(blank=True, help_text="What we answered (TwiML <Message>), if anything.")
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["from_number", "-received_at"], name="inbound_from_received")]
+
+    def __str__(self) -> str:
+        return f"{self.meaning} from {self.from_number}"
+
+
+class Escalation(models.Model):
+    """A timer: if `alert` is not acknowledged by `due_at`, do `action`. A Celery task with that
+    countdown fires it; the row is what survives a lost task (the sweeper fires overdue ones). It
+    fires at most once (`waiting` -> `fired` by a conditional update) and an acknowledgement cancels it."""
+
+    class Action(models.TextChoices):
+        CALL = "call", "Call the same recipient"
+        NEXT = "next", "Text the next recipient"
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        FIRED = "fired", "Fired"
+        CANCELLED = "cancelled", "Cancelled (acknowledged)"
+
+    alert = models.ForeignKey(Delivery, on_delete=models.PROTECT, related_name="timers")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    ack_within_seconds = models.PositiveIntegerField()
+    remaining = models.JSONField(default=list, blank=True, help_text="For `next`: the recipients still to try.")
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    result = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "action"], name="one_timer_per_alert_and_action")]
+        indexes = [models.Index(fields=["state", "due_at"], name="escalation_state_due", condition=Q(state="waiting"))]
+
+    def __str__(self) -> str:
+        return f"{self.action} after {self.ack_within_seconds} s ({self.state})"

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import phonenumbers
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
+from phonenumbers import CountryCodeSource
 
 from deliveries import status as statuses
 from deliveries.models import Attempt, Delivery, OptOut, StatusEvent
@@ -64,7 +66,32 @@ def delivery_search_q(term: str) -> Q:
     number = as_e164(term)
     if number:
         q |= Q(to_number=number)
+    national = national_candidates(term)
+    if national:
+        q |= Q(to_number__in=national)
     return q
+
+
+def national_candidates(term: str) -> list[str]:
+    """A number typed without its country code (`(415) 555-0141`, `415-555-0141`, `020 7946 0018`):
+    the E.164 numbers it could be the national form of, in any country (a few dozen equality probes
+    of the to_number index). An operator searching
+    wants every match; the intake still never guesses a country for a recipient."""
+    text = term.strip()
+    compact = _NUMBER_PUNCTUATION.sub("", text)
+    if text.startswith("+") or compact.startswith("00") or not compact.isdigit() or not 6 <= len(compact) <= 15:
+        return []
+    found = set()
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        try:
+            parsed = phonenumbers.parse(compact, region, keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            continue
+        if parsed.country_code_source == CountryCodeSource.FROM_DEFAULT_COUNTRY and phonenumbers.is_possible_number(
+            parsed
+        ):
+            found.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return sorted(found)
 
 
 # --- opt-outs ------------------------------------------------------------------------------------------
@@ -98,9 +125,10 @@ def opted_out_pairs(*, deliveries: Iterable[Delivery]) -> set[tuple[int, str, st
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # "attempt" or "status"
+    kind: str  # "attempt", "status", "ack" or "escalation"
     attempt: Attempt | None = None
     event: StatusEvent | None = None
+    text: str = ""  # "ack" and "escalation": what happened, in words
 
 
 def delivery_timeline(*, delivery: Delivery) -> list[TimelineEntry]:
@@ -113,8 +141,35 @@ def delivery_timeline(*, delivery: Delivery) -> list[TimelineEntry]:
         TimelineEntry(at=e.received_at, kind="status", event=e)
         for e in delivery.status_events.order_by("received_at", "id")
     ]
+    entries += _acknowledgement_entries(delivery)
     # Stable sort: attempts keep their number order when two share a timestamp.
     return sorted(entries, key=lambda e: e.at)
+
+
+def _acknowledgement_entries(delivery: Delivery) -> list[TimelineEntry]:
+    """The acknowledgement (who, by which channel) and the escalation timers, fired or not."""
+    entries = []
+    if delivery.acknowledged_at:
+        waited = delivery.acknowledged_at - delivery.created_at
+        entries.append(
+            TimelineEntry(
+                at=delivery.acknowledged_at,
+                kind="ack",
+                text=f"acknowledged by {delivery.acknowledged_by} ({delivery.get_ack_channel_display()}), "
+                f"{int(waited.total_seconds())} s after the alert",
+            )
+        )
+    for timer in delivery.timers.all():
+        when = timer.fired_at or timer.due_at
+        entries.append(
+            TimelineEntry(
+                at=when,
+                kind="escalation",
+                text=f"{timer.get_action_display()} if not acknowledged within {timer.ack_within_seconds} s: "
+                f"{timer.get_state_display()}",
+            )
+        )
+    return entries
 
 
 # --- at a glance ---------------------------------------------------------------------------------
@@ -142,6 +197,7 @@ class Glance:
     ambiguous: int
     failed_24h: int
     since_24h: datetime
+    unacknowledged: int = 0  # alerts with a code that nobody has acknowledged, last 24 h
 
 
 def deliveries_per_hour(*, since: datetime, until: datetime) -> HourlySeries:
@@ -184,6 +240,9 @@ def at_a_glance(*, now: datetime | None = None) -> Glance:
         ambiguous=current.get(Status.AMBIGUOUS, 0),
         failed_24h=Delivery.objects.filter(status=Status.FAILED, created_at__gte=since_24h).count(),
         since_24h=since_24h,
+        unacknowledged=Delivery.objects.filter(created_at__gte=since_24h, acknowledged_at__isnull=True)
+        .exclude(ack_code="")
+        .count(),
     )
 
 

@@ -105,6 +105,11 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 32 else value[:29] + "...")
 
 
+def ack_instruction(code: str) -> str:
+    """The line appended to an alert text that can be acknowledged (README "What a recipient sees")."""
+    return f"\nReply {code} to acknowledge"
+
+
 @dataclass(frozen=True)
 class PreparedBody:
     text: str
@@ -114,14 +119,17 @@ class PreparedBody:
     segments: int
 
 
-def prepare_body(raw: str, max_chars: int) -> PreparedBody:
-    """Normalise, cap at `max_chars` with a visible marker, and work out encoding and segments."""
+def prepare_body(raw: str, max_chars: int, suffix: str = "") -> PreparedBody:
+    """Normalise, cap at `max_chars` with a visible marker, and work out encoding and segments.
+    `suffix` (the acknowledgement instruction, GSM-7) is appended when sent: it takes room from the
+    cap and counts toward the segments, but is not part of the returned text."""
     text = raw.translate(_PLAIN_EQUIVALENTS).strip()
     original_length = len(raw)
-    truncated = len(text) > max_chars
+    room = max_chars - len(suffix)
+    truncated = len(text) > room
     if truncated:
-        text = text[: max_chars - len(TRUNCATION_MARKER)].rstrip() + TRUNCATION_MARKER
-    encoding, segments = encoding_and_segments(text)
+        text = text[: room - len(TRUNCATION_MARKER)].rstrip() + TRUNCATION_MARKER
+    encoding, segments = encoding_and_segments(text + suffix)
     return PreparedBody(text, original_length, truncated, encoding, segments)
 
 

@@ -54,7 +54,7 @@ class Meaning:
     rank: int  # a status only ever moves to a higher rank; our own states before Twilio's are 0
     colour: str  # the desk's badge
     outcome_class: OutcomeClass
-    twilio: tuple[str, ...] = ()  # Twilio message statuses that mean this status
+    twilio: tuple[str, ...] = ()  # Twilio message (and call) statuses that mean this status
 
     @property
     def resendable(self) -> bool:
@@ -70,9 +70,9 @@ STATUSES: dict[Status, Meaning] = {
     Status.AMBIGUOUS: Meaning(False, False, True, 0, "#b45309", _.AMBIGUOUS),
     Status.QUEUED: Meaning(False, False, True, 1, "#0e7490", _.SENT, ("queued", "sending")),
     Status.ACCEPTED: Meaning(False, False, True, 1, "#0e7490", _.SENT, ("accepted", "scheduled")),
-    Status.SENT: Meaning(False, False, True, 3, "#15803d", _.SENT, ("sent",)),
-    Status.DELIVERED: Meaning(False, True, False, 4, "#166534", _.SENT, ("delivered", "read")),
-    Status.UNDELIVERED: Meaning(False, True, False, 4, "#b91c1c", _.FAILED, ("undelivered",)),
+    Status.SENT: Meaning(False, False, True, 3, "#15803d", _.SENT, ("sent", "ringing", "in-progress")),
+    Status.DELIVERED: Meaning(False, True, False, 4, "#166534", _.SENT, ("delivered", "read", "completed")),
+    Status.UNDELIVERED: Meaning(False, True, False, 4, "#b91c1c", _.FAILED, ("undelivered", "busy", "no-answer")),
     Status.FAILED: Meaning(False, True, False, 4, "#b91c1c", _.FAILED, ("failed", "canceled")),
     Status.SUPPRESSED: Meaning(False, True, False, 4, "#7c3aed", _.SUPPRESSED),
 }

@@ -7,7 +7,7 @@ from celery import shared_task
 
 from deliveries import services
 from deliveries.observability import logcontext
-from deliveries.services.queue import RECONCILE_TASK, SEND_TASK
+from deliveries.services.queue import ESCALATE_TASK, RECONCILE_TASK, SEND_TASK
 
 
 @shared_task(name=SEND_TASK)
@@ -34,3 +34,9 @@ def reconcile_delivery(delivery_id: str) -> str:
 @shared_task(name="deliveries.sweep")
 def sweep() -> str:
     return str(services.deliveries_sweep())
+
+
+@shared_task(name=ESCALATE_TASK)
+def escalate(timer_id: str) -> str:
+    # An escalation timer's countdown ran out (or the sweeper found it overdue): the service decides.
+    return services.escalation_fire(timer_id=timer_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -27,6 +29,27 @@ _Callback = inline_serializer(
         "To": serializers.CharField(),
         "ErrorCode": serializers.CharField(required=False, help_text="On failed and undelivered."),
     },
+)
+
+
+def _signed(request: Request) -> dict[str, Any]:
+    """The URL Twilio signed, the form and the signature. Behind a TLS-terminating proxy this process
+    sees another scheme/host, so the public URL is rebuilt from PUBLIC_BASE_URL when it is set."""
+    path = request.get_full_path()
+    url = f"{settings.PUBLIC_BASE_URL}{path}" if settings.PUBLIC_BASE_URL else request.build_absolute_uri(path)
+    return {
+        "url": url,
+        "params": {key: request.POST.get(key, "") for key in request.POST},
+        "signature": request.headers.get("X-Twilio-Signature", ""),
+    }
+
+
+_SIGNATURE = OpenApiParameter(
+    "X-Twilio-Signature",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="base64 HMAC-SHA1 of the URL and the sorted form fields, keyed by the Auth Token.",
 )
 
 
@@ -58,17 +81,50 @@ class StatusCallbackView(APIView):
         tags=["twilio"],
     )
     def post(self, request: Request, delivery_id: UUID) -> Response:
-        # Twilio signs the URL it called. Behind a TLS-terminating proxy this process sees another
-        # scheme/host, so the public URL is rebuilt from PUBLIC_BASE_URL when it is set.
-        path = request.get_full_path()
-        url = f"{settings.PUBLIC_BASE_URL}{path}" if settings.PUBLIC_BASE_URL else request.build_absolute_uri(path)
-        result = services.status_callback_record(
-            delivery_id=str(delivery_id),
-            url=url,
-            params={key: request.POST.get(key, "") for key in request.POST},
-            signature=request.headers.get("X-Twilio-Signature", ""),
-        )
+        result = services.status_callback_record(delivery_id=str(delivery_id), **_signed(request))
         if result == services.CallbackResult.FORGED:
             return Response(status=403)
         # An unknown id still answers 200, so that Twilio does not keep retrying it.
         return Response(status=200)
+
+
+class _TwimlWebhook(APIView):
+    """Twilio's webhooks that answer with TwiML. 403 when the signature is missing or wrong (or
+    nothing can check it), and nothing is stored."""
+
+    authentication_classes: list[type[BaseAuthentication]] = []  # X-Twilio-Signature, checked per account
+    permission_classes: list[type[BasePermission]] = []
+    parser_classes = [FormParser]
+
+    def _answer(self, answer: services.InboundAnswer) -> HttpResponse:
+        if answer.result != services.WebhookResult.STORED:
+            return HttpResponse(status=403)
+        return HttpResponse(answer.twiml, content_type="text/xml")
+
+
+class InboundMessageView(_TwimlWebhook):
+    @extend_schema(
+        summary="Twilio inbound message (a number's or Messaging Service's webhook)",
+        description="A person's text to the organisation's Twilio number. Checked with X-Twilio-Signature and "
+        "an Auth Token that organisation's alerts were sent with (for the AccountSid given); stored; STOP / START / HELP and acknowledgement codes are acted on. "
+        "Answers TwiML.",
+        parameters=[_SIGNATURE],
+        request={"application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
+        responses={200: OpenApiResponse(description="TwiML"), 403: OpenApiResponse(description="Forged or unknown")},
+        tags=["twilio"],
+    )
+    def post(self, request: Request, oid: str) -> HttpResponse:
+        return self._answer(services.inbound_message_record(oid=oid, **_signed(request)))
+
+
+class CallGatherView(_TwimlWebhook):
+    @extend_schema(
+        summary="Twilio <Gather> action of an escalation's call",
+        description="The key pressed during the call. Digits=1 acknowledges the alert. Answers TwiML.",
+        parameters=[_SIGNATURE],
+        request={"application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
+        responses={200: OpenApiResponse(description="TwiML"), 403: OpenApiResponse(description="Forged or unknown")},
+        tags=["twilio"],
+    )
+    def post(self, request: Request, delivery_id: UUID) -> HttpResponse:
+        return self._answer(services.call_gather_record(delivery_id=str(delivery_id), **_signed(request)))

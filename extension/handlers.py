@@ -13,10 +13,19 @@ from django.conf import settings
 from rest_framework import serializers
 
 from deliveries import services as delivery_services
-from deliveries.sms import InvalidNumber, normalize_sender, parse_recipients, prepare_body
+from deliveries.sms import InvalidNumber, ack_instruction, normalize_sender, parse_recipients, prepare_body
 from extension import credentials
 from extension.envelope import EnvelopeError, reply
-from extension.schema import CONFIG_DEFAULT_FROM, CONFIG_MESSAGING_SERVICE, CONFIG_TWILIO_SECRET, extension_schema
+from extension.schema import (
+    ACK_WITHIN_MAX_MINUTES,
+    CONFIG_ACK_BY_REPLY,
+    CONFIG_ACK_NOTIFY_OTHERS,
+    CONFIG_DEFAULT_FROM,
+    CONFIG_MESSAGING_SERVICE,
+    CONFIG_TWILIO_SECRET,
+    ESCALATIONS,
+    extension_schema,
+)
 
 logger = logging.getLogger(__name__)
 Reply = tuple[int, dict[str, Any]]
@@ -37,10 +46,33 @@ class OrgSerializer(serializers.Serializer):
     ident = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
 
 
+class RecipientsField(serializers.Field):
+    """`to`: one string of comma-separated numbers, or a list of them (a YAML list in a D&R rule)."""
+
+    default_error_messages = {
+        "invalid": "must be a string or a list of strings",
+        "blank": "must hold at least one number in E.164 form",
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, list) and all(isinstance(item, str) for item in data):
+            data = ",".join(data)
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not data.strip():
+            self.fail("blank")
+        return data
+
+
 class RunDataSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False, error_messages={"blank": "must be non-empty text"})
-    to = StrictCharField(error_messages={"blank": "must hold at least one number in E.164 form"})
+    to = RecipientsField()
     secret = StrictCharField(required=False, allow_blank=True, default="")
+    # Issue 11: escalation. Rendered templates arrive as text, so a number may come as "5".
+    ack_within = serializers.FloatField(
+        required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
+    )
+    escalate = serializers.ChoiceField(choices=ESCALATIONS, required=False, allow_blank=True, default="")
     # `from` is a Python keyword, so it is declared by name.
     vars()["from"] = StrictCharField(required=False, allow_blank=True, default="")
 
@@ -72,7 +104,38 @@ def _config(block: dict[str, Any], where: str) -> dict[str, Any]:
     for key in (CONFIG_TWILIO_SECRET, CONFIG_DEFAULT_FROM, CONFIG_MESSAGING_SERVICE):
         if config.get(key) is not None and not isinstance(config[key], str):
             raise EnvelopeError(f"{where}.config.{key} must be a string")
+    for key in (CONFIG_ACK_BY_REPLY, CONFIG_ACK_NOTIFY_OTHERS):
+        if config.get(key) is not None and _flag(config[key]) is None:
+            raise EnvelopeError(f"{where}.config.{key} must be true or false")
     return config
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _ack_plan(data: dict[str, Any], config: dict[str, Any], sender: str) -> delivery_services.AckPlan:
+    """Acknowledgement codes (on unless the configuration turns them off) and the rule's escalation."""
+    minutes, escalate = data.get("ack_within"), data.get("escalate") or ""
+    if escalate and not minutes:
+        raise EnvelopeError("request.data.escalate needs request.data.ack_within (minutes to acknowledge)")
+    if escalate == "call" and sender.startswith("MG"):
+        raise EnvelopeError(
+            "request.data.from must be a Twilio phone number for escalate: call (a Messaging Service cannot call)"
+        )
+    if escalate == "call" and not settings.PUBLIC_BASE_URL:
+        raise EnvelopeError("escalate: call needs this service's PUBLIC_BASE_URL, for the keypress to reach it")
+    codes = _flag(config.get(CONFIG_ACK_BY_REPLY))
+    return delivery_services.AckPlan(
+        codes=True if codes is None else codes,
+        ack_within_seconds=max(1, round(minutes * 60)) if minutes else None,
+        escalate=escalate,
+        notify_others=bool(_flag(config.get(CONFIG_ACK_NOTIFY_OTHERS))),
+    )
 
 
 def _credential_failure(exc: credentials.CredentialError) -> Reply:
@@ -128,7 +191,9 @@ def conf_validation(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         credentials.fetch_twilio_credential(oid=org["oid"], jwt=org["jwt"], reference=reference)
     except credentials.CredentialError as exc:
         return _credential_failure(exc)
-    return 200, reply()
+    # Where to point the Twilio number's (or Messaging Service's) incoming-message webhook.
+    inbound = f"{settings.PUBLIC_BASE_URL}/twilio/inbound/{org['oid']}/" if settings.PUBLIC_BASE_URL else ""
+    return 200, reply({"inbound_webhook_url": inbound} if inbound else {})
 
 
 def request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
@@ -171,7 +236,9 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         raise EnvelopeError(f"request.data.to {exc}") from None
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
-    body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS)
+    ack = _ack_plan(data, config, sender)
+    instruction = ack_instruction("XXX") if ack.codes else ""  # every code has the same length
+    body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
 
     # 2. A repeat of an accepted call gets the first reply and causes nothing.
     previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
@@ -189,6 +256,7 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "from_number": sender,
         "recipients": recipients,
         "body": body,
+        "ack": ack,
     }
     return _accept(fields, jwt=org["jwt"], reference=reference)
 

@@ -9,6 +9,14 @@ from typing import Any
 CONFIG_TWILIO_SECRET = "twilio_secret"
 CONFIG_DEFAULT_FROM = "default_from"
 CONFIG_MESSAGING_SERVICE = "messaging_service_sid"
+CONFIG_ACK_BY_REPLY = "ack_by_reply"
+CONFIG_ACK_NOTIFY_OTHERS = "ack_notify_others"
+ESCALATIONS = ("call", "next")
+ACK_WITHIN_MAX_MINUTES = 1440
+
+# E.164 for LimaCharlie's forms (`filter.valid_re`; D&R rules are checked by the intake instead).
+E164_RE = r"^\+[1-9][0-9]{6,14}$"
+SENDER_RE = r"^(\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$"
 
 
 def _field(label: str, description: str, data_type: str, index: int, **extra: Any) -> dict[str, Any]:
@@ -18,35 +26,7 @@ def _field(label: str, description: str, data_type: str, index: int, **extra: An
 def extension_schema() -> dict[str, Any]:
     return {
         "views": [{"name": "", "layout_type": "action", "default_requests": ["run"]}],
-        "config_schema": {
-            "fields": {
-                CONFIG_TWILIO_SECRET: _field(
-                    "Twilio credential",
-                    "The secret in this organisation's Secrets Manager that holds your Twilio credential as "
-                    "ACCOUNT_SID/AUTH_TOKEN (e.g. AC0123…/your-auth-token). Give its name or hive://secret/NAME.",
-                    "string",
-                    1,
-                    placeholder="hive://secret/twilio",
-                    default_value="hive://secret/twilio",
-                ),
-                CONFIG_DEFAULT_FROM: _field(
-                    "Default sender",
-                    "The Twilio number texts come from when a rule gives no 'from', in E.164 form (+14155550100).",
-                    "string",
-                    2,
-                    placeholder="+14155550100",
-                ),
-                CONFIG_MESSAGING_SERVICE: _field(
-                    "Messaging Service SID",
-                    "Optional. Send through this Twilio Messaging Service (MG followed by 32 hex digits) when a "
-                    "rule gives no 'from' and no default sender is set.",
-                    "string",
-                    3,
-                    placeholder="MG0123456789abcdef0123456789abcdef",
-                ),
-            },
-            "requirements": [],
-        },
+        "config_schema": _config_schema(),
         "request_schema": {
             "run": {
                 "is_user_facing": True,
@@ -58,46 +38,146 @@ def extension_schema() -> dict[str, Any]:
                     "holding body, from and to. Every delivery is recorded and can be audited and resent."
                 ),
                 "is_impersonated": False,
-                "parameters": {
-                    "fields": {
-                        "body": _field(
-                            "Message",
-                            "The text to send. Longer than 1,600 characters is cut with a visible marker.",
-                            "string",
-                            1,
-                            placeholder="{{ .cat }} on {{ .routing.hostname }}",
-                        ),
-                        "from": _field(
-                            "From",
-                            "Your Twilio number in E.164 form (+14155550100) or a Messaging Service SID (MG…). "
-                            "Optional when the extension's configuration has a default sender.",
-                            "string",
-                            2,
-                            placeholder="+14155550100",
-                        ),
-                        "to": _field(
-                            "To",
-                            "The phone number to text, in E.164 form. Separate several numbers with commas.",
-                            "string",
-                            3,
-                            placeholder="+14155550100,+14155550101",
-                        ),
-                        "secret": _field(
-                            "Twilio credential (override)",
-                            "Optional. A secret holding ACCOUNT_SID/AUTH_TOKEN to use instead of the configured one.",
-                            "secret",
-                            4,
-                        ),
-                    },
-                    "requirements": [["body"], ["to"]],
+                "parameters": _run_parameters(),
+                "messages": {
+                    "in_progress": "Recording the texts...",
+                    "success": "Accepted: the texts are being sent. Follow them in the ext-twilio audit desk.",
+                    "error": "The texts were not accepted.",
                 },
-                "response": {
-                    "fields": {
-                        "deliveries": _field("Deliveries", "One entry per recipient: id, to and status.", "json", 1),
-                    },
-                    "requirements": [],
-                },
+                "response": _run_response(),
             }
         },
         "required_events": ["subscribe", "unsubscribe", "update"],
+    }
+
+
+def _config_schema() -> dict[str, Any]:
+    """The extension configuration an organisation fills in."""
+    return {
+        "fields": {
+            CONFIG_TWILIO_SECRET: _field(
+                "Twilio credential",
+                "The secret in this organisation's Secrets Manager that holds your Twilio credential as "
+                "ACCOUNT_SID/AUTH_TOKEN (e.g. AC0123…/your-auth-token). Give its name or hive://secret/NAME.",
+                "secret",  # LimaCharlie's UI shows a picker of the organisation's secrets
+                1,
+                placeholder="hive://secret/twilio",
+                default_value="hive://secret/twilio",
+            ),
+            CONFIG_DEFAULT_FROM: _field(
+                "Default sender",
+                "The Twilio number texts come from when a rule gives no 'from', in E.164 form (+14155550100).",
+                "string",
+                2,
+                placeholder="+14155550100",
+                filter={"valid_re": E164_RE},
+            ),
+            CONFIG_MESSAGING_SERVICE: _field(
+                "Messaging Service SID",
+                "Optional. Send through this Twilio Messaging Service (MG followed by 32 hex digits) when a "
+                "rule gives no 'from' and no default sender is set.",
+                "string",
+                3,
+                placeholder="MG0123456789abcdef0123456789abcdef",
+            ),
+            CONFIG_ACK_BY_REPLY: _field(
+                "Acknowledge by reply",
+                "Append 'Reply CODE to acknowledge' to every alert text (on by default). Wire the Twilio "
+                "number's incoming-message webhook to this service's /twilio/inbound/<org id>/ URL.",
+                "bool",
+                4,
+                default_value=True,
+            ),
+            CONFIG_ACK_NOTIFY_OTHERS: _field(
+                "Tell the others",
+                "When one recipient acknowledges, text the alert's other recipients 'acknowledged by ...'.",
+                "bool",
+                5,
+                default_value=False,
+            ),
+        },
+        "requirements": [],
+    }
+
+
+def _run_parameters() -> dict[str, Any]:
+    """What a D&R rule's `extension request` may hold."""
+    return {
+        "fields": {
+            "body": _field(
+                "Message",
+                "The text to send. Longer than 1,600 characters is cut with a visible marker.",
+                "string",
+                1,
+                placeholder="{{ .cat }} on {{ .routing.hostname }}",
+            ),
+            "from": _field(
+                "From",
+                "Your Twilio number in E.164 form (+14155550100) or a Messaging Service SID (MG…). "
+                "Optional when the extension's configuration has a default sender.",
+                "string",
+                2,
+                placeholder="+14155550100",
+                filter={"valid_re": SENDER_RE},
+            ),
+            "to": _field(
+                "To",
+                "The phone numbers to text, in E.164 form: a list, or one string separated by commas.",
+                "string",
+                3,
+                placeholder="+14155550100",
+                is_list=True,
+                filter={"valid_re": E164_RE},
+            ),
+            "secret": _field(
+                "Twilio credential (override)",
+                "Optional. A secret holding ACCOUNT_SID/AUTH_TOKEN to use instead of the configured one.",
+                "secret",
+                4,
+            ),
+            "ack_within": _field(
+                "Acknowledge within (minutes)",
+                "Optional. Minutes a recipient has to acknowledge before 'escalate' happens.",
+                "integer",
+                5,
+                filter={"min": 1, "max": ACK_WITHIN_MAX_MINUTES},
+            ),
+            "escalate": _field(
+                "Escalate",
+                "With ack_within: 'call' phones the same recipient (press 1 to acknowledge); 'next' texts "
+                "the recipients in 'to' one after another instead of all at once.",
+                "enum",
+                6,
+                enum_values=list(ESCALATIONS),
+            ),
+        },
+        "requirements": [["body"], ["to"]],
+    }
+
+
+def _run_response() -> dict[str, Any]:
+    """What `run` answers, shown by LimaCharlie as a table of deliveries."""
+    return {
+        "fields": {
+            "deliveries": _field(
+                "Deliveries",
+                "One entry per recipient texted now.",
+                "object",
+                1,
+                is_list=True,
+                object={
+                    "fields": {
+                        "id": _field("Delivery", "The delivery's id in the audit desk.", "string", 1),
+                        "to": _field("To", "The recipient.", "string", 2),
+                        "status": _field("Status", "pending when accepted.", "string", 3),
+                        "ack_code": _field("Code", "What the recipient replies to acknowledge.", "string", 4),
+                    },
+                    "requirements": [],
+                },
+            ),
+            "segments": _field("Segments", "SMS segments per text (what Twilio bills).", "integer", 2),
+            "truncated": _field("Truncated", "Whether the body was cut to fit.", "bool", 3),
+            "next": _field("Next", "With escalate: next, the recipients still to try.", "string", 4, is_list=True),
+        },
+        "requirements": [],
     }

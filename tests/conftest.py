@@ -22,6 +22,7 @@ from tests.fakes.limacharlie import FakeLimaCharlie
 from tests.fakes.twilio import FakeTwilio
 
 ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_BASE_URL = "https://sms.example.com"
 LOG = Path(settings.VAR_DIR) / "test-worker.log"
 
 
@@ -58,6 +59,7 @@ def fake_twilio(twilio_server: FakeTwilio, settings: Any) -> FakeTwilio:
     with twilio_server.lock:
         twilio_server.received.clear()
         twilio_server.messages.clear()
+        twilio_server.calls.clear()
         twilio_server.plans.clear()
         twilio_server.lookups.clear()
         twilio_server.lookup_failures = 0
@@ -171,6 +173,18 @@ def intake(client: Any, django_capture_on_commit_callbacks: Callable[..., Any]) 
     return Intake(client, django_capture_on_commit_callbacks)
 
 
+def post_webhook(client: Any, webhook: Any) -> Any:
+    """Post what the fake Twilio built (tests.fakes.twilio.Webhook) as Twilio would: a signed form."""
+    from urllib.parse import urlencode
+
+    return client.post(
+        webhook.path,
+        urlencode(webhook.form),
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_TWILIO_SIGNATURE=webhook.signature,
+    )
+
+
 # --- a real Celery worker ---------------------------------------------------------------------------
 
 
@@ -251,6 +265,9 @@ def celery_worker_process(
         "DATABASE_URL": database_url,
         "TWILIO_API_BASE_URL": twilio_server.url,
         "LC_API_URL": lc_server.url,
+        # Where calls send their keypress (<Gather action>) and status callbacks; the tests post
+        # those to the test client, signed over this URL (tests/deliveries/test_escalation*.py).
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
     }
     subprocess.run(
         [sys.executable, "-m", "celery", "-A", "config", "purge", "-f"],
@@ -293,6 +310,10 @@ def ensure_roles() -> None:
     from django.apps import apps
 
     importlib.import_module("deliveries.migrations.0004_audit_desk_roles").create_roles(apps)
+    importlib.import_module("deliveries.migrations.0008_credential_per_delivery").let_both_roles_view_credentials(
+        apps, None
+    )
+    importlib.import_module("deliveries.migrations.0009_replies_acknowledgement_escalation").grant_views(apps)
 
 
 def make_user(role: str) -> Any:

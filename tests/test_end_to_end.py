@@ -50,9 +50,10 @@ def test_a_run_request_from_lc_request_is_sent_once_by_a_real_worker(
 
     assert output.startswith("HTTP 200")
     wait_for(lambda: Delivery.objects.filter(status="queued").count() == 2)
+    code = dict(Delivery.objects.values_list("to_number", "ack_code"))  # acknowledgement by reply: on by default
     assert sorted((p["To"], p["From"], p["Body"]) for p in fake_twilio.posts()) == [
-        ("+15005550001", tenant.sender, "Ransomware on fs-01"),
-        ("+15005550002", tenant.sender, "Ransomware on fs-01"),
+        ("+15005550001", tenant.sender, f"Ransomware on fs-01\nReply {code['+15005550001']} to acknowledge"),
+        ("+15005550002", tenant.sender, f"Ransomware on fs-01\nReply {code['+15005550002']} to acknowledge"),
     ]
     assert {d.attempts.count() for d in Delivery.objects.all()} == {1}
 

@@ -23,6 +23,8 @@ def test_the_schema_generates_without_warnings_and_validates(tmp_path: Path) -> 
         "/healthz": {"get"},
         "/readyz": {"get"},
         "/twilio/status/{delivery_id}/": {"post"},
+        "/twilio/inbound/{oid}/": {"post"},
+        "/twilio/voice/{delivery_id}/gather/": {"post"},
     }
     intake = schema["paths"]["/extension/"]["post"]
     assert set(intake["responses"]) == {"200", "400", "401", "413", "500"}

@@ -20,7 +20,13 @@ from django.utils.html import format_html
 from deliveries import selectors, services
 from deliveries import status as statuses
 from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin
-from deliveries.admin.filters import CreatedRangeFilter, ErrorCodeFilter, LastTriggerFilter, OutcomeClassFilter
+from deliveries.admin.filters import (
+    AcknowledgedFilter,
+    CreatedRangeFilter,
+    ErrorCodeFilter,
+    LastTriggerFilter,
+    OutcomeClassFilter,
+)
 from deliveries.admin.resend import ResendMixin
 from deliveries.models import Delivery
 
@@ -36,6 +42,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
         "attempts",
         "last_error",
         "twilio_sid",
+        "time_to_ack",
     ]
     list_filter = [
         "status",
@@ -46,6 +53,8 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
         "truncated",
         LastTriggerFilter,
         "hold",
+        AcknowledgedFilter,
+        "channel",
     ]
     # The search box: get_search_results below decides what a term means. The list must be
     # non-empty for Django to draw the box.
@@ -80,6 +89,10 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
             },
         ),
         ("Flood control and opt-outs", {"fields": ["kind", "hold", "summary"]}),
+        (
+            "Acknowledgement and escalation",
+            {"fields": ["channel", "ack_code", "acknowledged_at", "acknowledged_by", "ack_channel", "escalates"]},
+        ),
     ]
 
     class Media:
@@ -103,6 +116,14 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
             statuses.colour(obj.status),
             obj.get_status_display(),
         )
+
+    @admin.display(description="time to ack")
+    def time_to_ack(self, obj: Delivery) -> str:
+        waited = obj.time_to_ack
+        if waited is None:
+            return "not yet" if obj.ack_code else "-"
+        minutes, seconds = divmod(int(waited.total_seconds()), 60)
+        return f"{minutes} min {seconds:02d} s ({obj.get_ack_channel_display()})"
 
     @admin.display(description="attempts", ordering="attempt_count")
     def attempts(self, obj: Delivery) -> int:

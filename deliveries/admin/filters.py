@@ -32,6 +32,24 @@ class OutcomeClassFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AcknowledgedFilter(admin.SimpleListFilter):
+    """Alerts someone acknowledged, and alerts with a code nobody has acknowledged yet (each one a
+    partial index in the list's order)."""
+
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Acknowledged"), ("no", "Not acknowledged")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        if self.value() == "yes":
+            return queryset.filter(acknowledged_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(acknowledged_at__isnull=True).exclude(ack_code="")
+        return queryset
+
+
 class LastTriggerFilter(admin.SimpleListFilter):
     title = "last attempt trigger"
     parameter_name = "last_trigger"

@@ -82,3 +82,25 @@ def exposition(*state: Collector) -> bytes:
     for collector in state:
         gauges.register(collector)
     return generate_latest(events) + generate_latest(gauges)
+
+
+ACKNOWLEDGEMENTS = Counter(
+    f"{PREFIX}_acknowledgements", "Alerts acknowledged, by channel (sms reply, voice keypress).", ["channel"]
+)
+TIME_TO_ACK = Histogram(
+    f"{PREFIX}_time_to_acknowledge_seconds",
+    "From accepting an alert to its acknowledgement, by channel.",
+    ["channel"],
+    # People acknowledge within seconds to tens of minutes; escalations are declared in minutes.
+    buckets=(15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600),
+)
+ESCALATIONS = Counter(f"{PREFIX}_escalations", "Escalation steps taken, by kind (call, next).", ["kind"])
+
+
+def acknowledged(channel: str, seconds: float) -> None:
+    ACKNOWLEDGEMENTS.labels(channel=channel).inc()
+    TIME_TO_ACK.labels(channel=channel).observe(max(0.0, seconds))
+
+
+def escalated(kind: str) -> None:
+    ESCALATIONS.labels(kind=kind).inc()

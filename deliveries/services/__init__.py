@@ -11,9 +11,15 @@ call these (imported from this package) and nothing else writes.
     desk           the audit desk: resend (and its rules), clearing opt-outs
     attempts       the one writer of attempt bookkeeping
     queue          the only place that enqueues a task, with one broker-failure policy
+    inbound        Twilio's inbound webhooks: messages (STOP, START, HELP, replies) and call keypresses
+    acknowledge    an alert acknowledged: recorded, its escalation stopped, others told
+    escalate       ack_within timers and their steps: a call, or the next recipient
+    calls          an escalation's call placed at Twilio, or looked up after an ambiguous answer
+    codes          acknowledgement codes
 """
 
 from deliveries.services.accept import Accepted, CredentialGone, alert_request_reply, deliveries_accept
+from deliveries.services.acknowledge import alert_acknowledge
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
@@ -24,6 +30,8 @@ from deliveries.services.desk import (
     opt_out_clear,
     resend_review,
 )
+from deliveries.services.escalate import AckPlan, escalation_fire
+from deliveries.services.inbound import InboundAnswer, WebhookResult, call_gather_record, inbound_message_record
 from deliveries.services.organizations import error_report_record, organization_record_event
 from deliveries.services.receipts import CallbackResult, opt_out_record, status_callback_record
 from deliveries.services.reconcile import delivery_reconcile
@@ -31,6 +39,13 @@ from deliveries.services.send import SendDecision, delivery_send, follow_up, ret
 from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summaries_send
 
 __all__ = [
+    "AckPlan",
+    "InboundAnswer",
+    "WebhookResult",
+    "alert_acknowledge",
+    "call_gather_record",
+    "escalation_fire",
+    "inbound_message_record",
     "Accepted",
     "CredentialGone",
     "recall",

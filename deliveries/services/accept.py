@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from deliveries.models import AlertRequest, Delivery, Organization
-from deliveries.services import queue
+from deliveries.services import escalate, queue
 from deliveries.services.credentials import credential_for, usable_credential
 from deliveries.sms import PreparedBody
 
@@ -50,6 +50,7 @@ def deliveries_accept(
     account_sid: str = "",
     auth_token: str = "",
     credential_id: int | None = None,
+    ack: escalate.AckPlan | None = None,
 ) -> Accepted:
     """Store one pending Delivery per recipient, bound to the credential the call brought (its SID and
     token as read from the Secrets Manager, or the stored one it resolved to lately, `credential_id`),
@@ -66,6 +67,7 @@ def deliveries_accept(
                 credential = remembered
             else:
                 raise CredentialGone()
+            first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
             deliveries = [
                 Delivery(
                     organization=org,
@@ -81,11 +83,13 @@ def deliveries_accept(
                     encoding=body.encoding,
                     segments=body.segments,
                     due_at=now,
+                    **escalate.ack_fields(ack, organization_id=org.id, to=to),
                 )
-                for to in recipients
+                for to in first
             ]
             Delivery.objects.bulk_create(deliveries)
-            reply = _reply(deliveries, body)
+            escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
+            reply = _reply(deliveries, body) | ({"next": later} if later else {})
             AlertRequest.objects.create(organization=org, idempotency_key=idempotency_key, reply=reply)
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
@@ -102,7 +106,10 @@ def deliveries_accept(
 def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:
     """What LimaCharlie gets back (and a repeat of the call gets again)."""
     return {
-        "deliveries": [{"id": str(d.id), "to": d.to_number, "status": d.status} for d in deliveries],
+        "deliveries": [
+            {"id": str(d.id), "to": d.to_number, "status": d.status, **({"ack_code": d.ack_code} if d.ack_code else {})}
+            for d in deliveries
+        ],
         "segments": body.segments,
         "truncated": body.truncated,
     }

@@ -41,7 +41,11 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str]
     counts = others.exclude(id=delivery.id).aggregate(
         # A failed earlier copy reached nobody, so it does not make this one a duplicate.
         duplicates=Count(
-            "id", filter=to_them & Q(body=delivery.body, claimed_at__gte=recent) & ~Q(status=Delivery.Status.FAILED)
+            "id",
+            # A call reads the alert out: it is not a repeat of the text it escalates.
+            filter=to_them
+            & Q(body=delivery.body, channel=delivery.channel, claimed_at__gte=recent)
+            & ~Q(status=Delivery.Status.FAILED),
         ),
         to_recipient=Count("id", filter=to_them & Q(claimed_at__gte=window)),
         from_org=Count("id", filter=Q(claimed_at__gte=window)),

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 SEND_TASK = "deliveries.send_delivery"
 RECONCILE_TASK = "deliveries.reconcile_delivery"
+ESCALATE_TASK = "deliveries.escalate"
 
 
 def send(
@@ -37,6 +38,11 @@ def send(
 def reconcile(delivery_ids: Sequence[str], *, countdown: float | None = None) -> int:
     """Enqueue a reconcile task (look the message up at Twilio) for each delivery."""
     return _enqueue(RECONCILE_TASK, [(delivery_id,) for delivery_id in delivery_ids], countdown)
+
+
+def escalate(timer_ids: Sequence[str], *, countdown: float | None = None) -> int:
+    """Enqueue an escalation timer's task, due after `countdown` seconds (the row keeps its due_at)."""
+    return _enqueue(ESCALATE_TASK, [(timer_id,) for timer_id in timer_ids], countdown)
 
 
 def _enqueue(name: str, calls: Sequence[tuple[object, ...]], countdown: float | None) -> int:

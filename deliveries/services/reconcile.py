@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import metrics
+from deliveries.services import calls
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.send import SendDecision, claim, may_retry, post, posts_made, record_result, retry_delay
 from deliveries.twilio import client as twilio
@@ -70,12 +71,14 @@ def _look_up(delivery: Delivery) -> twilio.LookupResult:
         .first()
         or delivery.created_at
     )
+    if delivery.channel == Delivery.Channel.VOICE:
+        return calls.call_find(delivery, since)
     return twilio.find_message(
         account_sid=credential.account_sid,
         auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        body=delivery.body,
+        body=delivery.text_sent,
         since=since,
     )
 
@@ -105,10 +108,14 @@ def _decide(
             "status": Status.AMBIGUOUS,
             "due_at": now + timedelta(seconds=delay),
         }
-    if settings.AMBIGUOUS_POLICY == "at-most-once" or not may_retry(delivery, now):
+    voice = delivery.channel == Delivery.Channel.VOICE
+    if settings.AMBIGUOUS_POLICY == "at-most-once" or voice or not may_retry(delivery, now):
         why = (
             "not re-sent (AMBIGUOUS_POLICY=at-most-once)"
             if settings.AMBIGUOUS_POLICY == "at-most-once"
+            # An escalation step is one call: never a second one after an ambiguous answer.
+            else "a call is never placed twice for one escalation step"
+            if voice
             else f"gave up after {posts_made(delivery)} attempts to send it"
         )
         return SendDecision(status=Status.FAILED), {

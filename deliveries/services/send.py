@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery, Organization
 from deliveries.observability import logcontext, metrics
-from deliveries.services import flood, queue
+from deliveries.services import calls, flood, queue
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -119,12 +119,16 @@ def post(delivery: Delivery) -> twilio.SendResult:
             duration_ms=0,
             twilio_message="No Twilio credential is stored for this delivery (its organisation unsubscribed).",
         )
+    if delivery.channel == Delivery.Channel.VOICE:  # issue 11: an escalation's call
+        result = calls.call_post(delivery)
+        metrics.twilio_call(result.outcome.value, result.duration_ms)
+        return result
     result = twilio.send_sms(
         account_sid=credential.account_sid,
         auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        body=delivery.body,
+        body=delivery.text_sent,  # issue 11: with the acknowledgement instruction
         validity_period=settings.TWILIO_VALIDITY_PERIOD,
         status_callback=status_callback_url(delivery),
     )

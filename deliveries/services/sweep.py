@@ -21,7 +21,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
-from deliveries.services import queue
+from deliveries.services import escalate, queue
 from deliveries.services.attempts import attempts_abandon
 from deliveries.sms import prepare_body
 
@@ -44,6 +44,7 @@ def deliveries_sweep() -> SweepReport:
     lost = _lost_claims_to_ambiguous(now)
     reconciles = _enqueue_due(Status.AMBIGUOUS, overdue, now, queue.reconcile, first=lost)
     requeued = _enqueue_due(Status.PENDING, overdue, now, queue.send)
+    escalate.timers_sweep(now=now)  # issue 11: escalation timers whose task was lost
     report = SweepReport(requeued, len(lost), reconciles, flood_summaries_send(now=now))
     if report != SweepReport():
         logger.info("sweep: %s", report)

@@ -66,5 +66,6 @@ def at_a_glance(context: template.Context) -> dict[str, Any]:
             "waiting": f"{changelist}?{urlencode({'status__in': 'pending,sending'})}",
             "failed": f"{changelist}?{urlencode({'status__exact': 'failed', 'created_from': since})}",
             "ambiguous": f"{changelist}?{urlencode({'status__exact': 'ambiguous'})}",
+            "unacknowledged": f"{changelist}?{urlencode({'acknowledged': 'no', 'created_from': since})}",
         },
     }

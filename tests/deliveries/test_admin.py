@@ -56,6 +56,8 @@ def test_the_roles_migration_creates_both_groups_with_their_permissions() -> Non
         "view_credential",
         "view_delivery",
         "view_errorreport",
+        "view_escalation",
+        "view_inboundmessage",
         "view_optout",
         "view_organization",
         "view_statusevent",

@@ -36,16 +36,20 @@ def test_a_signed_run_request_creates_one_delivery_and_posts_exactly_once_to_twi
     assert response.json() == {
         "version": 20221218,
         "data": {
-            "deliveries": [{"id": str(delivery.id), "to": tenant.recipient, "status": "pending"}],
+            "deliveries": [
+                {"id": str(delivery.id), "to": tenant.recipient, "status": "pending", "ack_code": delivery.ack_code}
+            ],
             "segments": 1,
             "truncated": False,
         },
     }
+    # Acknowledgement by reply is on by default (issue 11): the alert ends with its code.
+    assert len(delivery.ack_code) == 3
     assert fake_twilio.posts() == [
         {
             "To": tenant.recipient,
             "From": tenant.sender,
-            "Body": "Detection: lateral movement on web-3",
+            "Body": f"Detection: lateral movement on web-3\nReply {delivery.ack_code} to acknowledge",
             "ValidityPeriod": "3600",
         }
     ]
@@ -141,8 +145,8 @@ def test_it_replaces_characters_that_needlessly_force_ucs2(
 ) -> None:
     intake.run(tenant, body="\u201cmimikatz\u201d\u00a0seen \u2014 it\u2019s bad")
 
-    assert fake_twilio.posts()[0]["Body"] == '"mimikatz" seen - it\'s bad'
     delivery = Delivery.objects.get()
+    assert fake_twilio.posts()[0]["Body"] == f'"mimikatz" seen - it\'s bad\nReply {delivery.ack_code} to acknowledge'
     assert (delivery.encoding, delivery.segments) == ("gsm7", 1)
 
 
@@ -154,8 +158,9 @@ def test_it_truncates_a_long_event_body_with_a_visible_marker(
     response = intake.run(tenant, body=event)
 
     sent = fake_twilio.posts()[0]["Body"]
-    assert len(sent) == 300 and sent.endswith(" [truncated]")
     delivery = Delivery.objects.get()
+    # The cap holds the acknowledgement instruction too; the marker ends the alert's own text.
+    assert len(sent) == 300 and sent.endswith(f" [truncated]\nReply {delivery.ack_code} to acknowledge")
     assert (delivery.original_length, delivery.truncated, delivery.segments) == (len(event), True, 2)
     assert response.json()["data"]["truncated"] is True
 
@@ -291,7 +296,7 @@ def test_invalid_envelopes_get_400_with_the_reason(intake: Intake, body: bytes, 
         ({"to": "4155550100"}, "request.data.to '4155550100' must be in E.164 form"),
         ({"to": "+1415"}, "request.data.to '+1415' has the wrong number of digits"),
         ({"to": "+15005550001,not-a-number"}, "request.data.to 'not-a-number' must be in E.164 form"),
-        ({"to": 15005550001}, "request.data.to: Not a valid string."),
+        ({"to": 15005550001}, "request.data.to: must be a string or a list of strings"),
         ({"from": None}, "request.data.from is missing"),
         ({"from": "Acme"}, "request.data.from must be in E.164 form"),
         ({"from": ["+15005550006"]}, "request.data.from: Not a valid string."),
@@ -452,10 +457,20 @@ def test_the_schema_declares_every_run_parameter_a_rule_may_send(intake: Intake)
         "from": "string",
         "to": "string",
         "secret": "secret",
+        "ack_within": "integer",
+        "escalate": "enum",
     }
+    assert fields["to"]["is_list"] is True and fields["escalate"]["enum_values"] == ["call", "next"]
     assert run["parameters"]["requirements"] == [["body"], ["to"]]
     assert data["config_schema"]["fields"]["twilio_secret"]["default_value"] == "hive://secret/twilio"
-    assert set(data["config_schema"]["fields"]) == {"twilio_secret", "default_from", "messaging_service_sid"}
+    assert data["config_schema"]["fields"]["twilio_secret"]["data_type"] == "secret"
+    assert set(data["config_schema"]["fields"]) == {
+        "twilio_secret",
+        "default_from",
+        "messaging_service_sid",
+        "ack_by_reply",
+        "ack_notify_others",
+    }
     assert data["required_events"] == ["subscribe", "unsubscribe", "update"]
     assert data["views"] == [{"name": "", "layout_type": "action", "default_requests": ["run"]}]
 

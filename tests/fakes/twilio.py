@@ -11,12 +11,22 @@ answers GET Messages.json with filters, and can be told how to answer the next P
     fake.plan("slow", seconds=3)   # creates, answers 201 after a delay
     fake.plan("hang", seconds=30)  # creates, answers after the client gave up (read timeout)
     fake.lookup_failures = 2    # the next two GET Messages.json answer 503
+
+Calls (Calls.json) are created, planned and listed the same way; `fake.calls` holds them with the
+TwiML they were given. What Twilio sends back to the service is built here too, signed exactly as
+Twilio signs it (HMAC-SHA1 over the URL and the sorted form fields, keyed by the Auth Token):
+
+    fake.inbound_message(url, token, From=..., To=..., Body="STOP")   # an incoming SMS webhook
+    fake.call_status(call, "completed", token)                        # a call's status callback
+    fake.gather(call, "1", token)                                     # the <Gather> action: a keypress
+Each returns a `Webhook` (path, form, signature) for the test to post.
 """
 
 from __future__ import annotations
 
 import base64
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,7 +35,29 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from twilio.request_validator import RequestValidator
+
 from tests.fakes.base import FakeServer, QuietHandler
+
+RESOURCES = ("Messages.json", "Calls.json")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A request Twilio would make to the service: where, what, and its X-Twilio-Signature."""
+
+    url: str
+    form: dict[str, str]
+    signature: str
+
+    @property
+    def path(self) -> str:
+        parts = urlsplit(self.url)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def signed(url: str, form: dict[str, str], token: str) -> Webhook:
+    return Webhook(url, form, RequestValidator(token).compute_signature(url, form))
 
 
 @dataclass
@@ -50,10 +82,13 @@ class _Handler(QuietHandler):
 
     def _account(self) -> str | None:
         parts = urlsplit(self.path).path.strip("/").split("/")
-        # /2010-04-01/Accounts/{sid}/Messages.json
-        if len(parts) == 4 and parts[0] == "2010-04-01" and parts[1] == "Accounts" and parts[3] == "Messages.json":
+        # /2010-04-01/Accounts/{sid}/Messages.json (or Calls.json)
+        if len(parts) == 4 and parts[0] == "2010-04-01" and parts[1] == "Accounts" and parts[3] in RESOURCES:
             return parts[2]
         return None
+
+    def _is_call(self) -> bool:
+        return urlsplit(self.path).path.endswith("/Calls.json")
 
     def _authorised(self, sid: str) -> bool:
         header = self.headers.get("Authorization", "")
@@ -89,6 +124,16 @@ class _Handler(QuietHandler):
         if fail:
             return self._error(503, 20500, "Service Unavailable")
         with self.fake.lock:
+            if self._is_call():
+                calls = [
+                    c
+                    for c in self.fake.calls
+                    if c["account_sid"] == sid
+                    and ("To" not in query or c["to"] == query["To"])
+                    and ("From" not in query or c["from"] == query["From"])
+                ]
+                page = {"calls": calls, "page": 0, "page_size": 20, "next_page_uri": None, "uri": self.path}
+                return self.send_json(200, page, {"Twilio-Request-Id": self.fake.request_id()})
             found = [
                 m
                 for m in self.fake.messages
@@ -129,7 +174,7 @@ class _Handler(QuietHandler):
             return self._error(500, 20500, "Internal Server Error")
         if plan.kind == "reset":
             return self._drop()
-        message = self.fake.create(sid, form)
+        message = self.fake.create_call(sid, form) if self._is_call() else self.fake.create(sid, form)
         if plan.kind == "create_then_500":
             return self._error(500, 20500, "Internal Server Error")
         if plan.kind == "create_then_reset":
@@ -151,6 +196,7 @@ class FakeTwilio(FakeServer):
         self.accounts: dict[str, str] = {}
         self.received: list[Received] = []
         self.messages: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
         self.plans: list[Plan] = []
         self.lookups: list[dict[str, str]] = []
         self.lookup_failures = 0
@@ -209,3 +255,83 @@ class FakeTwilio(FakeServer):
     def posts(self) -> list[dict[str, str]]:
         with self.lock:
             return [r.form for r in self.received]
+
+    def create_call(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
+        now = format_datetime(datetime.now(UTC))
+        call = {
+            "sid": "CA" + secrets.token_hex(16),
+            "account_sid": account_sid,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "date_created": now,
+            "date_updated": now,
+            "start_time": None,
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Calls.json",
+            # Not part of Twilio's answer: kept so tests can play the call.
+            "twiml": form.get("Twiml", ""),
+            "status_callback": form.get("StatusCallback", ""),
+        }
+        with self.lock:
+            self.calls.append(call)
+        return call
+
+    def call_posts(self) -> list[dict[str, str]]:
+        with self.lock:
+            return [r.form for r in self.received if "Twiml" in r.form]
+
+    def message_posts(self) -> list[dict[str, str]]:
+        with self.lock:
+            return [r.form for r in self.received if "Twiml" not in r.form]
+
+    # --- what Twilio sends to the service -------------------------------------------------------------
+
+    def inbound_message(self, url: str, token: str, **fields: str) -> Webhook:
+        """An incoming SMS as Twilio posts it to a number's webhook (fields as Twilio names them): from
+        the account whose Auth Token signs it."""
+        with self.lock:
+            account = next((sid for sid, known in self.accounts.items() if known == token), "")
+        form = {
+            "MessageSid": "SM" + secrets.token_hex(16),
+            "SmsSid": "",
+            "AccountSid": account,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+            **fields,
+        }
+        form["SmsSid"] = form["MessageSid"]
+        return signed(url, form, token)
+
+    def call_status(self, call: dict[str, Any], status: str, token: str, **extra: str) -> Webhook:
+        """A call's status callback, to the StatusCallback it was created with."""
+        form = {
+            "CallSid": call["sid"],
+            "AccountSid": call["account_sid"],
+            "From": call["from"],
+            "To": call["to"],
+            "CallStatus": status,
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+            **extra,
+        }
+        return signed(call["status_callback"], form, token)
+
+    def gather(self, call: dict[str, Any], digits: str, token: str) -> Webhook:
+        """The <Gather> action: what Twilio posts after the person pressed `digits`."""
+        match = re.search(r'<Gather[^>]*action="([^"]+)"', call["twiml"])
+        assert match, f"the call's TwiML has no <Gather action>: {call['twiml']}"
+        form = {
+            "CallSid": call["sid"],
+            "AccountSid": call["account_sid"],
+            "From": call["from"],
+            "To": call["to"],
+            "CallStatus": "in-progress",
+            "Digits": digits,
+            "FinishedOnKey": "",
+            "ApiVersion": "2010-04-01",
+        }
+        return signed(match.group(1).replace("&amp;", "&"), form, token)

@@ -1,0 +1,187 @@
+"""Escalation, declared by the rule: `ack_within` (minutes to acknowledge) and `escalate`:
+`call` rings the same recipient, `next` texts the next recipient of `to`.
+
+Timers are Escalation rows and a Celery task with that countdown; the row is the truth, so a lost
+task only delays a step until the sweeper finds the overdue row. A timer fires at most once (a
+conditional `waiting -> fired` under its row lock), and its step is a Delivery whose unique key
+(organisation, idempotency key, recipient) makes a second call or text for one step impossible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from deliveries.models import Delivery, Escalation
+from deliveries.observability import metrics
+from deliveries.services import queue
+from deliveries.services.codes import ack_code_new
+
+logger = logging.getLogger(__name__)
+Action = Escalation.Action
+State = Escalation.State
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AckPlan:
+    """What a `run` call asked for beyond the texts themselves."""
+
+    codes: bool = True  # append "Reply CODE to acknowledge" (configuration: ack_by_reply)
+    ack_within_seconds: int | None = None
+    escalate: str = ""  # "", "call" or "next"
+    notify_others: bool = False
+    later: Sequence[str] = field(default_factory=tuple)  # `next`: the recipients after the first
+
+    def split(self, recipients: Sequence[str]) -> tuple[list[str], list[str]]:
+        """`next` texts the first recipient now and the rest one after another."""
+        if self.escalate == Action.NEXT and self.ack_within_seconds:
+            return list(recipients[:1]), list(recipients[1:])
+        return list(recipients), []
+
+
+def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str) -> dict[str, object]:
+    """The acknowledgement columns of a new alert text."""
+    if plan is None or not plan.codes:
+        return {"notify_on_ack": bool(plan and plan.notify_others)}
+    return {
+        "ack_code": ack_code_new(organization_id=organization_id, recipient=to),
+        "notify_on_ack": plan.notify_others,
+    }
+
+
+def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequence[str], now: datetime) -> list[str]:
+    """One timer per alert text (`call`), or one for the first recipient (`next`, when there is a
+    next one), in the caller's transaction; their countdown tasks are enqueued once it commits."""
+    if plan is None or not plan.escalate or not plan.ack_within_seconds:
+        return []
+    if plan.escalate == Action.NEXT and not later:
+        return []  # one recipient: nobody to escalate to
+    due = now + timedelta(seconds=plan.ack_within_seconds)
+    timers = [
+        Escalation(
+            alert=alert,
+            action=plan.escalate,
+            ack_within_seconds=plan.ack_within_seconds,
+            remaining=list(later) if plan.escalate == Action.NEXT else [],
+            due_at=due,
+        )
+        for alert in alerts
+    ]
+    Escalation.objects.bulk_create(timers)
+    ids, wait = [str(t.id) for t in timers], plan.ack_within_seconds
+    transaction.on_commit(lambda: timers_enqueue(ids, wait))
+    return ids
+
+
+def timers_enqueue(timer_ids: Sequence[str], seconds: float) -> int:
+    return queue.escalate(timer_ids, countdown=seconds)
+
+
+def escalation_fire(*, timer_id: str) -> str:
+    """The timer's moment: if the alert's run call was acknowledged, nothing; else its step."""
+    now = timezone.now()
+    with transaction.atomic():
+        timer = Escalation.objects.select_for_update().filter(id=timer_id).first()
+        if timer is None or timer.state != State.WAITING:
+            return timer.state if timer else "missing"
+        if timer.due_at > now + timedelta(seconds=1):
+            return "early"  # a redelivered task ahead of time; its own countdown task comes later
+        alert = Delivery.objects.select_related("organization").get(id=timer.alert_id)
+        acknowledged = Delivery.objects.filter(
+            organization_id=alert.organization_id, idempotency_key=alert.idempotency_key, acknowledged_at__isnull=False
+        ).exists()
+        if acknowledged:
+            timer.state, timer.fired_at = State.CANCELLED, now
+            timer.save(update_fields=["state", "fired_at"])
+            return timer.state
+        step, follow = _call(alert, now) if timer.action == Action.CALL else _next(alert, timer, now)
+        timer.state, timer.fired_at, timer.result = State.FIRED, now, step
+        timer.save(update_fields=["state", "fired_at", "result"])
+        ids = [str(step.id)] if step else []
+        transaction.on_commit(lambda: queue.send(ids))
+        if follow:
+            transaction.on_commit(lambda: timers_enqueue(follow, timer.ack_within_seconds))
+    if step:
+        metrics.escalated(timer.action)
+    logger.info("escalation %s of delivery %s fired: %s", timer.action, alert.id, step.id if step else "end of list")
+    return timer.state
+
+
+def _step(alert: Delivery, now: datetime, **fields: object) -> Delivery | None:
+    try:
+        with transaction.atomic():  # a savepoint: the unique key refuses a second step
+            return Delivery.objects.create(
+                organization_id=alert.organization_id,
+                credential_id=alert.credential_id,  # the alert's own account, like everything it causes
+                ident=alert.ident,
+                inv_id=alert.inv_id,
+                from_number=alert.from_number,
+                body=alert.body,
+                original_length=alert.original_length,
+                truncated=alert.truncated,
+                escalates=alert,
+                notify_on_ack=alert.notify_on_ack,
+                due_at=now,
+                **fields,
+            )
+    except IntegrityError:
+        logger.warning("escalation step for delivery %s exists already; not made twice", alert.id)
+        return None
+
+
+def _call(alert: Delivery, now: datetime) -> tuple[Delivery | None, list[str]]:
+    call = _step(
+        alert,
+        now,
+        idempotency_key=f"{alert.idempotency_key[:240]}:call",
+        to_number=alert.to_number,
+        channel=Delivery.Channel.VOICE,
+        encoding=Delivery.Encoding.GSM7,
+        segments=0,
+    )
+    return call, []
+
+
+def _next(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery | None, list[str]]:
+    remaining = list(timer.remaining)
+    if not remaining:
+        return None, []
+    to = remaining.pop(0)
+    text = _step(
+        alert,
+        now,
+        idempotency_key=alert.idempotency_key,
+        to_number=to,
+        encoding=alert.encoding,
+        segments=alert.segments,
+        ack_code=ack_code_new(organization_id=alert.organization_id, recipient=to) if alert.ack_code else "",
+    )
+    if text is None or not remaining:
+        return text, []
+    follow = Escalation.objects.create(
+        alert=text,
+        action=Action.NEXT,
+        ack_within_seconds=timer.ack_within_seconds,
+        remaining=remaining,
+        due_at=now + timedelta(seconds=timer.ack_within_seconds),
+    )
+    return text, [str(follow.id)]
+
+
+def timers_sweep(*, now: datetime) -> int:
+    """Timers whose task was lost (broker down, worker gone): overdue by SWEEP_PENDING_SECONDS."""
+    overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
+    ids = [
+        str(i)
+        for i in Escalation.objects.filter(state=State.WAITING, due_at__lt=overdue)
+        .order_by("due_at")
+        .values_list("id", flat=True)[:BATCH]
+    ]
+    return queue.escalate(ids) if ids else 0

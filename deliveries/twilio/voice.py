@@ -1,0 +1,127 @@
+"""Twilio's Voice API, as an escalation uses it: one outbound call that reads the alert out with
+<Say> and takes "press 1 to acknowledge" with <Gather>, and the look-up after an ambiguous answer.
+
+A voicemail greeting or an answering machine never presses 1, so only a person's keypress reaches
+the <Gather> action with Digits=1: no answering-machine detection is needed, or trusted.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from twilio.base.exceptions import TwilioRestException
+
+from deliveries import status as statuses
+from deliveries.status import Status
+from deliveries.twilio.client import (
+    LookupOutcome,
+    LookupResult,
+    SendResult,
+    _client,
+    _http_client,
+    _ms_since,
+    _twilio_message,
+)
+from deliveries.twilio.errors import Outcome, classify_exception, classify_rest_error, describe
+
+# How long a call rings before Twilio gives up (no-answer), and how long <Gather> waits for a key.
+RING_SECONDS = 30
+GATHER_SECONDS = 10
+SAY_MAX_CHARS = 600  # a call reads the alert out; the full text is on the desk and in the SMS
+CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def call_twiml(*, alert_text: str, gather_url: str) -> str:
+    """What the person hears (README "What a recipient hears"). The alert is said twice inside the
+    <Gather>, so a key pressed while it is read counts; no key means no acknowledgement."""
+    said = alert_text[:SAY_MAX_CHARS]
+    prompt = "Press 1 to acknowledge this alert."
+    inner = f"<Say>ext-twilio security alert. {escape(said)}</Say><Say>{prompt}</Say>"
+    gather = f'<Gather numDigits="1" timeout="{GATHER_SECONDS}" action={quoteattr(gather_url)} method="POST">'
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{gather}{inner}<Say>{prompt}</Say></Gather>'
+        "<Say>Not acknowledged. Goodbye.</Say></Response>"
+    )
+
+
+def gather_answer(acknowledged: bool) -> str:
+    said = "Acknowledged. Thank you." if acknowledged else "Not acknowledged. Goodbye."
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{said}</Say></Response>'
+
+
+def place_call(
+    *, account_sid: str, auth_token: str, to: str, from_: str, twiml: str, status_callback: str = ""
+) -> SendResult:
+    """POST one call. Never raises for an HTTP or network failure: it returns the outcome, with the
+    same classes as a message (a 5xx or read timeout is ambiguous: the call may be ringing)."""
+    params: dict[str, Any] = {"to": to, "from_": from_, "twiml": twiml, "timeout": RING_SECONDS}
+    if status_callback:
+        params.update(status_callback=status_callback, status_callback_event=CALL_STATUS_EVENTS)
+    http = _http_client()
+    started = time.monotonic()
+    try:
+        call = _client(account_sid, auth_token).calls.create(**params)
+    except TwilioRestException as exc:
+        return SendResult(
+            outcome=classify_rest_error(exc.status, exc.code),
+            duration_ms=_ms_since(started),
+            http_status=exc.status,
+            twilio_code=exc.code,
+            twilio_message=_twilio_message(exc),
+            twilio_request_id=http.last_request_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure must become an outcome, not a lost task
+        return SendResult(
+            outcome=classify_exception(exc),
+            duration_ms=_ms_since(started),
+            twilio_message=describe(exc),
+            twilio_request_id=http.last_request_id,
+        )
+    return SendResult(
+        outcome=Outcome.ACCEPTED,
+        duration_ms=_ms_since(started),
+        http_status=201,
+        twilio_request_id=http.last_request_id,
+        sid=call.sid or "",
+        status=statuses.from_twilio(str(call.status or "")) or Status.QUEUED,
+    )
+
+
+def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: datetime) -> LookupResult:
+    """After an ambiguous answer: a call to `to` from `from_` created since the attempt started."""
+    http = _http_client()
+    started = time.monotonic()
+    try:
+        calls = _client(account_sid, auth_token).calls.list(to=to, from_=from_, limit=20, page_size=20)
+    except TwilioRestException as exc:
+        return LookupResult(
+            LookupOutcome.FAILED,
+            _ms_since(started),
+            http_status=exc.status,
+            twilio_code=exc.code,
+            twilio_message=_twilio_message(exc),
+            twilio_request_id=http.last_request_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
+        return LookupResult(
+            LookupOutcome.FAILED,
+            _ms_since(started),
+            twilio_message=describe(exc),
+            twilio_request_id=http.last_request_id,
+        )
+    for call in calls:
+        if call.date_created is None or call.date_created >= since - timedelta(seconds=30):
+            return LookupResult(
+                LookupOutcome.FOUND,
+                _ms_since(started),
+                sid=call.sid or "",
+                status=statuses.from_twilio(str(call.status or "")) or Status.QUEUED,
+                http_status=200,
+                twilio_request_id=http.last_request_id,
+            )
+    return LookupResult(
+        LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+    )
