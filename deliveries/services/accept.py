@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from deliveries.models import AlertRequest, Delivery, Organization
+from deliveries.models import AlertRequest, Credential, Delivery, Organization
 from deliveries.services import escalate, queue
 from deliveries.services.credentials import credential_for, usable_credential
 from deliveries.sms import PreparedBody
@@ -61,28 +62,13 @@ def deliveries_accept(
     try:
         with transaction.atomic():
             org, _ = Organization.objects.get_or_create(oid=oid)
-            if credential_id is None:
-                credential = credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now)
-            elif (remembered := usable_credential(organization=org, credential_id=credential_id)) is not None:
-                credential = remembered
-            else:
-                raise CredentialGone()
+            credential = _credential(org, account_sid, auth_token, credential_id, now)
             first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
+            common = {"organization": org, "credential": credential, "idempotency_key": idempotency_key}
             deliveries = [
                 Delivery(
-                    organization=org,
-                    credential=credential,
-                    idempotency_key=idempotency_key,
-                    ident=ident[:255],
-                    inv_id=inv_id[:255],
-                    from_number=from_number,
-                    to_number=to,
-                    body=body.text,
-                    original_length=body.original_length,
-                    truncated=body.truncated,
-                    encoding=body.encoding,
-                    segments=body.segments,
-                    due_at=now,
+                    **common,
+                    **_message(ident=ident, inv_id=inv_id, from_number=from_number, to=to, body=body, now=now),
                     **escalate.ack_fields(ack, organization_id=org.id, to=to),
                 )
                 for to in first
@@ -101,6 +87,36 @@ def deliveries_accept(
         return Accepted(previous, duplicate=True)
     logger.info("accepted %d deliveries for org %s key %s", len(ids), oid, idempotency_key)
     return Accepted(reply, duplicate=False, credential_id=credential.id)
+
+
+def _credential(
+    org: Organization, account_sid: str, auth_token: str, credential_id: int | None, now: datetime
+) -> Credential:
+    """The one the call brought from the Secrets Manager, or the one its secret resolved to lately."""
+    if credential_id is None:
+        return credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now)
+    remembered = usable_credential(organization=org, credential_id=credential_id)
+    if remembered is None:
+        raise CredentialGone()
+    return remembered
+
+
+def _message(
+    *, ident: str, inv_id: str, from_number: str, to: str, body: PreparedBody, now: datetime
+) -> dict[str, Any]:
+    """One recipient's delivery fields, pending and due now."""
+    return {
+        "ident": ident[:255],
+        "inv_id": inv_id[:255],
+        "from_number": from_number,
+        "to_number": to,
+        "body": body.text,
+        "original_length": body.original_length,
+        "truncated": body.truncated,
+        "encoding": body.encoding,
+        "segments": body.segments,
+        "due_at": now,
+    }
 
 
 def _reply(deliveries: list[Delivery], body: PreparedBody) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""Who calls us: LimaCharlie organisations, the Twilio credentials their calls bring, the `run` calls
+accepted (the replay defence), and the error reports LimaCharlie sends."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from deliveries.fields import EncryptedTextField
+
+
+class Organization(models.Model):
+    """A LimaCharlie organisation that subscribed to the extension."""
+
+    class Subscription(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"  # seen in a request before any subscribe event
+        SUBSCRIBED = "subscribed", "Subscribed"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    oid = models.CharField("LimaCharlie org id", max_length=64, unique=True)
+    subscription = models.CharField(max_length=16, choices=Subscription.choices, default=Subscription.UNKNOWN)
+    subscribed_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.oid
+
+
+class Credential(models.Model):
+    """A Twilio credential (Account SID and Auth Token) as a `run` call brought it from the
+    organisation's Secrets Manager. Each delivery keeps the one it was accepted with: its send,
+    retries, reconciliation, resends and the check of its status callbacks all use that one, never
+    "the organisation's current" one, so two rules naming two secrets cannot cross their messages."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="credentials")
+    account_sid = models.CharField(max_length=34)
+    # Erased ("") when the organisation unsubscribes: it withdrew its consent to our holding it.
+    auth_token = EncryptedTextField(blank=True)
+    # Keyed hash of SID/TOKEN (never the token itself): finds the row a call's credential matches.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(help_text="When a run call last brought it (to the minute).")
+    # Twilio refused it (20003): calls that bring it again read the Secrets Manager again.
+    rejected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fingerprint"], name="credential_once_per_org"),
+        ]
+        indexes = [models.Index(fields=["account_sid"], name="credential_account")]
+
+    def __str__(self) -> str:
+        return f"{self.account_sid} ({self.organization_id})"
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.account_sid and self.auth_token)
+
+
+class AlertRequest(models.Model):
+    """One accepted `run` call. Its unique key is the durable replay defence: `lc-ext-sig` has no
+    timestamp or nonce, so a captured request could be replayed forever without it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_requests")
+    idempotency_key = models.CharField(max_length=255)
+    reply = models.JSONField(help_text="The reply the first call got; a repeat gets it again.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "idempotency_key"], name="alert_request_once_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run call {self.idempotency_key}"
+
+
+class ErrorReport(models.Model):
+    """An `error_report` LimaCharlie sent about this extension."""
+
+    oid = models.CharField(max_length=64, blank=True)
+    error = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"error report from {self.oid or 'LimaCharlie'}"
