@@ -27,10 +27,25 @@ env = environ.FileAwareEnv()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
+MIN_SECRET_CHARS = 32
+
+
 def _required(name: str) -> str:
-    value = env.str(name, default="")
+    value = env.str(name, default="").strip()
     if not value:
         raise ImproperlyConfigured(f"{name} is not set: run `make .env` to generate one, or export it.")
+    return value
+
+
+def _secret(name: str, *, required: bool) -> str:
+    """A key: white space around it is dropped (a `_FILE` usually ends in a newline, which would
+    otherwise be part of the key), and a short one is refused rather than used."""
+    value = _required(name) if required else env.str(name, default="").strip()
+    if value and len(value) < MIN_SECRET_CHARS:
+        raise ImproperlyConfigured(
+            f"{name} is shorter than {MIN_SECRET_CHARS} characters: generate a long random one "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     return value
 
 
@@ -65,13 +80,16 @@ def _url(name: str, default: str) -> str:
     return value
 
 
-SECRET_KEY = _required("SECRET_KEY")
+SECRET_KEY = _secret("SECRET_KEY", required=True)
 # Comma-separated Fernet keys: the first encrypts, all decrypt (add a new key in front to rotate).
 FIELD_ENCRYPTION_KEY = _required("FIELD_ENCRYPTION_KEY")
 DEBUG = _bool("DEBUG", False)
 
 # --- LimaCharlie -------------------------------------------------------------------------------
-LC_SHARED_SECRET = env.str("LC_SHARED_SECRET", default="")
+LC_SHARED_SECRET = _secret("LC_SHARED_SECRET", required=False)
+# During a rotation of the Shared Secret, the one LimaCharlie may still sign with: LimaCharlie never
+# retries a 401, so without it every alert between the two changes would be lost.
+LC_SHARED_SECRET_PREVIOUS = _secret("LC_SHARED_SECRET_PREVIOUS", required=False)
 LC_API_URL = _url("LC_API_URL", "https://api.limacharlie.io")
 LC_API_TIMEOUT_SECONDS = _int("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
 # The cap applies to the body *after* gunzip: gzip is checked before the signature, so an
@@ -248,7 +266,11 @@ SPECTACULAR_SETTINGS = {
 # --- Operations --------------------------------------------------------------------------------
 # When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (for a
 # private network).
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
+# prometheus-client writes its count files there as soon as a metric is made: a folder that does not
+# exist yet would stop every command (`migrate` before `bin/run` creates it, for one).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
