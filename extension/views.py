@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
@@ -60,9 +60,10 @@ class IntakeView(APIView):
     )
     def post(self, request: Request) -> Response:
         if request.auth is None:
-            # No lc-ext-sig: not LimaCharlie (e.g. a probe). The SDKs answer 200 {} and do nothing.
+            # No lc-ext-sig: not LimaCharlie (e.g. a probe). Nothing happens; the answer keeps the
+            # reply shape the API document declares (LimaCharlie's SDKs answer `{}`, which no caller reads).
             self.message_type = "unsigned"
-            return Response({})
+            return Response(reply())
         kind, block, envelope = parse(cast(bytes, request.auth))
         self.message_type = kind
         org = block.get("org")
@@ -72,6 +73,11 @@ class IntakeView(APIView):
         )
         try:
             status, body = handlers.HANDLERS[kind](block, envelope)
+        except DataError as exc:
+            # A value the database cannot store (the envelope checks should have caught it): retrying
+            # the same call cannot help, so it is refused, not reported as an outage.
+            logger.warning("refusing a %s call: a value could not be stored (%s)", kind, type(exc).__name__)
+            return Response(reply(error="a value in the call cannot be stored", retriable=False), status=400)
         except DatabaseError:
             logger.exception("database error handling a %s call", kind)
             return Response(reply(error="database unavailable, try again", retriable=True), status=500)
