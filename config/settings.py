@@ -8,6 +8,7 @@ over the local `.env` file that `make run` writes. Secrets may also be given as 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -139,9 +140,34 @@ AXES_COOLOFF_TIME = timedelta(minutes=_int("AXES_COOLOFF_MINUTES", 15, 1, 10_080
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
-# Over HTTPS the session and CSRF cookies must never travel in clear text.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+# The address a lockout is keyed on: behind a proxy every login comes from the proxy, so five wrong
+# passwords from anyone would lock a SOC lead out. The client's address is taken from
+# X-Forwarded-For only when the request came from one of TRUSTED_PROXIES (config/client_ip.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must be IP addresses or networks, comma-separated, got {_proxy!r}"
+        ) from None
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+# An admin login lasts a working shift, not Django's default two weeks.
+SESSION_COOKIE_AGE = 8 * 3600
+# Over HTTPS the session and CSRF cookies must never travel in clear text, plain HTTP is redirected
+# and browsers are told (HSTS) to use HTTPS only. gunicorn sets the scheme from X-Forwarded-Proto
+# sent by FORWARDED_ALLOW_IPS (the TLS proxy). The probes are exempt: a load balancer or
+# orchestrator probes over plain HTTP from inside.
+_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _HTTPS
 SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = _HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = 31_536_000 if _HTTPS else 0
+# includeSubDomains covers names under PUBLIC_BASE_URL's host only (e.g. *.sms.example.com), which
+# this service owns. Preload is a submission to the browsers' lists: the domain owner's decision.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # --- Django ------------------------------------------------------------------------------------
 _default_hosts = ["localhost", "127.0.0.1", "[::1]"]
