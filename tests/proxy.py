@@ -24,7 +24,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         earlier = self.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{earlier}, {self.client_address[0]}" if earlier else self.client_address[0]
-        headers["Host"] = "%s:%d" % self.upstream
+        headers["Host"] = f"{self.upstream[0]}:{self.upstream[1]}"
         conn = http.client.HTTPConnection(*self.upstream, timeout=30)
         try:
             conn.request(self.command, self.path, body=body, headers=headers)
