@@ -44,7 +44,7 @@ class IntakeView(APIView):
             "The body is the JSON envelope, gzipped (`Content-Encoding: gzip`), signed with the extension's "
             "Shared Secret: `lc-ext-sig` is the lower-case hex HMAC-SHA256 of the *decompressed* bytes. "
             "Exactly one message type is present. Without `lc-ext-sig` (e.g. a load-balancer probe) the "
-            "answer is `200 {}` and nothing happens. Every refusal keeps the reply shape, with `error` and "
+            "answer is `200` with an empty reply and nothing happens. Every refusal keeps the reply shape, with `error` and "
             "`retriable`; LimaCharlie never retries a 4xx."
         ),
         request={"application/json": ENVELOPE},
@@ -67,8 +67,10 @@ class IntakeView(APIView):
         kind, block, envelope = parse(cast(bytes, request.auth))
         self.message_type = kind
         org = block.get("org")
+        oid = org.get("oid") if isinstance(org, dict) else None
         logcontext.bind(
-            oid=org.get("oid") if isinstance(org, dict) and isinstance(org.get("oid"), str) else None,
+            # Only an oid that is one: any other value is the caller's text and stays out of the logs.
+            oid=oid if isinstance(oid, str) and handlers.oid_valid(oid) else None,
             idempotency_key=envelope.get("idempotency_key") or None,
         )
         try:

@@ -251,6 +251,23 @@ def test_an_oid_that_is_not_a_uuid_is_refused_without_calling_limacharlie(
     assert fake_lc.requests == []
 
 
+def test_an_oid_that_is_not_a_uuid_never_reaches_the_log_context(
+    intake: Intake, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extension import views
+
+    bound: list[dict[str, Any]] = []
+    monkeypatch.setattr(views.logcontext, "bind", lambda **ids: bound.append(ids))
+    pasted = "AC" + "2" * 32 + ":a-pasted-token-value"
+    intake.send("request", {**run_block(tenant), "org": {"oid": pasted, "jwt": tenant.jwt}})
+    intake.run(tenant)
+
+    assert [ids["oid"] for ids in bound if "oid" in ids][:2] == [
+        None,
+        tenant.oid,
+    ]  # every log line of the call carried it
+
+
 @pytest.mark.parametrize(
     "secret",
     [".", "..", "hive://secret/x/../..", "hive://secret/..", "sécret", "a b", "x" * 65, "AC2222:notaslash-token-value"],
