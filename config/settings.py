@@ -359,7 +359,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Adds oid, idempotency_key and delivery_id (deliveries.observability.logcontext) to every record that has them.
-    "filters": {"context": {"()": "deliveries.observability.logcontext.ContextFilter"}},
+    "filters": {
+        "context": {"()": "deliveries.observability.logcontext.ContextFilter"},
+        "client_fault": {"()": "config.logfilters.ClientFaultWithoutTraceback"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(log_context)s"},
         "json": {
@@ -371,7 +374,7 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "client_fault"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # The twilio SDK logs request bodies and headers (Basic auth) at DEBUG, urllib3 logs URLs, and

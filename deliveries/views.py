@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from django.conf import settings
@@ -16,6 +17,28 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deliveries import services
+
+logger = logging.getLogger(__name__)
+CALLBACK_MAX_BYTES = 65_536
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _content_length(request: Request) -> int:
+    # Django reads no further than CONTENT_LENGTH, so the header bounds what the form parse would read.
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
 
 _Callback = inline_serializer(
     "TwilioStatusCallback",
@@ -53,19 +76,32 @@ class StatusCallbackView(APIView):
         ],
         responses={
             200: OpenApiResponse(description="Stored, or an unknown delivery id (so Twilio stops retrying)."),
+            400: OpenApiResponse(description="A form field holds a NUL or invalid text; nothing stored."),
             403: OpenApiResponse(description="Missing or invalid X-Twilio-Signature; nothing stored."),
+            413: OpenApiResponse(description="A body over 64 KiB; nothing read or stored."),
         },
         tags=["twilio"],
     )
     def post(self, request: Request, delivery_id: UUID) -> Response:
+        # A callback is a few hundred bytes. A larger body is refused before the form is read:
+        # Django would refuse one over 2.5 MiB itself, but as an HTML 400 and a logged traceback.
+        if _content_length(request) > CALLBACK_MAX_BYTES:
+            logger.warning("refusing a status callback of %s bytes", request.META.get("CONTENT_LENGTH"))
+            return Response(status=413)
         # Twilio signs the URL it called. Behind a TLS-terminating proxy this process sees another
         # scheme/host, so the public URL is rebuilt from PUBLIC_BASE_URL when it is set.
         path = request.get_full_path()
         url = f"{settings.PUBLIC_BASE_URL}{path}" if settings.PUBLIC_BASE_URL else request.build_absolute_uri(path)
+        params = {key: request.POST.get(key, "") for key in request.POST}
+        if not all(_storable(key) and _storable(value) for key, value in params.items()):
+            # Twilio never sends a NUL or a lone surrogate; neither can be stored (PostgreSQL refused
+            # the callback's row with a DataError: a 500 and a traceback).
+            logger.warning("refusing a status callback whose form holds text that cannot be stored")
+            return Response(status=400)
         result = services.status_callback_record(
             delivery_id=str(delivery_id),
             url=url,
-            params={key: request.POST.get(key, "") for key in request.POST},
+            params=params,
             signature=request.headers.get("X-Twilio-Signature", ""),
         )
         if result == services.CallbackResult.FORGED:

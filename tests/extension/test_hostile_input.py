@@ -302,3 +302,56 @@ def test_during_a_rotation_both_the_current_and_the_previous_secret_verify(
     assert intake.post_bytes(build("heartbeat", {}, "k"), secret="n" * 40).status_code == 200
     assert intake.post_bytes(build("heartbeat", {}, "k"), secret="x" * 40).status_code == 401
     assert len(fake_twilio.posts()) == 1
+
+
+# --- the other doors: no traceback for a stranger's oversized body ---------------------------------
+
+
+def test_an_oversized_status_callback_is_a_413_and_an_oversized_login_logs_no_traceback(
+    client: Any, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
+    import io
+
+    from deliveries.models import StatusEvent
+
+    console = next(h for h in logging.getLogger().handlers if h.name == "console")
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(console.formatter)
+    for f in console.filters:
+        handler.addFilter(f)
+    logging.getLogger().addHandler(handler)
+    try:
+        big = b"a=" + b"x" * (3 * 1024 * 1024)  # over DATA_UPLOAD_MAX_MEMORY_SIZE
+        form = "application/x-www-form-urlencoded"
+        callback = client.post(f"/twilio/status/{uuid.uuid4()}/", data=big, content_type=form)
+        login = client.post("/admin/login/", data=big, content_type=form)
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    assert callback.status_code == 413  # an HTML 400 and a logged traceback before
+    assert login.status_code == 400
+    assert not StatusEvent.objects.exists()
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    assert lines and not [line for line in lines if "exc_info" in line or line["level"] == "ERROR"], lines
+
+
+@pytest.mark.parametrize("field", ["To", "ErrorMessage", "Extra\x00Key"])
+def test_a_signed_callback_with_a_nul_is_a_400_on_both_backends(
+    client: Any, tenant: Tenant, settings: Any, field: str, no_traceback: Any
+) -> None:
+    # Found by the adversarial suite on PostgreSQL: the StatusEvent insert raised DataError (a 500).
+    from deliveries.models import StatusEvent
+    from tests.conftest import make_delivery
+    from tests.deliveries.test_receipts import _callback
+
+    settings.PUBLIC_BASE_URL = "https://sms.example.com"
+    settings.ALLOWED_HOSTS = ["testserver", "sms.example.com"]
+    delivery = make_delivery(tenant, status=Delivery.Status.QUEUED, twilio_sid="SM" + "a" * 32)
+
+    response = _callback(client, tenant, delivery.id, "delivered", **{field: "a\x00b"})
+
+    assert response.status_code == 400
+    assert not StatusEvent.objects.exists()
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.QUEUED
