@@ -45,6 +45,13 @@ class OrgSerializer(serializers.Serializer):
     jwt = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False, max_length=16_384)
     ident = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
 
+    def validate_jwt(self, value: str) -> str:
+        # It travels in an HTTP header: anything but printable ASCII could not be sent (it was a
+        # UnicodeEncodeError, answered as "LimaCharlie API unreachable", retriable).
+        if value and not (value.isascii() and value.isprintable() and " " not in value):
+            raise serializers.ValidationError("must be the token LimaCharlie sent: printable ASCII, no spaces")
+        return value
+
     def validate_oid(self, value: str) -> str:
         # The oid becomes part of the LimaCharlie API path and a stored key: a UUID, nothing else.
         if not oid_valid(value):

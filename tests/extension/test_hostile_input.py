@@ -355,3 +355,13 @@ def test_a_signed_callback_with_a_nul_is_a_400_on_both_backends(
     assert not StatusEvent.objects.exists()
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.QUEUED
+
+
+@pytest.mark.parametrize("jwt", ["eyJé", "eyJ\u2603", "eyJ a", "eyJ\n"])
+def test_a_jwt_that_cannot_travel_in_a_header_is_a_permanent_400(
+    intake: Intake, tenant: Tenant, fake_lc: FakeLimaCharlie, jwt: str, no_traceback: Any
+) -> None:
+    # Found by the mutation fuzz: a UnicodeEncodeError in the SDK, answered 500 "unreachable", retriable.
+    response = intake.send("request", {**run_block(tenant), "org": {"oid": tenant.oid, "jwt": jwt}})
+    _refused(response, 400, "request.org.jwt: must be the token LimaCharlie sent")
+    assert fake_lc.requests == [] and _nothing_stored()
