@@ -56,9 +56,10 @@ chaos: install-dev
 # The adversarial suite at full size (README "Security"): 10,000 examples per intake fuzz test (each a
 # signed envelope: generated, mutated from a real one, raw bytes, broken gzip) and 500 Schemathesis
 # calls per operation and mode of the OpenAPI document. `make test` runs the same tests, shorter.
+# About 6 minutes on 2 cores; Hypothesis' statistics at the end show the examples each test ran.
 fuzz: install-dev
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} ADVERSARIAL_EXAMPLES=$${ADVERSARIAL_EXAMPLES:-500} \
-		$(PY) -m pytest -s --timeout=7200 tests/extension/test_fuzz.py tests/adversarial
+		$(PY) -m pytest -q --hypothesis-show-statistics --timeout=7200 tests/extension/test_fuzz.py tests/adversarial
 
 # The benchmark (bench/run.py; README "Benchmark"): starts PostgreSQL and Redis if needed, uses its own
 # database ext_twilio_bench_load and Redis db 12. BENCH_QUICK=1 for a short run. Never part of `make test`.
