@@ -8,6 +8,7 @@ over the local `.env` file that `make run` writes. Secrets may also be given as 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -27,10 +28,25 @@ env = environ.FileAwareEnv()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
+MIN_SECRET_CHARS = 32
+
+
 def _required(name: str) -> str:
-    value = env.str(name, default="")
+    value = env.str(name, default="").strip()
     if not value:
         raise ImproperlyConfigured(f"{name} is not set: run `make .env` to generate one, or export it.")
+    return value
+
+
+def _secret(name: str, *, required: bool) -> str:
+    """A key: white space around it is dropped (a `_FILE` usually ends in a newline, which would
+    otherwise be part of the key), and a short one is refused rather than used."""
+    value = _required(name) if required else env.str(name, default="").strip()
+    if value and len(value) < MIN_SECRET_CHARS:
+        raise ImproperlyConfigured(
+            f"{name} is shorter than {MIN_SECRET_CHARS} characters: generate a long random one "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     return value
 
 
@@ -65,13 +81,16 @@ def _url(name: str, default: str) -> str:
     return value
 
 
-SECRET_KEY = _required("SECRET_KEY")
+SECRET_KEY = _secret("SECRET_KEY", required=True)
 # Comma-separated Fernet keys: the first encrypts, all decrypt (add a new key in front to rotate).
 FIELD_ENCRYPTION_KEY = _required("FIELD_ENCRYPTION_KEY")
 DEBUG = _bool("DEBUG", False)
 
 # --- LimaCharlie -------------------------------------------------------------------------------
-LC_SHARED_SECRET = env.str("LC_SHARED_SECRET", default="")
+LC_SHARED_SECRET = _secret("LC_SHARED_SECRET", required=False)
+# During a rotation of the Shared Secret, the one LimaCharlie may still sign with: LimaCharlie never
+# retries a 401, so without it every alert between the two changes would be lost.
+LC_SHARED_SECRET_PREVIOUS = _secret("LC_SHARED_SECRET_PREVIOUS", required=False)
 LC_API_URL = _url("LC_API_URL", "https://api.limacharlie.io")
 LC_API_TIMEOUT_SECONDS = _int("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
 # How long a web process reuses a credential it read from the Secrets Manager for the same organisation
@@ -124,9 +143,34 @@ AXES_COOLOFF_TIME = timedelta(minutes=_int("AXES_COOLOFF_MINUTES", 15, 1, 10_080
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
-# Over HTTPS the session and CSRF cookies must never travel in clear text.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+# The address a lockout is keyed on: behind a proxy every login comes from the proxy, so five wrong
+# passwords from anyone would lock a SOC lead out. The client's address is taken from
+# X-Forwarded-For only when the request came from one of TRUSTED_PROXIES (config/client_ip.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must be IP addresses or networks, comma-separated, got {_proxy!r}"
+        ) from None
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+# An admin login lasts a working shift, not Django's default two weeks.
+SESSION_COOKIE_AGE = 8 * 3600
+# Over HTTPS the session and CSRF cookies must never travel in clear text, plain HTTP is redirected
+# and browsers are told (HSTS) to use HTTPS only. gunicorn sets the scheme from X-Forwarded-Proto
+# sent by FORWARDED_ALLOW_IPS (the TLS proxy). The probes are exempt: a load balancer or
+# orchestrator probes over plain HTTP from inside.
+_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _HTTPS
 SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = _HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = 31_536_000 if _HTTPS else 0
+# includeSubDomains covers names under PUBLIC_BASE_URL's host only (e.g. *.sms.example.com), which
+# this service owns. Preload is a submission to the browsers' lists: the domain owner's decision.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # --- Django ------------------------------------------------------------------------------------
 _default_hosts = ["localhost", "127.0.0.1", "[::1]"]
@@ -251,7 +295,11 @@ SPECTACULAR_SETTINGS = {
 # --- Operations --------------------------------------------------------------------------------
 # When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (for a
 # private network).
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
+# prometheus-client writes its count files there as soon as a metric is made: a folder that does not
+# exist yet would stop every command (`migrate` before `bin/run` creates it, for one).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
@@ -319,7 +367,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Adds oid, idempotency_key and delivery_id (deliveries.observability.logcontext) to every record that has them.
-    "filters": {"context": {"()": "deliveries.observability.logcontext.ContextFilter"}},
+    "filters": {
+        "context": {"()": "deliveries.observability.logcontext.ContextFilter"},
+        "client_fault": {"()": "config.logfilters.ClientFaultWithoutTraceback"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(log_context)s"},
         "json": {
@@ -331,7 +382,7 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "client_fault"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # The twilio SDK logs request bodies and headers (Basic auth) at DEBUG, urllib3 logs URLs, and

@@ -293,6 +293,7 @@ EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("body", "body"),
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_LEADING_SPACE = " \n\x0b\x0c\u00a0"  # not \t and \r: those start a formula themselves
 _PLAIN_NUMBER = re.compile(r"^[+-]?\d+$")
 
 
@@ -304,8 +305,9 @@ def _cell(value: object) -> str:
     text = str(value)
     # An alert body is text an attacker can influence (it quotes the detection). A spreadsheet
     # would run a cell starting with = + - @ as a formula, so such cells are prefixed with a quote;
-    # phone numbers like +14155550100 stay as they are.
-    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(text):
+    # phone numbers like +14155550100 stay as they are. Spreadsheets skip leading white space (a space
+    # or a line feed before '=' still makes a formula), so it is skipped here too.
+    if text.lstrip(_LEADING_SPACE).startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(text):
         return "'" + text
     return text
 

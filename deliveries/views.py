@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,28 @@ from rest_framework.views import APIView
 
 from deliveries import services
 
+logger = logging.getLogger(__name__)
+CALLBACK_MAX_BYTES = 65_536
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _content_length(request: Request) -> int:
+    # Django reads no further than CONTENT_LENGTH, so the header bounds what the form parse would read.
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 _Callback = inline_serializer(
     "TwilioStatusCallback",
     {
@@ -30,6 +53,21 @@ _Callback = inline_serializer(
         "ErrorCode": serializers.CharField(required=False, help_text="On failed and undelivered."),
     },
 )
+
+
+def _refusal(request: Request) -> int | None:
+    """413 or 400 for a webhook body no genuine Twilio request has, before anything is checked or stored."""
+    # A webhook is a few hundred bytes. A larger body is refused before the form is read: Django would
+    # refuse one over 2.5 MiB itself, but as an HTML 400 and a logged traceback.
+    if _content_length(request) > CALLBACK_MAX_BYTES:
+        logger.warning("refusing a Twilio webhook of %s bytes", request.META.get("CONTENT_LENGTH"))
+        return 413
+    if not all(_storable(key) and _storable(str(value)) for key, value in request.POST.items()):
+        # Twilio never sends a NUL or a lone surrogate; neither can be stored (PostgreSQL refused the
+        # row with a DataError: a 500 and a traceback).
+        logger.warning("refusing a Twilio webhook whose form holds text that cannot be stored")
+        return 400
+    return None
 
 
 def _signed(request: Request) -> dict[str, Any]:
@@ -51,6 +89,14 @@ _SIGNATURE = OpenApiParameter(
     required=True,
     description="base64 HMAC-SHA1 of the URL and the sorted form fields, keyed by the Auth Token.",
 )
+
+
+_TWIML_RESPONSES = {
+    200: OpenApiResponse(description="TwiML"),
+    400: OpenApiResponse(description="A form field holds a NUL or invalid text; nothing stored."),
+    403: OpenApiResponse(description="Forged or unknown"),
+    413: OpenApiResponse(description="A body over 64 KiB; nothing read or stored."),
+}
 
 
 class StatusCallbackView(APIView):
@@ -76,11 +122,16 @@ class StatusCallbackView(APIView):
         ],
         responses={
             200: OpenApiResponse(description="Stored, or an unknown delivery id (so Twilio stops retrying)."),
+            400: OpenApiResponse(description="A form field holds a NUL or invalid text; nothing stored."),
             403: OpenApiResponse(description="Missing or invalid X-Twilio-Signature; nothing stored."),
+            413: OpenApiResponse(description="A body over 64 KiB; nothing read or stored."),
         },
         tags=["twilio"],
     )
     def post(self, request: Request, delivery_id: UUID) -> Response:
+        refused = _refusal(request)
+        if refused:
+            return Response(status=refused)
         result = services.status_callback_record(delivery_id=str(delivery_id), **_signed(request))
         if result == services.CallbackResult.FORGED:
             return Response(status=403)
@@ -96,6 +147,10 @@ class _TwimlWebhook(APIView):
     permission_classes: list[type[BasePermission]] = []
     parser_classes = [FormParser]
 
+    def _refused(self, request: Request) -> HttpResponse | None:
+        refused = _refusal(request)
+        return HttpResponse(status=refused) if refused else None
+
     def _answer(self, answer: services.InboundAnswer) -> HttpResponse:
         if answer.result != services.WebhookResult.STORED:
             return HttpResponse(status=403)
@@ -110,11 +165,11 @@ class InboundMessageView(_TwimlWebhook):
         "Answers TwiML.",
         parameters=[_SIGNATURE],
         request={"application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
-        responses={200: OpenApiResponse(description="TwiML"), 403: OpenApiResponse(description="Forged or unknown")},
+        responses=_TWIML_RESPONSES,
         tags=["twilio"],
     )
     def post(self, request: Request, oid: str) -> HttpResponse:
-        return self._answer(services.inbound_message_record(oid=oid, **_signed(request)))
+        return self._refused(request) or self._answer(services.inbound_message_record(oid=oid, **_signed(request)))
 
 
 class CallGatherView(_TwimlWebhook):
@@ -123,8 +178,9 @@ class CallGatherView(_TwimlWebhook):
         description="The key pressed during the call. Digits=1 acknowledges the alert. Answers TwiML.",
         parameters=[_SIGNATURE],
         request={"application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
-        responses={200: OpenApiResponse(description="TwiML"), 403: OpenApiResponse(description="Forged or unknown")},
+        responses=_TWIML_RESPONSES,
         tags=["twilio"],
     )
     def post(self, request: Request, delivery_id: UUID) -> HttpResponse:
-        return self._answer(services.call_gather_record(delivery_id=str(delivery_id), **_signed(request)))
+        refused = self._refused(request)
+        return refused or self._answer(services.call_gather_record(delivery_id=str(delivery_id), **_signed(request)))

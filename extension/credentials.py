@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_SECRET_NAME = "twilio"
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 HIVE_PREFIX = "hive://secret/"
+# A Hive record name as this service accepts it: ASCII letters, digits, '.', '_', '-', not starting
+# with '.' (so never '.' or '..', which would walk the API's path), and short: a longer value is more
+# likely a pasted credential than a name.
+SECRET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", re.ASCII)
+SECRET_NAME_RULE = "ASCII letters, digits, '.', '_' or '-', not starting with '.', at most 64"
 
 
 @dataclass(frozen=True)
@@ -55,17 +60,20 @@ def looks_resolved(reference: str) -> bool:
     return bool(ACCOUNT_SID.match(reference.strip().partition("/")[0])) and "/" in reference
 
 
-def secret_name(reference: str) -> str:
-    """`hive://secret/NAME` or a bare NAME → NAME."""
+def secret_name(reference: str, field: str = "the secret reference") -> str:
+    """`hive://secret/NAME` or a bare NAME → NAME, where NAME is a plain short name.
+
+    Anything else is refused without being shown: a value that is not a plain name may be a pasted
+    credential (`AC…:token`), and it would otherwise reach the API as a path, the logs and the reply.
+    """
     ref = reference.strip()
-    if ref.startswith("hive://"):
-        name = ref.rstrip("/").rsplit("/", 1)[-1]
-        if not ref.startswith(HIVE_PREFIX) or not name:
-            raise CredentialError(f"secret reference {ref!r} must look like {HIVE_PREFIX}NAME")
-        return name
-    if not ref or "/" in ref or len(ref) > 256:
-        raise CredentialError("secret reference must be a secret name or hive://secret/NAME")
-    return ref
+    name = ref[len(HIVE_PREFIX) :].rstrip("/") if ref.startswith(HIVE_PREFIX) else ref
+    if not SECRET_NAME.fullmatch(name):
+        raise CredentialError(
+            f"{field} must be a secret name ({SECRET_NAME_RULE}), hive://secret/NAME, or ACCOUNT_SID/AUTH_TOKEN; "
+            "the value given is none of these and is not shown"
+        )
+    return name
 
 
 def choose_reference(request_secret: str | None, config_secret: str | None) -> str:
@@ -76,11 +84,14 @@ def choose_reference(request_secret: str | None, config_secret: str | None) -> s
     return DEFAULT_SECRET_NAME
 
 
-def fetch_twilio_credential(*, oid: str, jwt: str, reference: str) -> TwilioCredential:
-    """Resolve a reference to a Twilio credential, reading Hive with the call's JWT if needed."""
+def fetch_twilio_credential(
+    *, oid: str, jwt: str, reference: str, field: str = "the secret reference"
+) -> TwilioCredential:
+    """Resolve a reference to a Twilio credential, reading Hive with the call's JWT if needed.
+    `field` names where the reference came from, for the error."""
     if looks_resolved(reference):
-        return parse_credential(reference, "the secret parameter")
-    name = secret_name(reference)
+        return parse_credential(reference, field)
+    name = secret_name(reference, field)
     if not jwt:
         raise CredentialError(f"cannot read secret {name!r}: the call carried no org JWT")
     value = _read_hive_secret(oid=oid, jwt=jwt, name=name)
@@ -111,7 +122,7 @@ def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
     # The SDK reads LC_API_URL once, at import; keep it in step with our setting.
     _sdk().ROOT_URL = settings.LC_API_URL
     try:
-        client = Client(oid=oid, jwt=jwt, timeout=settings.LC_API_TIMEOUT_SECONDS)
+        client = _client_with_only_this_jwt(Client, oid=oid, jwt=jwt)
         record = Hive(Organization(client), "secret").get(name)
     except errors.RateLimitError:
         raise CredentialError(f"LimaCharlie rate-limited the read of secret {name!r}", retriable=True) from None
@@ -147,6 +158,23 @@ def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise CredentialError(f"secret {name!r} has no 'secret' value")
     return value
+
+
+def _client_with_only_this_jwt(client_class: Any, *, oid: str, jwt: str) -> Any:
+    """A Client that can act with the call's JWT and nothing else.
+
+    The SDK resolves credentials from the environment (`LC_API_KEY`, `LC_UID`, `LC_OID`) and its config
+    file, and when the JWT is refused it mints a new one with them: with an operator's key in this
+    process's environment, a call with a bogus JWT would read the secret anyway. So those are wiped
+    and a refusal is never "refreshed"."""
+    from limacharlie import errors
+
+    def refuse_refresh(_client: Any) -> None:
+        raise errors.AuthenticationError("the call's JWT was refused", code=401)
+
+    client = client_class(oid=oid, jwt=jwt, timeout=settings.LC_API_TIMEOUT_SECONDS, on_refresh_auth=refuse_refresh)
+    client._api_key = client._uid = client._oauth_creds = None
+    return client
 
 
 def _lc_error_code(exc: Exception) -> str | None:

@@ -7,6 +7,7 @@ ones answer 500 with `retriable: true`. Every error names the field and why, nev
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +30,7 @@ from extension.schema import (
 
 logger = logging.getLogger(__name__)
 Reply = tuple[int, dict[str, Any]]
+ERROR_REPORT_CHARS = 10_000  # what is kept of one error report
 
 
 class StrictCharField(serializers.CharField):
@@ -40,10 +42,30 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+OID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
+
+
+def oid_valid(value: str) -> bool:
+    return bool(OID.fullmatch(value))
+
+
 class OrgSerializer(serializers.Serializer):
-    oid = StrictCharField(max_length=64)
-    jwt = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    oid = StrictCharField(max_length=36)
+    jwt = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False, max_length=16_384)
     ident = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
+
+    def validate_jwt(self, value: str) -> str:
+        # It travels in an HTTP header: anything but printable ASCII could not be sent (it was a
+        # UnicodeEncodeError, answered as "LimaCharlie API unreachable", retriable).
+        if value and not (value.isascii() and value.isprintable() and " " not in value):
+            raise serializers.ValidationError("must be the token LimaCharlie sent: printable ASCII, no spaces")
+        return value
+
+    def validate_oid(self, value: str) -> str:
+        # The oid becomes part of the LimaCharlie API path and a stored key: a UUID, nothing else.
+        if not oid_valid(value):
+            raise serializers.ValidationError("must be the organisation's id, a UUID")
+        return value.lower()
 
 
 class RecipientsField(serializers.Field):
@@ -67,7 +89,7 @@ class RecipientsField(serializers.Field):
 class RunDataSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False, error_messages={"blank": "must be non-empty text"})
     to = RecipientsField()
-    secret = StrictCharField(required=False, allow_blank=True, default="")
+    secret = StrictCharField(required=False, allow_blank=True, default="", max_length=4096)
     # Issue 11: escalation. Rendered templates arrive as text, so a number may come as "5".
     ack_within = serializers.FloatField(
         required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
@@ -155,20 +177,32 @@ def schema_request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     return 200, reply(extension_schema())
 
 
+def _required_key(envelope: dict[str, Any], what: str) -> str:
+    """The idempotency key: the only replay defence (`lc-ext-sig` has no nonce), so a call that
+    changes state must carry one."""
+    key = envelope.get("idempotency_key") or ""
+    if not key:
+        raise EnvelopeError(f"idempotency_key is required for {what}")
+    return str(key)
+
+
 def error_report(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    key = _required_key(envelope, "an error_report")
     error, oid = block.get("error", ""), block.get("oid", "")
-    delivery_services.error_report_record(
-        oid=oid if isinstance(oid, str) else "", error=error if isinstance(error, str) else repr(error)
-    )
+    if not isinstance(oid, str) or (oid and not oid_valid(oid)):
+        raise EnvelopeError("error_report.oid must be the organisation's id, a UUID, or empty")
+    text = error if isinstance(error, str) else repr(error)
+    delivery_services.error_report_record(oid=oid.lower(), error=text[:ERROR_REPORT_CHARS], idempotency_key=key)
     return 200, reply()
 
 
 def event(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    key = _required_key(envelope, "an event")
     org = _validated(OrgSerializer, block.get("org"), "event.org")
     name = block.get("event_name")
     if name not in ("subscribe", "unsubscribe", "update"):
         raise EnvelopeError("event.event_name must be subscribe, unsubscribe or update")
-    delivery_services.organization_record_event(oid=org["oid"], event_name=name)
+    delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key)
     return 200, reply()
 
 
@@ -188,7 +222,9 @@ def conf_validation(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
                 return 400, reply(error=f"config {key} must be a Messaging Service SID (MG + 32 hex)", retriable=False)
     reference = credentials.choose_reference(None, conf.get(CONFIG_TWILIO_SECRET))
     try:
-        credentials.fetch_twilio_credential(oid=org["oid"], jwt=org["jwt"], reference=reference)
+        credentials.fetch_twilio_credential(
+            oid=org["oid"], jwt=org["jwt"], reference=reference, field=f"config {CONFIG_TWILIO_SECRET}"
+        )
     except credentials.CredentialError as exc:
         return _credential_failure(exc)
     # Where to point the Twilio number's (or Messaging Service's) incoming-message webhook.
@@ -217,37 +253,56 @@ def _sender(data: dict[str, Any], config: dict[str, Any]) -> str:
         raise EnvelopeError(f"request.data.from {exc}") from None
 
 
-def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
-    org = _validated(OrgSerializer, block.get("org"), "request.org")
-    data = _validated(RunDataSerializer, block.get("data"), "request.data")
-    config = _config(block, "request")
+def _recipients(to: str) -> list[str]:
+    try:
+        return parse_recipients(to, settings.SMS_MAX_RECIPIENTS)
+    except InvalidNumber as exc:
+        raise EnvelopeError(f"request.data.to {exc}") from None
+
+
+def _inv_id(block: dict[str, Any]) -> str:
     inv_id = block.get("inv_id") or ""
     if not isinstance(inv_id, str):
         raise EnvelopeError("request.inv_id must be a string")
-    key = envelope.get("idempotency_key") or ""
-    if not key:
-        raise EnvelopeError("idempotency_key is required for a run request")
+    if len(inv_id) > 255:
+        raise EnvelopeError("request.inv_id is longer than 255 characters")
+    return inv_id
 
-    # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
+
+def _reference(data: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
+    """Which secret (the rule's, the configuration's, or the default), and the field that named it."""
+    configured = config.get(CONFIG_TWILIO_SECRET) or ""
+    if data["secret"].strip():
+        field = "request.data.secret"
+    else:
+        field = f"config {CONFIG_TWILIO_SECRET}" if configured.strip() else "the default secret"
+    return credentials.choose_reference(data["secret"], configured), field
+
+
+def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+    org = _validated(OrgSerializer, block.get("org"), "request.org")
+    key = _required_key(envelope, "a run request")
+
+    # 1. A repeat of an accepted call gets the first reply and causes nothing. Checked first, before
+    # the parse of `to` and the body: a replay costs one indexed read, not the work again.
+    previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
+    if previous is not None:
+        logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
+        return 200, reply(previous)
+
+    # 2. Validate everything the caller can fix before touching LimaCharlie.
+    data = _validated(RunDataSerializer, block.get("data"), "request.data")
+    config = _config(block, "request")
+    inv_id = _inv_id(block)
     sender = _sender(data, config)
-    try:
-        recipients = parse_recipients(data["to"], settings.SMS_MAX_RECIPIENTS)
-    except InvalidNumber as exc:
-        raise EnvelopeError(f"request.data.to {exc}") from None
+    recipients = _recipients(data["to"])
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
     ack = _ack_plan(data, config, sender)
     instruction = ack_instruction("XXX") if ack.codes else ""  # every code has the same length
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
 
-    # 2. A repeat of an accepted call gets the first reply and causes nothing.
-    previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
-    if previous is not None:
-        logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
-        return 200, reply(previous)
-
     # 3 to 5. The credential, persist, enqueue after commit, answer.
-    reference = credentials.choose_reference(data["secret"], config.get(CONFIG_TWILIO_SECRET))
     fields = {
         "oid": org["oid"],
         "idempotency_key": key,
@@ -258,29 +313,29 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "body": body,
         "ack": ack,
     }
-    return _accept(fields, jwt=org["jwt"], reference=reference)
+    return _accept(fields, jwt=org["jwt"], reference=_reference(data, config))
 
 
-def _accept(fields: dict[str, Any], *, jwt: str, reference: str) -> Reply:
+def _accept(fields: dict[str, Any], *, jwt: str, reference: tuple[str, str]) -> Reply:
     """Accept with the credential the secret resolved to lately (services.recall), or else read it from
     the Secrets Manager with this call's JWT. A value pasted in place of a secret name is never kept."""
-    oid = fields["oid"]
-    cacheable = not credentials.looks_resolved(reference)
-    remembered = delivery_services.recall(oid=oid, reference=reference) if cacheable else None
+    oid, (name, field) = fields["oid"], reference
+    cacheable = not credentials.looks_resolved(name)
+    remembered = delivery_services.recall(oid=oid, reference=name) if cacheable else None
     if remembered is not None:
         try:
             return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered).reply)
         except delivery_services.CredentialGone:
             pass  # erased or refused since: read the secret again
     try:
-        credential = credentials.fetch_twilio_credential(oid=oid, jwt=jwt, reference=reference)
+        credential = credentials.fetch_twilio_credential(oid=oid, jwt=jwt, reference=name, field=field)
     except credentials.CredentialError as exc:
         return _credential_failure(exc)
     accepted = delivery_services.deliveries_accept(
         **fields, account_sid=credential.account_sid, auth_token=credential.auth_token
     )
     if cacheable and accepted.credential_id is not None:
-        delivery_services.remember(oid=oid, reference=reference, credential_id=accepted.credential_id)
+        delivery_services.remember(oid=oid, reference=name, credential_id=accepted.credential_id)
     return 200, reply(accepted.reply)
 
 

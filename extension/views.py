@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
@@ -44,7 +44,7 @@ class IntakeView(APIView):
             "The body is the JSON envelope, gzipped (`Content-Encoding: gzip`), signed with the extension's "
             "Shared Secret: `lc-ext-sig` is the lower-case hex HMAC-SHA256 of the *decompressed* bytes. "
             "Exactly one message type is present. Without `lc-ext-sig` (e.g. a load-balancer probe) the "
-            "answer is `200 {}` and nothing happens. Every refusal keeps the reply shape, with `error` and "
+            "answer is `200` with an empty reply and nothing happens. Every refusal keeps the reply shape, with `error` and "
             "`retriable`; LimaCharlie never retries a 4xx."
         ),
         request={"application/json": ENVELOPE},
@@ -60,18 +60,26 @@ class IntakeView(APIView):
     )
     def post(self, request: Request) -> Response:
         if request.auth is None:
-            # No lc-ext-sig: not LimaCharlie (e.g. a probe). The SDKs answer 200 {} and do nothing.
+            # No lc-ext-sig: not LimaCharlie (e.g. a probe). Nothing happens; the answer keeps the
+            # reply shape the API document declares (LimaCharlie's SDKs answer `{}`, which no caller reads).
             self.message_type = "unsigned"
-            return Response({})
+            return Response(reply())
         kind, block, envelope = parse(cast(bytes, request.auth))
         self.message_type = kind
         org = block.get("org")
+        oid = org.get("oid") if isinstance(org, dict) else None
         logcontext.bind(
-            oid=org.get("oid") if isinstance(org, dict) and isinstance(org.get("oid"), str) else None,
+            # Only an oid that is one: any other value is the caller's text and stays out of the logs.
+            oid=oid if isinstance(oid, str) and handlers.oid_valid(oid) else None,
             idempotency_key=envelope.get("idempotency_key") or None,
         )
         try:
             status, body = handlers.HANDLERS[kind](block, envelope)
+        except DataError as exc:
+            # A value the database cannot store (the envelope checks should have caught it): retrying
+            # the same call cannot help, so it is refused, not reported as an outage.
+            logger.warning("refusing a %s call: a value could not be stored (%s)", kind, type(exc).__name__)
+            return Response(reply(error="a value in the call cannot be stored", retriable=False), status=400)
         except DatabaseError:
             logger.exception("database error handling a %s call", kind)
             return Response(reply(error="database unavailable, try again", retriable=True), status=500)

@@ -75,6 +75,7 @@ def fake_lc(lc_server: FakeLimaCharlie, settings: Any) -> FakeLimaCharlie:
     with lc_server.lock:
         lc_server.requests.clear()
         lc_server.failures.clear()
+        lc_server.api_keys.clear()
     settings.LC_API_URL = lc_server.url
     return lc_server
 

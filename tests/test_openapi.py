@@ -37,7 +37,7 @@ def test_the_schema_generates_without_warnings_and_validates(tmp_path: Path) -> 
     }
     assert set(schema["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
     callback = schema["paths"]["/twilio/status/{delivery_id}/"]["post"]
-    assert set(callback["responses"]) == {"200", "403"}
+    assert set(callback["responses"]) == {"200", "400", "403", "413"}
     assert "application/x-www-form-urlencoded" in callback["requestBody"]["content"]
 
 

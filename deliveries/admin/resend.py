@@ -58,6 +58,10 @@ class ResendMixin(admin.ModelAdmin):
         if not self.has_resend_permission(request):
             raise PermissionDenied
         ids, next_url = self._resend_request(request, object_id)
+        if not all(_is_uuid(i) for i in ids):
+            # A hand-made request (the desk only sends ids it listed): it was a 500 (ValidationError).
+            self.message_user(request, "Only delivery ids (UUIDs) can be resent.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:deliveries_delivery_changelist"))
         if not ids or len(ids) > settings.ADMIN_RESEND_MAX:
             self.message_user(
                 request, f"Select between 1 and {settings.ADMIN_RESEND_MAX} deliveries to resend.", messages.ERROR
@@ -145,3 +149,11 @@ class ResendMixin(admin.ModelAdmin):
             "action_url": reverse("admin:deliveries_delivery_resend"),
         }
         return TemplateResponse(request, "admin/deliveries/delivery/resend_confirmation.html", context)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -89,3 +89,24 @@ class ErrorReport(models.Model):
 
     def __str__(self) -> str:
         return f"error report from {self.oid or 'LimaCharlie'}"
+
+
+class HandledCall(models.Model):
+    """A state-changing LimaCharlie call other than `run` (an event, an error report), once per key.
+    `lc-ext-sig` has no timestamp or nonce: without this, a captured `unsubscribe` could be replayed
+    to erase an organisation's credential again. (`run` calls have AlertRequest.)"""
+
+    oid = models.CharField(max_length=64, blank=True)
+    message_type = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=255)
+    handled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["oid", "message_type", "idempotency_key"], name="handled_call_once_per_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} call {self.idempotency_key}"

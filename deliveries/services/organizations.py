@@ -7,18 +7,33 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries.models import ErrorReport, Organization
+from deliveries.models import ErrorReport, HandledCall, Organization
 from deliveries.services.credentials import credentials_erase, forget
 
 logger = logging.getLogger(__name__)
 Subscription = Organization.Subscription
 
 
-def organization_record_event(*, oid: str, event_name: str) -> Organization:
-    """Record a subscribe / unsubscribe / update event. Leaving erases the stored credential: an org
-    that unsubscribed has withdrawn its consent to our holding its Twilio token."""
+def _first_time(*, oid: str, message_type: str, idempotency_key: str) -> bool:
+    """Record that this call is being handled; False if it was before (a replay or a retry). Call
+    inside the transaction that makes the change, so the mark and the change commit together. An
+    empty key (a caller inside this service, not LimaCharlie) is always new."""
+    if not idempotency_key:
+        return True
+    _, created = HandledCall.objects.get_or_create(oid=oid, message_type=message_type, idempotency_key=idempotency_key)
+    if not created:
+        logger.info("repeat of %s idempotency key %s for org %s: nothing done", message_type, idempotency_key, oid)
+    return created
+
+
+def organization_record_event(*, oid: str, event_name: str, idempotency_key: str = "") -> Organization | None:
+    """Record a subscribe / unsubscribe / update event, once per idempotency key (None for a repeat).
+    Leaving erases the stored credential: an org that unsubscribed has withdrawn its consent to our
+    holding its Twilio token."""
     now = timezone.now()
     with transaction.atomic():
+        if not _first_time(oid=oid, message_type="event", idempotency_key=idempotency_key):
+            return None
         org, _ = Organization.objects.select_for_update().get_or_create(oid=oid)
         org.last_event_at = now
         if event_name == "subscribe":
@@ -37,7 +52,11 @@ def organization_record_event(*, oid: str, event_name: str) -> Organization:
     return org
 
 
-def error_report_record(*, oid: str, error: str) -> ErrorReport:
-    report = ErrorReport.objects.create(oid=oid[:64], error=error)
+def error_report_record(*, oid: str, error: str, idempotency_key: str = "") -> ErrorReport | None:
+    """Store an error report, once per idempotency key (None for a repeat)."""
+    with transaction.atomic():
+        if not _first_time(oid=oid, message_type="error_report", idempotency_key=idempotency_key):
+            return None
+        report = ErrorReport.objects.create(oid=oid[:64], error=error)
     logger.warning("LimaCharlie error report for org %s: %s", oid or "-", error[:2000])
     return report

@@ -43,7 +43,8 @@ def parse_status_callback(params: dict[str, str]) -> StatusReport:
 
 def _code(value: str | None) -> int | None:
     # Twilio's codes have five digits; anything that is not a small number is not a code we know.
-    if value and value.isdigit() and len(value) <= 9:
+    # isascii: str.isdigit() is also true for '²' and other scripts' digits, which int() refuses.
+    if value and value.isascii() and value.isdigit() and len(value) <= 9:
         return int(value)
     return None
 

@@ -12,6 +12,13 @@ from config import health
 from config.celery import app as celery_app
 
 
+@pytest.fixture(autouse=True)
+def fresh_broker_check() -> Any:
+    health.forget_broker_check()
+    yield
+    health.forget_broker_check()
+
+
 def test_healthz_answers_without_the_database(client: Any) -> None:
     # No django_db mark: any database access in this test would raise.
     response = client.get("/healthz")
@@ -50,3 +57,27 @@ def test_readyz_names_an_unreachable_database(client: Any, monkeypatch: pytest.M
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "unreachable (OperationalError)", "broker": "ok"}
     assert "db.internal" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_opens_one_broker_connection_however_often_it_is_called(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+    real = celery_app.connection_for_write
+
+    def counting() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(celery_app, "connection_for_write", counting)
+    for _ in range(20):
+        assert client.get("/readyz").status_code == 200
+    assert len(opened) == 1  # one per call before
+
+
+def test_the_probes_are_not_redirected_to_https_but_the_rest_is(client: Any, settings: Any) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz").status_code == 200
+    response = client.get("/api/schema/")
+    assert response.status_code == 301 and response["Location"].startswith("https://")

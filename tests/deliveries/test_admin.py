@@ -544,3 +544,12 @@ def test_held_back_deliveries_are_listed_by_reason_and_the_page_says_why(
 
     assert [d.pk for d in _listed(listing)] == [held.pk]
     assert "Recipient opted out" in page and "The recipient opted out of texts from this sender (Twilio 21610)." in page
+
+
+@pytest.mark.parametrize("body", [" =1+1", '\n=HYPERLINK("http://x")', "  +cmd", "\n\n@SUM(A1)", " \t-2+3"])
+def test_the_export_guards_a_formula_behind_leading_white_space(body: str) -> None:
+    # Issue 10, item 9: a spreadsheet skips the space or line feed and runs the formula.
+    from deliveries.selectors import _cell
+
+    assert _cell(body) == "'" + body
+    assert _cell("+14155550100") == "+14155550100"

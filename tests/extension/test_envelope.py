@@ -47,9 +47,9 @@ def test_it_reads_a_plain_body_unchanged() -> None:
         (b"not json", "not valid JSON"),
         (b"[1,2]", "must be a JSON object"),
         (b'{"version":20221218}', "no message type"),
-        (b'{"heartbeat":{},"schema_request":{}}', "more than one message type"),
-        (b'{"request":"run"}', "request must be a JSON object"),
-        (b'{"idempotency_key":5,"heartbeat":{}}', "idempotency_key must be a string"),
+        (b'{"version":20221218,"heartbeat":{},"schema_request":{}}', "more than one message type"),
+        (b'{"version":20221218,"request":"run"}', "request must be a JSON object"),
+        (b'{"version":20221218,"idempotency_key":5,"heartbeat":{}}', "idempotency_key must be a string"),
     ],
 )
 def test_it_says_why_an_envelope_is_refused(body: bytes, reason: str) -> None:

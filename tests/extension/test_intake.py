@@ -196,12 +196,13 @@ def test_the_same_key_from_another_organisation_is_a_different_call(
 # --- signature ----------------------------------------------------------------------------------
 
 
-def test_an_unsigned_call_gets_200_empty_and_does_nothing(
+def test_an_unsigned_call_gets_200_with_an_empty_reply_and_does_nothing(
     intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
     response = intake.post_bytes(build("request", run_block(tenant), "k"), signature=None)
 
-    assert (response.status_code, response.json()) == (200, {})
+    # The reply shape the API document declares (it was `{}`, a schema violation on every probe).
+    assert (response.status_code, response.json()) == (200, {"version": 20221218, "data": {}})
     assert _nothing_stored() and fake_twilio.posts() == []
 
 
@@ -511,7 +512,7 @@ def test_conf_validation_accepts_a_good_config(intake: Intake, tenant: Tenant) -
     ("conf", "error"),
     [
         ({"twilio_secret": "hive://secret/missing"}, "secret 'missing' does not exist"),
-        ({"twilio_secret": "hive://other/x"}, "secret reference 'hive://other/x' must look like hive://secret/NAME"),
+        ({"twilio_secret": "hive://other/x"}, "config twilio_secret must be a secret name ("),
         ({"default_from": "0800 FLOWERS"}, "config default_from must be in E.164 form"),
         ({"messaging_service_sid": "+15005550006"}, "config messaging_service_sid must be a Messaging Service SID"),
     ],
@@ -526,11 +527,12 @@ def test_conf_validation_says_exactly_what_is_wrong(
 
 
 def test_an_error_report_is_stored_and_logged(intake: Intake, caplog: pytest.LogCaptureFixture) -> None:
-    response = intake.send("error_report", {"error": "extension timed out", "oid": "org-1"})
+    oid = "0f3c2c1e-6d7b-4f6e-9a51-2b7d3c4e5f60"
+    response = intake.send("error_report", {"error": "extension timed out", "oid": oid})
 
     assert response.status_code == 200
-    assert list(ErrorReport.objects.values_list("oid", "error")) == [("org-1", "extension timed out")]
-    assert "LimaCharlie error report for org org-1: extension timed out" in caplog.text
+    assert list(ErrorReport.objects.values_list("oid", "error")) == [(oid, "extension timed out")]
+    assert f"LimaCharlie error report for org {oid}: extension timed out" in caplog.text
 
 
 def test_no_reply_or_log_line_contains_a_jwt_or_token(

@@ -2,12 +2,13 @@
 
 Answers as ../shared/reference/limacharlie-extension-protocol.md describes: a missing record is
 HTTP 400 with `lc_error_code:RECORD_NOT_FOUND`, a wrong or expired JWT is 401.
-`fake.fail_next(status)` makes the next reads fail with that status (e.g. 500, 429).
+`fake.fail_next(status)` makes the next reads fail with that status (e.g. 500, 429). POST to any
+path is the JWT service, minting an org's JWT for a key in `fake.api_keys`.
 """
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakes.base import FakeServer, QuietHandler
 
@@ -33,6 +34,18 @@ class _Handler(QuietHandler):
             return self.send_json(400, {"error": "lc_error_code:RECORD_NOT_FOUND - record not found"})
         self.send_json(200, {"data": {"secret": value}, "usr_mtd": {"enabled": True}, "sys_mtd": {"etag": "x"}})
 
+    def do_POST(self) -> None:
+        # LimaCharlie's JWT service (LC_JWT_URL): mints an org JWT for an API key. The service must
+        # never use it; it is here so a test can prove that.
+        form = {k: v[0] for k, v in parse_qs(self.read_body().decode()).items()}
+        with self.fake.lock:
+            self.fake.requests.append((self.path, "POST " + ",".join(sorted(form))))
+            known = form.get("secret") in self.fake.api_keys
+            jwt = self.fake.jwts.get(form.get("oid", ""))
+        if not known or jwt is None:
+            return self.send_json(401, {"error": "unknown api key"})
+        self.send_json(200, {"jwt": jwt})
+
 
 class FakeLimaCharlie(FakeServer):
     handler_class = _Handler
@@ -43,6 +56,7 @@ class FakeLimaCharlie(FakeServer):
         self.secrets: dict[tuple[str, str], str] = {}
         self.requests: list[tuple[str, str]] = []
         self.failures: list[int] = []
+        self.api_keys: set[str] = set()
 
     def add_org(self, oid: str, jwt: str) -> None:
         with self.lock:
