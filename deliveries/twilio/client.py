@@ -53,7 +53,7 @@ class _HeaderKeepingClient(TwilioHttpClient):
 _local = threading.local()
 
 
-def _http_client() -> _HeaderKeepingClient:
+def http_client() -> _HeaderKeepingClient:
     """One HTTP client (one requests.Session, one connection pool) per process and thread.
 
     requests.Session is not promised thread-safe, and a session inherited across a Celery prefork
@@ -67,8 +67,8 @@ def _http_client() -> _HeaderKeepingClient:
     return client
 
 
-def _client(account_sid: str, auth_token: str) -> Client:
-    client = Client(account_sid, auth_token, http_client=_http_client())
+def rest_client(account_sid: str, auth_token: str) -> Client:
+    client = Client(account_sid, auth_token, http_client=http_client())
     if settings.TWILIO_API_BASE_URL:
         client.api.base_url = settings.TWILIO_API_BASE_URL
     return client
@@ -92,29 +92,29 @@ def send_sms(
         params["from_"] = from_
     if status_callback:
         params["status_callback"] = status_callback
-    http = _http_client()
+    http = http_client()
     started = time.monotonic()
     try:
-        message = _client(account_sid, auth_token).messages.create(**params)
+        message = rest_client(account_sid, auth_token).messages.create(**params)
     except TwilioRestException as exc:
         return SendResult(
             outcome=classify_rest_error(exc.status, exc.code),
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
             http_status=exc.status,
             twilio_code=exc.code,
-            twilio_message=_twilio_message(exc),
+            twilio_message=rest_error_message(exc),
             twilio_request_id=http.last_request_id,
         )
     except Exception as exc:  # noqa: BLE001 - every failure must become an outcome, not a lost task
         return SendResult(
             outcome=classify_exception(exc),
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
     return SendResult(
         outcome=Outcome.ACCEPTED,
-        duration_ms=_ms_since(started),
+        duration_ms=ms_since(started),
         http_status=201,
         twilio_request_id=http.last_request_id,
         sid=message.sid or "",
@@ -146,26 +146,26 @@ def find_message(*, account_sid: str, auth_token: str, to: str, from_: str, body
     """Look for a message we may have created after an ambiguous answer. Twilio has no idempotency
     key, so "the same message" means: same To, same sender, same body, created after `since`.
     Only the newest page is read: the message, if it exists, is minutes old."""
-    http = _http_client()
+    http = http_client()
     started = time.monotonic()
     filters: dict[str, Any] = {"to": to, "limit": 50, "page_size": 50}
     if not from_.startswith("MG"):
         filters["from_"] = from_
     try:
-        messages = _client(account_sid, auth_token).messages.list(**filters)
+        messages = rest_client(account_sid, auth_token).messages.list(**filters)
     except TwilioRestException as exc:
         return LookupResult(
             LookupOutcome.FAILED,
-            _ms_since(started),
+            ms_since(started),
             http_status=exc.status,
             twilio_code=exc.code,
-            twilio_message=_twilio_message(exc),
+            twilio_message=rest_error_message(exc),
             twilio_request_id=http.last_request_id,
         )
     except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
         return LookupResult(
             LookupOutcome.FAILED,
-            _ms_since(started),
+            ms_since(started),
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
@@ -178,18 +178,18 @@ def find_message(*, account_sid: str, auth_token: str, to: str, from_: str, body
         ):
             return LookupResult(
                 LookupOutcome.FOUND,
-                _ms_since(started),
+                ms_since(started),
                 sid=message.sid or "",
                 status=statuses.from_twilio(message.status or "") or Status.QUEUED,
                 http_status=200,
                 twilio_request_id=http.last_request_id,
             )
     return LookupResult(
-        LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+        LookupOutcome.NOT_FOUND, ms_since(started), http_status=200, twilio_request_id=http.last_request_id
     )
 
 
-def _twilio_message(exc: TwilioRestException) -> str:
+def rest_error_message(exc: TwilioRestException) -> str:
     # The SDK prefixes Twilio's own message with its own words; keep Twilio's, as its docs word it.
     message = str(exc.msg or "")
     for prefix in ("Unable to create record: ", "Unable to fetch page: "):
@@ -197,5 +197,5 @@ def _twilio_message(exc: TwilioRestException) -> str:
     return message[:1000]
 
 
-def _ms_since(started: float) -> int:
+def ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)

@@ -20,10 +20,10 @@ from deliveries.twilio.client import (
     LookupOutcome,
     LookupResult,
     SendResult,
-    _client,
-    _http_client,
-    _ms_since,
-    _twilio_message,
+    http_client,
+    ms_since,
+    rest_client,
+    rest_error_message,
 )
 from deliveries.twilio.errors import Outcome, classify_exception, classify_rest_error, describe
 
@@ -60,29 +60,29 @@ def place_call(
     params: dict[str, Any] = {"to": to, "from_": from_, "twiml": twiml, "timeout": RING_SECONDS}
     if status_callback:
         params.update(status_callback=status_callback, status_callback_event=CALL_STATUS_EVENTS)
-    http = _http_client()
+    http = http_client()
     started = time.monotonic()
     try:
-        call = _client(account_sid, auth_token).calls.create(**params)
+        call = rest_client(account_sid, auth_token).calls.create(**params)
     except TwilioRestException as exc:
         return SendResult(
             outcome=classify_rest_error(exc.status, exc.code),
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
             http_status=exc.status,
             twilio_code=exc.code,
-            twilio_message=_twilio_message(exc),
+            twilio_message=rest_error_message(exc),
             twilio_request_id=http.last_request_id,
         )
     except Exception as exc:  # noqa: BLE001 - every failure must become an outcome, not a lost task
         return SendResult(
             outcome=classify_exception(exc),
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
     return SendResult(
         outcome=Outcome.ACCEPTED,
-        duration_ms=_ms_since(started),
+        duration_ms=ms_since(started),
         http_status=201,
         twilio_request_id=http.last_request_id,
         sid=call.sid or "",
@@ -92,23 +92,23 @@ def place_call(
 
 def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: datetime) -> LookupResult:
     """After an ambiguous answer: a call to `to` from `from_` created since the attempt started."""
-    http = _http_client()
+    http = http_client()
     started = time.monotonic()
     try:
-        calls = _client(account_sid, auth_token).calls.list(to=to, from_=from_, limit=20, page_size=20)
+        calls = rest_client(account_sid, auth_token).calls.list(to=to, from_=from_, limit=20, page_size=20)
     except TwilioRestException as exc:
         return LookupResult(
             LookupOutcome.FAILED,
-            _ms_since(started),
+            ms_since(started),
             http_status=exc.status,
             twilio_code=exc.code,
-            twilio_message=_twilio_message(exc),
+            twilio_message=rest_error_message(exc),
             twilio_request_id=http.last_request_id,
         )
     except Exception as exc:  # noqa: BLE001 - a failed lookup is retried later, never fatal
         return LookupResult(
             LookupOutcome.FAILED,
-            _ms_since(started),
+            ms_since(started),
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
@@ -116,12 +116,12 @@ def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: 
         if call.date_created is None or call.date_created >= since - timedelta(seconds=30):
             return LookupResult(
                 LookupOutcome.FOUND,
-                _ms_since(started),
+                ms_since(started),
                 sid=call.sid or "",
                 status=statuses.from_twilio(str(call.status or "")) or Status.QUEUED,
                 http_status=200,
                 twilio_request_id=http.last_request_id,
             )
     return LookupResult(
-        LookupOutcome.NOT_FOUND, _ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+        LookupOutcome.NOT_FOUND, ms_since(started), http_status=200, twilio_request_id=http.last_request_id
     )
