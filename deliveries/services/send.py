@@ -18,9 +18,9 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery, Organization
+from deliveries.models import Attempt, Delivery
 from deliveries.observability import logcontext, metrics
-from deliveries.services import calls, flood, queue
+from deliveries.services import calls, flood, queue, sql
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -66,16 +66,12 @@ def claim(
     decisions for one organisation across every worker, while the POST itself happens after commit."""
     now = timezone.now()
     with transaction.atomic():
-        # Lock the organisation (found through the delivery, in one query), then the delivery. SQLite has
-        # no row locks: its transactions (BEGIN IMMEDIATE) already run one at a time, so it skips both.
-        locks = connection.features.has_select_for_update
-        if (
-            locks
-            and not Organization.objects.select_for_update(of=("self",)).filter(deliveries__id=delivery_id).exists()
-        ):
+        # Lock the organisation (found through the delivery), then the delivery, by hand-written
+        # queries (services.sql says why). SQLite has no row locks: its transactions (BEGIN IMMEDIATE)
+        # already run one at a time, so it skips the first and reads the delivery unlocked.
+        if connection.features.has_select_for_update and not sql.lock_organization_of(delivery_id):
             return SendDecision(status="missing")
-        rows = Delivery.objects.select_for_update(of=("self",)) if locks else Delivery.objects
-        delivery = rows.select_related("organization", "credential").filter(id=delivery_id).first()
+        delivery = sql.delivery_for_send(delivery_id)
         if delivery is None:
             return SendDecision(status="missing")
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
