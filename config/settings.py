@@ -323,6 +323,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # The filesystem transport has no fan-out exchange for remote control commands.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+# Celery's Django fixup closes the database connection before and after every task unless this is
+# set, so each task opened a new one (on PostgreSQL a TCP connect and authentication; DB_CONN_MAX_AGE
+# held only for the web). With it, config.celery closes a connection as Django does around a web
+# request: when it failed or outlived DB_CONN_MAX_AGE. (The fixup still closes one thread's connection
+# every 2 × this many tasks.)
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 # A task is acknowledged after it ran, so a worker that dies mid-task leaves it to be redelivered;

@@ -24,6 +24,7 @@ from tests.fakes.twilio import FakeTwilio
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_BASE_URL = "https://sms.example.com"
 LOG = Path(settings.VAR_DIR) / "test-worker.log"
+WORKER_DB_APPLICATION = "ext-twilio-test-worker"
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,8 @@ def celery_worker_process(
         # Where calls send their keypress (<Gather action>) and status callbacks; the tests post
         # those to the test client, signed over this URL (tests/deliveries/test_escalation*.py).
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        # Names the worker's PostgreSQL connections (libpq reads it), so a test can find them.
+        "PGAPPNAME": WORKER_DB_APPLICATION,
     }
     subprocess.run(
         [sys.executable, "-m", "celery", "-A", "config", "purge", "-f"],
