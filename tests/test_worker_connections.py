@@ -34,7 +34,8 @@ def test_the_worker_keeps_its_database_connections_from_one_task_to_the_next(
     for batch in range(3):
         deliveries = [make_delivery(tenant, to_number=f"+1500555{batch}{n:03d}") for n in range(4)]
         queue.send([str(d.id) for d in deliveries])
-        wait_for(lambda batch=batch: Delivery.objects.filter(status="queued").count() == 4 * (batch + 1))
+        sent = 4 * (batch + 1)
+        wait_for(lambda: Delivery.objects.filter(status="queued").count() == sent)  # noqa: B023 - waited on at once
         still_open = _worker_connections()
         assert still_open, "the worker closed its connections after its tasks"
         seen |= still_open

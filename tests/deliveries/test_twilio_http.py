@@ -1,0 +1,44 @@
+"""The Twilio client reads the environment's proxy and CA-bundle settings once, when it is made, and
+keeps honouring them (requests would otherwise read them again for every request)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deliveries.twilio.client import _HeaderKeepingClient
+
+PROXY = "http://proxy.example:3128"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_in_the_environment_carries_the_requests_to_twilio(clean_env: pytest.MonkeyPatch, settings) -> None:
+    settings.TWILIO_API_BASE_URL = ""
+    clean_env.setenv("HTTPS_PROXY", PROXY)
+
+    client = _HeaderKeepingClient(timeout=5)
+
+    assert client.session is not None and client.session.proxies.get("https") == PROXY
+    assert client.session.trust_env is False  # nothing is read from the environment per request
+
+
+def test_twilio_s_address_in_no_proxy_goes_direct(clean_env: pytest.MonkeyPatch, settings) -> None:
+    settings.TWILIO_API_BASE_URL = ""
+    clean_env.setenv("HTTPS_PROXY", PROXY)
+    clean_env.setenv("NO_PROXY", "api.twilio.com")
+
+    assert _HeaderKeepingClient(timeout=5).session.proxies == {}
+
+
+def test_a_ca_bundle_in_the_environment_verifies_twilio_s_certificate(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corporate.pem")
+
+    assert _HeaderKeepingClient(timeout=5).session.verify == "/etc/ssl/corporate.pem"
+    clean_env.delenv("REQUESTS_CA_BUNDLE")
+    assert _HeaderKeepingClient(timeout=5).session.verify is True
