@@ -16,6 +16,7 @@ call these (imported from this package) and nothing else writes.
     escalate       ack_within timers and their steps: a call, or the next recipient
     calls          an escalation's call placed at Twilio, or looked up after an ambiguous answer
     codes          acknowledgement codes
+    sql            the send path's statements, written by hand (measured: the ORM's compilation cost more)
 """
 
 from deliveries.services.accept import Accepted, CredentialGone, alert_request_reply, deliveries_accept

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F
-
 from deliveries.models import Attempt, Delivery
+from deliveries.services import sql
 
 Status = Delivery.Status
 
@@ -18,23 +17,21 @@ Status = Delivery.Status
 def attempt_open(
     *, delivery: Delivery, trigger: str, now: datetime, triggered_by_id: int | None = None, reason: str = ""
 ) -> Attempt:
-    """Claim the (locked) delivery for this try: `sending`, nothing due, and a new attempt."""
+    """Claim the (locked) delivery for this try: `sending`, nothing due, and a new attempt. Written by
+    hand, as the send path's reads are (services.sql says why)."""
     delivery.attempt_count += 1
     delivery.status, delivery.claimed_at, delivery.due_at = Status.SENDING, now, None
     delivery.last_trigger, delivery.last_outcome = trigger, ""
     delivery.resend_by_id, delivery.resend_reason = None, ""  # a waiting resend is this attempt now
-    Delivery.objects.filter(id=delivery.id).update(
-        status=Status.SENDING,
-        claimed_at=now,
-        due_at=None,
-        attempt_count=F("attempt_count") + 1,
-        last_trigger=trigger,
-        last_outcome="",
-        resend_by=None,
-        resend_reason="",
-        updated_at=now,
+    claimed = {"status": Status.SENDING, "claimed_at": now, "due_at": None, "last_trigger": trigger}
+    sql.update(
+        Delivery,
+        {**claimed, "last_outcome": "", "resend_by": None, "resend_reason": "", "updated_at": now},
+        "id = %s",
+        [sql.key(delivery.id)],
+        also="attempt_count = attempt_count + 1",
     )
-    return Attempt.objects.create(
+    attempt = Attempt(
         delivery=delivery,
         number=delivery.attempt_count,
         trigger=trigger,
@@ -42,6 +39,18 @@ def attempt_open(
         triggered_by_id=triggered_by_id,
         reason=reason,
     )
+    blank = {"outcome": "", "twilio_message": "", "twilio_request_id": ""}
+    attempt.id = sql.insert(
+        Attempt,
+        {
+            "delivery": delivery.id,
+            **{name: getattr(attempt, name) for name in ("number", "trigger", "started_at", "reason")},
+            "triggered_by": triggered_by_id,
+            **blank,
+        },
+    )
+    attempt._state.adding, attempt._state.db = False, "default"
+    return attempt
 
 
 def attempt_finish(*, attempt: Attempt, now: datetime, outcome: str, delivery: dict[str, Any], **fields: Any) -> bool:
@@ -50,9 +59,16 @@ def attempt_finish(*, attempt: Attempt, now: datetime, outcome: str, delivery: d
     row meanwhile: it wins) and the delivery was left as it was.
 
     `finished_at IS NULL` makes finishing a once-only operation: an attempt is never rewritten."""
-    Attempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(finished_at=now, outcome=outcome, **fields)
-    mine = Delivery.objects.filter(id=attempt.delivery_id, status=Status.SENDING)
-    return bool(mine.update(last_outcome=outcome, updated_at=now, **delivery))
+    sql.update(
+        Attempt, {"finished_at": now, "outcome": outcome, **fields}, "id = %s AND finished_at IS NULL", [attempt.id]
+    )
+    mine = sql.update(
+        Delivery,
+        {"last_outcome": outcome, "updated_at": now, **delivery},
+        "id = %s AND status = %s",
+        [sql.key(attempt.delivery_id), Status.SENDING],
+    )
+    return bool(mine)
 
 
 def attempts_abandon(*, delivery_ids: Sequence[str], now: datetime, outcome: str, message: str) -> None:

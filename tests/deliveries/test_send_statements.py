@@ -1,0 +1,83 @@
+"""The send path's hand-written statements (deliveries.services.sql) read and write exactly what the
+ORM would: every field of the delivery, its credential and organisation, and the attempt's rows."""
+
+from __future__ import annotations
+
+import pytest
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from deliveries.models import Attempt, Delivery
+from deliveries.services import sql
+from deliveries.services.attempts import attempt_finish, attempt_open
+from tests.conftest import Tenant, make_delivery
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_delivery_read_by_hand_equals_the_orm_s_with_its_credential_and_organisation(tenant: Tenant) -> None:
+    now = timezone.now()
+    delivery = make_delivery(
+        tenant, truncated=True, ack_code="K7Q", due_at=now, claimed_at=now, error_code=30003, status_reason="x"
+    )
+
+    by_hand = sql.delivery_for_send(delivery.id)
+    by_orm = Delivery.objects.select_related("organization", "credential").get(id=delivery.id)
+
+    assert by_hand is not None
+    assert model_to_dict(by_hand) == model_to_dict(by_orm) and by_hand.id == by_orm.id
+    assert (by_hand.created_at, by_hand.updated_at) == (by_orm.created_at, by_orm.updated_at)
+    assert by_hand.organization.oid == tenant.oid
+    assert by_hand.credential is not None
+    assert (by_hand.credential.account_sid, by_hand.credential.auth_token) == (tenant.account_sid, tenant.auth_token)
+    assert by_hand.credential.usable and by_hand.credential.rejected_at is None
+
+
+def test_a_delivery_without_credential_reads_as_none_and_a_missing_one_as_nothing(tenant: Tenant) -> None:
+    delivery = make_delivery(tenant, credential=None)
+
+    found = sql.delivery_for_send(delivery.id)
+
+    assert found is not None and found.credential_id is None and found.credential is None
+    assert sql.delivery_for_send("00000000-0000-0000-0000-000000000000") is None
+
+
+def test_an_attempt_opened_and_finished_by_hand_is_stored_as_the_orm_would_store_it(tenant: Tenant) -> None:
+    delivery = make_delivery(tenant, resend_reason="on call changed")
+    now = timezone.now()
+
+    attempt = attempt_open(delivery=delivery, trigger=Attempt.Trigger.AUTOMATIC, now=now, reason="why")
+    assert attempt_finish(
+        attempt=attempt,
+        now=now,
+        outcome=Attempt.Outcome.ACCEPTED,
+        delivery={"status": Delivery.Status.QUEUED, "twilio_sid": "SM1", "sent_at": now},
+        http_status=201,
+        twilio_request_id="RQ1",
+        duration_ms=7,
+    )
+    assert not attempt_finish(attempt=attempt, now=now, outcome="failed", delivery={"status": "failed"})
+
+    stored = Attempt.objects.get()
+    assert (stored.id, stored.number, stored.trigger, stored.reason, stored.started_at, stored.finished_at) == (
+        attempt.id,
+        1,
+        "automatic",
+        "why",
+        now,
+        now,
+    )
+    assert (stored.outcome, stored.http_status, stored.twilio_request_id, stored.duration_ms) == (
+        "accepted",
+        201,
+        "RQ1",
+        7,
+    )
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.twilio_sid, delivery.sent_at, delivery.claimed_at) == ("queued", "SM1", now, now)
+    assert (delivery.attempt_count, delivery.last_trigger, delivery.last_outcome, delivery.resend_reason) == (
+        1,
+        "automatic",
+        "accepted",
+        "",
+    )
