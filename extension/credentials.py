@@ -113,6 +113,19 @@ def _sdk() -> Any:
     return limacharlie.client
 
 
+def warm_up() -> None:
+    """Import the SDK and build its SSL context now (at a web worker's start), not in the first call
+    that reads a secret: that call would wait for them, and pay their CPU, about 0.1 s. A failure here
+    changes nothing: the first call that reads a secret tries again (the result is cached only once
+    built) and answers as before."""
+    try:
+        _sdk()
+    except Exception as exc:  # noqa: BLE001 - logged; the first call tries again
+        logger.warning(
+            "could not prepare the LimaCharlie SDK at start (%s); the first call tries again", type(exc).__name__
+        )
+
+
 def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
     from limacharlie import errors
     from limacharlie.client import Client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from deliveries.models import Delivery
+from django.db import connection
 
 # No 0/O, 1/I/L: a code read off a lock screen is typed without confusion. All GSM-7: it never
 # changes an alert's encoding. 31^3 = 29,791 codes per recipient.
@@ -15,11 +15,15 @@ LENGTH = 3
 
 def ack_code_new(*, organization_id: int, recipient: str, taken: set[str] | None = None) -> str:
     """A code no unacknowledged alert of this recipient (in this organisation) holds."""
-    used = set(
-        Delivery.objects.filter(organization_id=organization_id, to_number=recipient, acknowledged_at__isnull=True)
-        .exclude(ack_code="")
-        .values_list("ack_code", flat=True)
-    ) | (taken or set())
+    # Hand-written SQL (plain on SQLite and PostgreSQL): every alert text of a `run` call makes this
+    # read, and the ORM spent more CPU compiling it than the database spent answering it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ack_code FROM deliveries_delivery"
+            " WHERE organization_id = %s AND to_number = %s AND acknowledged_at IS NULL AND ack_code <> ''",
+            [organization_id, recipient],
+        )
+        used = {code for (code,) in cursor.fetchall()} | (taken or set())
     while True:
         code = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
         if code not in used:

@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -103,11 +104,15 @@ def forget(*, oid: str) -> None:
             del _recent[key]
 
 
-def usable_credential(*, organization: Organization, credential_id: int) -> Credential | None:
-    """The remembered credential, if it still belongs to the organisation, holds its token and was not
-    refused by Twilio. Call it in the accepting transaction."""
-    return (
-        Credential.objects.filter(id=credential_id, organization=organization, rejected_at__isnull=True)
-        .exclude(auth_token="")
-        .first()
-    )
+def credential_usable(*, organization_id: int, credential_id: int) -> bool:
+    """Whether the remembered credential still belongs to the organisation, holds its token and was not
+    refused by Twilio. Call it in the accepting transaction. Hand-written SQL (plain on SQLite and
+    PostgreSQL): it runs on most `run` calls and the ORM spent more CPU compiling it than the database
+    answering; an erased token is stored as "" (EncryptedTextField leaves "" as is), so no decryption."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM deliveries_credential"
+            " WHERE id = %s AND organization_id = %s AND rejected_at IS NULL AND auth_token <> ''",
+            [credential_id, organization_id],
+        )
+        return cursor.fetchone() is not None

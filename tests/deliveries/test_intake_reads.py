@@ -1,0 +1,79 @@
+"""The intake's hot reads are hand-written SQL (deliveries.services: accept, codes, credentials); these
+pin down that they still say exactly what the ORM queries they replaced said."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import Credential, Organization
+from deliveries.services import codes
+from deliveries.services.accept import alert_request_reply, deliveries_accept
+from deliveries.services.credentials import credential_usable
+from deliveries.sms import prepare_body
+from tests.conftest import Tenant, make_delivery
+
+pytestmark = pytest.mark.django_db
+
+
+def _codes_drawn(monkeypatch: pytest.MonkeyPatch, *codes_in_order: str) -> None:
+    """secrets.choice draws these codes, one character at a time, in this order."""
+    characters = iter("".join(codes_in_order))
+    monkeypatch.setattr(codes.secrets, "choice", lambda _alphabet: next(characters))
+
+
+def test_a_new_code_is_never_one_the_recipient_still_has_outstanding(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = make_delivery(tenant, ack_code="ABC")
+    _codes_drawn(monkeypatch, "ABC", "XYZ")
+    assert codes.ack_code_new(organization_id=held.organization_id, recipient=tenant.recipient) == "XYZ"
+
+
+def test_a_code_acknowledged_or_held_elsewhere_is_free_again(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    acknowledged = make_delivery(tenant, ack_code="ABC", acknowledged_at=timezone.now())
+    make_delivery(tenant, ack_code="DEF", to_number="+15005550199")  # another recipient's
+    _codes_drawn(monkeypatch, "ABC", "DEF")
+    org_id = acknowledged.organization_id
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "ABC"
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEF"
+
+
+def test_a_remembered_credential_is_usable_only_while_it_is_the_organisations_unrefused_token(tenant: Tenant) -> None:
+    credential = make_delivery(tenant).credential
+    org_id = credential.organization_id
+    other = Organization.objects.create(oid="00000000-0000-4000-8000-000000000000")
+
+    assert credential_usable(organization_id=org_id, credential_id=credential.id)
+    assert not credential_usable(organization_id=other.id, credential_id=credential.id)
+    Credential.objects.filter(id=credential.id).update(rejected_at=timezone.now())
+    assert not credential_usable(organization_id=org_id, credential_id=credential.id)
+    Credential.objects.filter(id=credential.id).update(rejected_at=None, auth_token="")  # erased at unsubscribe
+    assert not credential_usable(organization_id=org_id, credential_id=credential.id)
+
+
+def _accept(tenant: Tenant, key: str, **fields: Any) -> dict[str, Any]:
+    return deliveries_accept(
+        oid=tenant.oid,
+        idempotency_key=key,
+        ident="rule",
+        inv_id="inv",
+        from_number=tenant.sender,
+        recipients=[tenant.recipient],
+        body=prepare_body("Detection", 1600),
+        account_sid=tenant.account_sid,
+        auth_token=tenant.auth_token,
+        **fields,
+    ).reply
+
+
+def test_the_first_reply_is_found_by_organisation_and_key_only(tenant: Tenant) -> None:
+    assert alert_request_reply(oid=tenant.oid, idempotency_key="k1") is None  # an organisation never seen
+
+    first = _accept(tenant, "k1")
+
+    assert alert_request_reply(oid=tenant.oid, idempotency_key="k1") == first
+    assert alert_request_reply(oid=tenant.oid, idempotency_key="k2") is None
+    assert alert_request_reply(oid="00000000-0000-4000-8000-000000000000", idempotency_key="k1") is None
