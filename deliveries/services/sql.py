@@ -143,6 +143,25 @@ def insert(model: type[Model], values: dict[str, Any]) -> Any:
     return found[0]
 
 
+def insert_objects(objects: Sequence[Model]) -> None:
+    """INSERT unsaved instances of one model whose primary key is already set (a UUID default), in one
+    statement, as bulk_create would store them (auto_now fields stamped, values adapted alike)."""
+    if not objects:
+        return
+    model = type(objects[0])
+    fields = model._meta.concrete_fields
+    values = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objects for field in fields]
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} ({', '.join(str(field.column) for field in fields)}) "
+            f"VALUES {', '.join([one] * len(objects))}",
+            values,
+        )
+    for obj in objects:
+        obj._state.adding, obj._state.db = False, connection.alias
+
+
 def _prepared(model: type[Model], values: dict[str, Any]) -> tuple[list[str], list[Any]]:
     columns, prepared = [], []
     for name, value in values.items():

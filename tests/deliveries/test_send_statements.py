@@ -81,3 +81,24 @@ def test_an_attempt_opened_and_finished_by_hand_is_stored_as_the_orm_would_store
         "accepted",
         "",
     )
+
+
+def test_deliveries_inserted_by_hand_are_stored_as_bulk_create_stores_them(tenant: Tenant) -> None:
+    template = make_delivery(tenant)
+    fields = {
+        f.attname: getattr(template, f.attname)
+        for f in Delivery._meta.concrete_fields
+        if f.attname not in ("id", "idempotency_key", "created_at", "updated_at", "truncated", "due_at")
+    }
+    by_hand = Delivery(**fields, idempotency_key="by-hand", truncated=True, due_at=timezone.now())
+    by_orm = Delivery(**fields, idempotency_key="by-orm", truncated=True, due_at=by_hand.due_at)
+
+    sql.insert_objects([by_hand])
+    Delivery.objects.bulk_create([by_orm])
+
+    stored_by_hand, stored_by_orm = Delivery.objects.get(id=by_hand.id), Delivery.objects.get(id=by_orm.id)
+    assert model_to_dict(stored_by_hand, exclude=["idempotency_key"]) == model_to_dict(
+        stored_by_orm, exclude=["idempotency_key"]
+    )
+    assert stored_by_hand.created_at == by_hand.created_at and stored_by_hand.created_at is not None
+    assert not by_hand._state.adding
