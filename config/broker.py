@@ -8,6 +8,12 @@ must keep up with a burst of alerts.
    threads sat idle. Here `drain_events` returns after one empty poll, so the acks run at once.
 2. Upstream lists and sorts the whole folder for every message taken: quadratic in the backlog. Here
    one listing serves messages until it is used up (new files are picked up by the next listing).
+3. Upstream writes a message in place, so a consumer could read it half written; here a message is
+   written aside and renamed into the folder (see `_put`), and a file that is not a message is dropped
+   with an error line instead of stopping the worker.
+
+Its folder is in memory where the machine has /dev/shm (config.settings says why and what a reboot
+loses: nothing).
 
 Chosen over another embedded transport (SQLAlchemy on SQLite would make the broker a second writer
 on the database the web and the worker already share) because it needs no server and no new
@@ -16,10 +22,11 @@ dependency, and its files are easy to inspect. `CELERY_BROKER_URL` set to Redis 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -28,6 +35,7 @@ from kombu.transport import filesystem
 from kombu.transport.virtual import base as virtual
 
 Empty = virtual.Empty
+logger = logging.getLogger(__name__)
 
 
 class Channel(filesystem.Channel):
@@ -43,19 +51,42 @@ class Channel(filesystem.Channel):
             pending = deque(sorted(n for n in os.listdir(self.data_folder_in) if n.endswith(suffix)))
             self._listing[queue] = pending
         while pending:
-            payload = self._take(pending.popleft())
-            if payload is not None:
+            name = pending.popleft()
+            payload = self._take(name)
+            if payload is None:
+                continue
+            try:
                 return filesystem.loads(filesystem.bytes_to_str(payload))
+            except ValueError:
+                # Not a message (a file put there by hand, or cut short by a full disk). Dropping it loses
+                # nothing: the database is the record and the sweeper enqueues what is due again.
+                logger.error("dropped the embedded broker's file %s: not a message", name)
         raise Empty()
 
-    def _take(self, name: str) -> bytes | None:
-        """Move one message out of the folder and read it; None if another consumer took it first."""
-        folder = self.processed_folder if self.store_processed else tempfile.gettempdir()
+    # (The signature is the filesystem channel's; the type stubs know only the abstract one.)
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Upstream creates the file under its listed name and then writes it, so a consumer could take
+        it empty or half written (seen under load: the worker died on the JSON). Here it is written
+        under a name no consumer lists and renamed, which is atomic: a listed file is complete."""
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"  # upstream's names: oldest first
+        final = os.path.join(self.data_folder_out, name)
         try:
-            shutil.move(os.path.join(self.data_folder_in, name), folder)
+            with open(f"{final}.writing", "wb") as f:
+                f.write(filesystem.str_to_bytes(filesystem.dumps(payload)))
+            os.rename(f"{final}.writing", final)
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _take(self, name: str) -> bytes | None:
+        """Take one message (a rename: only one consumer can win it) and read it; None if another
+        consumer took it first. Renamed in its own folder, not moved to another one: the folder may
+        be in memory (settings), and a move to another filesystem is a copy."""
+        source = os.path.join(self.data_folder_in, name)
+        path = os.path.join(self.processed_folder, name) if self.store_processed else f"{source}.taken"
+        try:
+            shutil.move(source, path)
         except OSError:
             return None
-        path = os.path.join(folder, name)
         try:
             with open(path, "rb") as f:
                 payload = f.read()

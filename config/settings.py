@@ -8,6 +8,7 @@ over the local `.env` file that `make run` writes. Secrets may also be given as 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -302,10 +303,25 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # --- Celery ------------------------------------------------------------------------------------
+
+
+def _embedded_broker_dir(configured: str, var_dir: Path) -> Path:
+    """Where the embedded broker keeps its messages: in memory (/dev/shm, one folder per VAR_DIR) where
+    the machine has it, else in VAR_DIR. Creating a file cost 0.48 ms of CPU on the benchmark machine's
+    disk against 0.02 ms in memory, once per alert (measured, issue 9). Nothing is lost with them at a
+    reboot: the database is the record, and the sweeper enqueues again every delivery that is due."""
+    if configured:
+        return Path(configured)
+    memory = Path("/dev/shm")
+    if memory.is_dir() and os.access(memory, os.W_OK):
+        return memory / f"ext-twilio-{hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:16]}"
+    return var_dir / "broker"
+
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    _broker_dir.mkdir(exist_ok=True)
+    _broker_dir = _embedded_broker_dir(env.str("EMBEDDED_BROKER_DIR", default=""), VAR_DIR)
+    _broker_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (VAR_DIR / "broker-processed").mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
