@@ -42,3 +42,18 @@ def test_a_ca_bundle_in_the_environment_verifies_twilio_s_certificate(clean_env:
     assert _HeaderKeepingClient(timeout=5).session.verify == "/etc/ssl/corporate.pem"
     clean_env.delenv("REQUESTS_CA_BUNDLE")
     assert _HeaderKeepingClient(timeout=5).session.verify is True
+
+
+def test_warming_up_loads_the_message_and_call_resources_without_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from deliveries.twilio import client
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("warm_up made a request")
+
+    monkeypatch.setattr(_HeaderKeepingClient, "request", no_request)
+    client.warm_up()
+
+    assert "twilio.rest.api.v2010.account.message" in sys.modules
+    assert "twilio.rest.api.v2010.account.call" in sys.modules
