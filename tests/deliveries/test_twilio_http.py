@@ -3,11 +3,17 @@ keeps honouring them (requests would otherwise read them again for every request
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from deliveries.twilio.client import _HeaderKeepingClient
 
 PROXY = "http://proxy.example:3128"
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture
@@ -44,16 +50,18 @@ def test_a_ca_bundle_in_the_environment_verifies_twilio_s_certificate(clean_env:
     assert _HeaderKeepingClient(timeout=5).session.verify is True
 
 
-def test_warming_up_loads_the_message_and_call_resources_without_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
+def test_warming_up_loads_the_message_and_call_resources_without_a_request() -> None:
+    # In a fresh interpreter: this one may have loaded them already. The fake base URL is unreachable,
+    # so a request would fail the script.
+    script = (
+        "import django, sys; django.setup()\n"
+        "from deliveries.twilio import client\n"
+        "loaded = lambda: {m for m in sys.modules if m.startswith('twilio.rest.api.v2010.account.')}\n"
+        "before = loaded(); client.warm_up(); print(sorted(loaded() - before))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "TWILIO_API_BASE_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
-    from deliveries.twilio import client
-
-    def no_request(*args: object, **kwargs: object) -> None:
-        raise AssertionError("warm_up made a request")
-
-    monkeypatch.setattr(_HeaderKeepingClient, "request", no_request)
-    client.warm_up()
-
-    assert "twilio.rest.api.v2010.account.message" in sys.modules
-    assert "twilio.rest.api.v2010.account.call" in sys.modules
+    assert done.returncode == 0, done.stderr
+    assert "'twilio.rest.api.v2010.account.message'" in done.stdout
+    assert "'twilio.rest.api.v2010.account.call'" in done.stdout
