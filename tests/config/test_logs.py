@@ -171,7 +171,16 @@ def test_the_worker_logs_json_with_the_delivery_ids_and_no_secret(
 
     lines = wait_for(lambda: len(task_lines()) >= 2 and task_lines())
     assert {(line["oid"], line["idempotency_key"]) for line in lines} == {(tenant.oid, "worker-log-1")}
+    assert [line["message"].split(":")[0] for line in lines[:2]] == [
+        f"delivery {delivery.id} attempt 1",
+        f"delivery {delivery.id} attempt 2",
+    ]
     worker_log = WORKER_LOG.read_text()
+    # Celery's own "received" and "succeeded" lines are not written at INFO: the send's line says more.
+    celery_task_lines = [
+        raw for raw in worker_log.splitlines() if '"celery.worker.strategy"' in raw or '"celery.app.trace"' in raw
+    ]
+    assert celery_task_lines == []
     for secret in _secrets_of(tenant):
         assert secret not in worker_log
 
