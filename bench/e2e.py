@@ -1,7 +1,7 @@
 """`make bench`'s headline scenario, "end to end": issue 9's harness.
 
 A stack started exactly as `make run` starts it (`manage.py migrate`, then `bin/run`: gunicorn with
-deploy/gunicorn.conf.py and one Celery worker with beat, thread pool, default settings), with its own
+deploy/gunicorn.conf.py and two Celery workers, the first with beat, thread pool, default settings), with its own
 VAR_DIR under var/bench/ and its own port, on one of two backends:
 
 - `embedded`: the defaults, SQLite (WAL) and kombu's filesystem broker in that VAR_DIR;

@@ -828,7 +828,7 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
         f"End to end: {e2e['alerts']:g} signed, gzipped `run` calls from {e2e['callers']:g} keep-alive callers, "
         f"{e2e['orgs']:g} organisations each with its own Twilio account, one recipient per alert; the fake Twilio "
         f"answers after {result['settings']['twilio_latency_ms']:g} ms. `make run` as it starts (bin/run: gunicorn "
-        "+ one Celery worker with beat, sharing the cores), default settings. Alert latency: from the intake's "
+        "+ two Celery workers, the first with beat, sharing the cores), default settings. Alert latency: from the intake's "
         "200 answer to the POST's arrival at Twilio (the baseline posts before it answers, so its figure is "
         "negative; the column after it counts from the call's start).",
         "",
