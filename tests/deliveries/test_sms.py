@@ -75,3 +75,19 @@ def test_truncation_keeps_the_cap_and_the_original_length() -> None:
     prepared = prepare_body("y" * 2000, 1600)
     assert len(prepared.text) == 1600 and prepared.text.endswith(" [truncated]")
     assert (prepared.original_length, prepared.truncated, prepared.segments) == (2000, True, 11)
+
+
+def test_a_number_seen_before_is_not_parsed_again_and_a_refused_one_is_never_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import phonenumbers
+
+    parsed = []
+    real_parse = phonenumbers.parse
+    monkeypatch.setattr(phonenumbers, "parse", lambda *args: parsed.append(args[0]) or real_parse(*args))
+
+    assert normalize_number("+1 415 555 0177") == normalize_number("+1 415 555 0177") == "+14155550177"
+    for _ in range(2):
+        with pytest.raises(InvalidNumber, match="wrong number of digits"):
+            normalize_number("+1 415 555 01")
+    assert parsed == ["+1 415 555 0177", "+1 415 555 01", "+1 415 555 01"]
