@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from deliveries.sms import (
@@ -84,7 +86,12 @@ def test_a_number_seen_before_is_not_parsed_again_and_a_refused_one_is_never_rem
 
     parsed = []
     real_parse = phonenumbers.parse
-    monkeypatch.setattr(phonenumbers, "parse", lambda *args: parsed.append(args[0]) or real_parse(*args))
+
+    def counted(*args: Any) -> Any:
+        parsed.append(args[0])
+        return real_parse(*args)
+
+    monkeypatch.setattr(phonenumbers, "parse", counted)
 
     assert normalize_number("+1 415 555 0177") == normalize_number("+1 415 555 0177") == "+14155550177"
     for _ in range(2):
