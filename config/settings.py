@@ -379,6 +379,9 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # the longest retry countdown, or a scheduled retry would be delivered twice (harmless: the
     # claim stops the second, but wasteful). The sweeper covers the gap much sooner.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 3, "socket_timeout": 5}
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport without a new client for every command (config/redis_broker.py).
+    CELERY_BROKER_TRANSPORT = "config.redis_broker:Transport"
 # The worker logs through Django's LOGGING (JSON, with the delivery's ids) rather than Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
