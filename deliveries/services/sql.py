@@ -7,7 +7,8 @@ of SQLite's work, a quarter of the worker's CPU per message, and its attempt's w
 are plain SQL that SQLite (3.35 and later) and PostgreSQL both run. Values are adapted by the models'
 own fields (a UUID is hex text on SQLite, a datetime is stored naive in UTC there), except where that
 would change nothing (`_adapted`), and rows come back as model instances converted as the ORM converts
-them, so the code that uses them is the same as with the ORM. tests/deliveries/test_send_statements.py compares each with what the ORM stores and reads.
+them, so the code that uses them is the same as with the ORM. tests/deliveries/test_send_statements.py
+compares each with what the ORM stores and reads.
 """
 
 from __future__ import annotations
