@@ -105,7 +105,7 @@ def test_deliveries_inserted_by_hand_are_stored_as_bulk_create_stores_them(tenan
 
 
 def test_a_value_skips_the_orms_adaptation_only_where_the_orm_would_pass_it_unchanged(tenant: Tenant) -> None:
-    from django.db import connection
+    from django.db import connection, connections
 
     from deliveries.fields import EncryptedTextField
     from deliveries.models import AlertRequest, Credential
@@ -125,9 +125,11 @@ def test_a_value_skips_the_orms_adaptation_only_where_the_orm_would_pass_it_unch
     ]
     assert any(isinstance(field, EncryptedTextField) for field, _ in cases)  # adapted by its own class
 
+    db, plain = sql._db(), sql._plain_fields(connection.vendor)
+    assert db is connections["default"]  # the connection itself, not django.db.connection's stand-in
     for field, value in cases:
         by_orm = field.get_db_prep_save(value, connection)
-        by_hand = sql._adapted(field, value)
+        by_hand = sql._adapted(field, value, db, plain)
         if isinstance(field, EncryptedTextField):  # encrypted anew each time: compare what it decrypts to
             assert by_hand != value and field.from_db_value(by_hand, None, connection) == value
             continue
