@@ -14,7 +14,9 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "0")) or max(2, multiprocessing.cpu_count())
-worker_class = "gthread"
+# gthread, taking new connections only while a thread is free, so that callers' kept-alive connections
+# spread over the workers (config/gunicorn_worker.py says why).
+worker_class = "config.gunicorn_worker.BalancedThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 # LimaCharlie waits up to two minutes for an answer; a request of ours takes at most the LimaCharlie
 # API timeout (LC_API_TIMEOUT_SECONDS, max 110 s) plus a little. Kill nothing a caller still waits for.
