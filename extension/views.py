@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, cast
 
 from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,8 +27,23 @@ from extension.openapi import ENVELOPE, REPLY, RUN_EXAMPLE
 logger = logging.getLogger(__name__)
 
 
+class AlwaysJSON(BaseContentNegotiation):
+    """The protocol's reply is JSON whatever the caller accepts (DRF's own example of a negotiation that
+    ignores the client): no 406 to LimaCharlie, and no Accept header parsed on every call."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
 class IntakeView(APIView):
     authentication_classes = [LimaCharlieSignatureAuthentication]
+    content_negotiation_class = AlwaysJSON
     permission_classes: list[type[BasePermission]] = []
     parser_classes: list[type[BaseParser]] = []  # the body is read, inflated and verified by the authentication class
     message_type = "-"  # set once the envelope is parsed; the metrics label of this call

@@ -54,6 +54,9 @@ def test_it_caps_the_number_of_recipients() -> None:
         ("a" * 307, ("gsm7", 3)),
         ("[" * 80, ("gsm7", 1)),  # extension characters take two septets each
         ("[" * 81, ("gsm7", 2)),
+        ("{" + "a" * 158, ("gsm7", 1)),  # 160 septets, extension and basic characters mixed
+        ("{" + "a" * 159, ("gsm7", 2)),
+        ("a" * 150 + "[]" * 5, ("gsm7", 2)),  # 170 septets
         ("é" * 160, ("gsm7", 1)),  # é is in the GSM-7 basic set
         ("a" * 69 + "€", ("gsm7", 1)),
         ("a" * 69 + "ł", ("ucs2", 1)),

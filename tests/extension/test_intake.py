@@ -243,6 +243,22 @@ def test_a_plain_uncompressed_body_is_accepted(intake: Intake, tenant: Tenant) -
     assert (response.status_code, response.json()) == (200, {"version": 20221218, "data": {}})
 
 
+def test_the_reply_is_json_whatever_the_caller_says_it_accepts(client: Any, settings: Any, tenant: Tenant) -> None:
+    from extension.envelope import sign
+
+    body = build("heartbeat", {}, "k")
+    for accept in ("text/html", "application/xml", "*/*"):
+        response = client.post(
+            "/extension/",
+            data=body,
+            content_type="application/json",
+            HTTP_ACCEPT=accept,
+            HTTP_LC_EXT_SIG=sign(settings.LC_SHARED_SECRET, body),
+        )
+        assert (response.status_code, response["Content-Type"]) == (200, "application/json"), accept
+        assert response.json() == {"version": 20221218, "data": {}}
+
+
 # --- malformed requests ----------------------------------------------------------------------------
 
 
