@@ -309,10 +309,10 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
 
     # 1. A repeat of an accepted call gets the first reply and causes nothing. Checked first, before
     # the parse of `to` and the body: a replay costs one indexed read, not the work again.
-    previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
-    if previous is not None:
+    seen = delivery_services.alert_request_seen(oid=org["oid"], idempotency_key=key)
+    if seen.reply is not None:
         logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
-        return 200, reply(previous)
+        return 200, reply(seen.reply)
 
     # 2. Validate everything the caller can fix before touching LimaCharlie.
     data = _validated(RunDataSerializer, block.get("data"), "request.data")
@@ -336,6 +336,7 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "recipients": recipients,
         "body": body,
         "ack": ack,
+        "organization_id": seen.organization_id,
     }
     return _accept(fields, jwt=org["jwt"], reference=_reference(data, config))
 

@@ -19,7 +19,14 @@ call these (imported from this package) and nothing else writes.
     sql            the send path's statements, written by hand (measured: the ORM's compilation cost more)
 """
 
-from deliveries.services.accept import Accepted, CredentialGone, alert_request_reply, deliveries_accept
+from deliveries.services.accept import (
+    Accepted,
+    CredentialGone,
+    Seen,
+    alert_request_reply,
+    alert_request_seen,
+    deliveries_accept,
+)
 from deliveries.services.acknowledge import alert_acknowledge
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
@@ -49,6 +56,7 @@ __all__ = [
     "inbound_message_record",
     "Accepted",
     "CredentialGone",
+    "Seen",
     "recall",
     "remember",
     "CallbackResult",
@@ -57,6 +65,7 @@ __all__ = [
     "SendDecision",
     "SweepReport",
     "alert_request_reply",
+    "alert_request_seen",
     "deliveries_accept",
     "deliveries_sweep",
     "delivery_reconcile",

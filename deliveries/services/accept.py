@@ -22,23 +22,39 @@ from deliveries.sms import PreparedBody
 logger = logging.getLogger(__name__)
 
 
-def alert_request_reply(*, oid: str, idempotency_key: str) -> dict[str, Any] | None:
-    """The reply a previous call with this key got, or None. Checked before any credential fetch so
-    a replayed or retried call costs no LimaCharlie API round trip."""
+@dataclass(frozen=True)
+class Seen:
+    """What the intake knows before it accepts: the organisation's row id (None: it never called), and
+    the reply a previous call with this key got (None: the key is new)."""
+
+    organization_id: int | None
+    reply: dict[str, Any] | None
+
+
+def alert_request_seen(*, oid: str, idempotency_key: str) -> Seen:
+    """The organisation and the previous reply for this key, in one read. Checked before any
+    credential fetch so a replayed or retried call costs no LimaCharlie API round trip; the
+    organisation's id then spares the accepting transaction a read (organisations are never deleted)."""
     # Hand-written SQL (plain on SQLite and PostgreSQL): every `run` call makes this read, and the ORM
     # spent more CPU compiling it than the database spent answering it. The reply column arrives as JSON
     # text on both backends (Django loads PostgreSQL's jsonb as text too) and the field has no decoder.
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT a.reply FROM deliveries_alertrequest a"
-            " JOIN deliveries_organization o ON o.id = a.organization_id"
-            " WHERE o.oid = %s AND a.idempotency_key = %s",
-            [oid, idempotency_key],
+            "SELECT o.id, a.reply FROM deliveries_organization o"
+            " LEFT JOIN deliveries_alertrequest a ON a.organization_id = o.id AND a.idempotency_key = %s"
+            " WHERE o.oid = %s",
+            [idempotency_key, oid],
         )
         row = cursor.fetchone()
     if row is None:
-        return None
-    return json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        return Seen(organization_id=None, reply=None)
+    reply = json.loads(row[1]) if isinstance(row[1], str) else row[1]
+    return Seen(organization_id=int(row[0]), reply=reply)
+
+
+def alert_request_reply(*, oid: str, idempotency_key: str) -> dict[str, Any] | None:
+    """The reply a previous call with this key got, or None."""
+    return alert_request_seen(oid=oid, idempotency_key=idempotency_key).reply
 
 
 def _organization_id(oid: str) -> int:
@@ -77,16 +93,18 @@ def deliveries_accept(
     auth_token: str = "",
     credential_id: int | None = None,
     ack: escalate.AckPlan | None = None,
+    organization_id: int | None = None,
 ) -> Accepted:
     """Store one pending Delivery per recipient, bound to the credential the call brought (its SID and
     token as read from the Secrets Manager, or the stored one it resolved to lately, `credential_id`),
     in one transaction, and enqueue their sends once it commits. A concurrent or replayed call with the
     same key gets the first call's reply and creates nothing. CredentialGone: the remembered credential
-    may no longer be used (erased, or refused by Twilio); read the secret again."""
+    may no longer be used (erased, or refused by Twilio); read the secret again. `organization_id`:
+    the organisation's row id when the caller has read it already (alert_request_seen)."""
     now = timezone.now()
     try:
         with transaction.atomic():
-            org_id = _organization_id(oid)
+            org_id = organization_id if organization_id is not None else _organization_id(oid)
             bound = _credential(org_id, oid, account_sid, auth_token, credential_id, now)
             first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
             common = {"organization_id": org_id, "credential_id": bound, "idempotency_key": idempotency_key}

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.models import Credential, Organization
 from deliveries.services import codes
-from deliveries.services.accept import alert_request_reply, deliveries_accept
+from deliveries.services.accept import Seen, alert_request_reply, alert_request_seen, deliveries_accept
 from deliveries.services.credentials import credential_usable
 from deliveries.sms import prepare_body
 from tests.conftest import Tenant, make_delivery
@@ -77,3 +79,31 @@ def test_the_first_reply_is_found_by_organisation_and_key_only(tenant: Tenant) -
     assert alert_request_reply(oid=tenant.oid, idempotency_key="k1") == first
     assert alert_request_reply(oid=tenant.oid, idempotency_key="k2") is None
     assert alert_request_reply(oid="00000000-0000-4000-8000-000000000000", idempotency_key="k1") is None
+
+
+def test_one_read_finds_the_organisation_and_the_keys_first_reply(tenant: Tenant) -> None:
+    assert alert_request_seen(oid=tenant.oid, idempotency_key="k1") == Seen(organization_id=None, reply=None)
+
+    first = _accept(tenant, "k1")
+    org_id = Organization.objects.get(oid=tenant.oid).id
+
+    assert alert_request_seen(oid=tenant.oid, idempotency_key="k1") == Seen(organization_id=org_id, reply=first)
+    assert alert_request_seen(oid=tenant.oid, idempotency_key="k2") == Seen(organization_id=org_id, reply=None)
+    other = _accept(Tenant(**{**tenant.__dict__, "oid": "00000000-0000-4000-8000-000000000000"}), "k1")
+    assert other != first  # the same key from another organisation is another call
+    assert alert_request_seen(oid=tenant.oid, idempotency_key="k1").reply == first
+
+
+def test_an_organisation_already_read_is_not_read_again_when_accepting(tenant: Tenant) -> None:
+    _accept(tenant, "k1")
+    seen = alert_request_seen(oid=tenant.oid, idempotency_key="k2")
+    with CaptureQueriesContext(connection) as given:
+        second = _accept(tenant, "k2", organization_id=seen.organization_id)
+    with CaptureQueriesContext(connection) as not_given:
+        _accept(tenant, "k3")
+
+    reads_of_the_organisation = [q for q in not_given.captured_queries if "FROM deliveries_organization" in q["sql"]]
+    assert len(reads_of_the_organisation) == 1
+    assert not [q for q in given.captured_queries if "FROM deliveries_organization" in q["sql"]]
+    assert len(given.captured_queries) == len(not_given.captured_queries) - 1
+    assert alert_request_reply(oid=tenant.oid, idempotency_key="k2") == second
