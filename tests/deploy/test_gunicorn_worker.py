@@ -93,3 +93,37 @@ def test_more_callers_than_threads_are_all_served_and_keep_their_worker(balanced
     assert all(len({pid for _, pid in connection}) == 1 for connection in answers)
     # ...and the connections are spread over both workers.
     assert len({connection[0][1] for connection in answers}) == 2
+
+
+def test_a_connection_waits_its_turn_not_for_the_others_to_finish(balanced: int) -> None:
+    """Six callers, two threads in all, calls of 50 ms: a worker whose threads are busy still takes a
+    waiting connection soon, so every caller's first answer comes before any other caller has had all
+    of theirs (without that, the last callers waited for the first to finish)."""
+    first_answers, last_answers = [], []
+    answers = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def caller() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", balanced, timeout=60)
+        start.wait()
+        times = []
+        for _ in range(6):
+            conn.request("GET", "/?sleep=0.05")
+            response = conn.getresponse()
+            answers.append(response.status)
+            response.read()
+            times.append(time.monotonic())
+        conn.close()
+        with lock:
+            first_answers.append(times[0])
+            last_answers.append(times[-1])
+
+    threads = [threading.Thread(target=caller) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert answers == [200] * 36
+    assert max(first_answers) < min(last_answers)
