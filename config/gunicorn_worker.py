@@ -1,4 +1,4 @@
-"""gunicorn's threaded worker (gthread), taking a new connection only while it has a thread free.
+"""gunicorn's threaded worker (gthread), leaving a new connection to an idle worker while its threads are busy.
 
 Upstream, a worker accepts every connection it can, up to `worker_connections` (1,000), and a kept-alive
 connection stays with the worker that accepted it. When callers open their connections in a burst,

@@ -14,8 +14,8 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "0")) or max(2, multiprocessing.cpu_count())
-# gthread, taking new connections only while a thread is free, so that callers' kept-alive connections
-# spread over the workers (config/gunicorn_worker.py says why).
+# gthread, leaving new connections to an idle worker while its own threads are busy, so that callers'
+# kept-alive connections spread over the workers (config/gunicorn_worker.py says why).
 worker_class = "config.gunicorn_worker.BalancedThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 # LimaCharlie waits up to two minutes for an answer; a request of ours takes at most the LimaCharlie
