@@ -10,6 +10,8 @@ import pytest
 import yaml
 from django.core.management import call_command
 
+from tests.conftest import off_site_addresses
+
 
 def test_the_schema_generates_without_warnings_and_validates(tmp_path: Path) -> None:
     out = tmp_path / "schema.yaml"
@@ -53,4 +55,15 @@ def test_the_browsable_page_loads_its_assets_locally(client: Any, path: str) -> 
     assert response.status_code == 200
     page = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
-    assert "cdn" not in page.lower() and "unpkg" not in page.lower()
+    assert off_site_addresses(page) == set()
+
+
+def test_off_site_addresses_finds_a_cdn_script_and_ignores_a_token_that_spells_cdn() -> None:
+    page = (
+        '<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist/swagger-ui-bundle.js"></script>'
+        '<link href="//unpkg.com/swagger-ui-dist/swagger-ui.css">'
+        '<svg xmlns="http://www.w3.org/2000/svg"></svg>'
+        '<input name="csrfmiddlewaretoken" value="szoecdn6xmy41arrpavrivpshng24onzdh01">'
+        '<script src="/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"></script>'
+    )
+    assert off_site_addresses(page) == {"cdn.jsdelivr.net", "unpkg.com"}
