@@ -1,6 +1,6 @@
 """The one writer of attempt bookkeeping: an Attempt row opened when a try starts and finished
 exactly once, and the delivery's copies of the latest attempt (`attempt_count`, `last_trigger`,
-`last_outcome`, kept on Delivery for the desk's indexed filters). Callers hold the transaction."""
+`last_outcome`, kept on Delivery for the desk's indexed filters)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def attempt_open(
     delivery.last_trigger, delivery.last_outcome = trigger, ""
     delivery.resend_by_id, delivery.resend_reason = None, ""  # a waiting resend is this attempt now
     claimed = {"status": Status.SENDING, "claimed_at": now, "due_at": None, "last_trigger": trigger}
-    sql.update(
+    claiming = sql.updating(
         Delivery,
         {**claimed, "last_outcome": "", "resend_by": None, "resend_reason": "", "updated_at": now},
         "id = %s",
@@ -40,7 +40,7 @@ def attempt_open(
         reason=reason,
     )
     blank = {"outcome": "", "twilio_message": "", "twilio_request_id": ""}
-    attempt.id = sql.insert(
+    opening = sql.inserting(
         Attempt,
         {
             "delivery": delivery.id,
@@ -49,24 +49,33 @@ def attempt_open(
             **blank,
         },
     )
+    _, new = sql.together(claiming, opening)  # one statement on PostgreSQL (sql.together says why)
+    assert new is not None
+    attempt.id = new[0]
     attempt._state.adding, attempt._state.db = False, "default"
     return attempt
 
 
 def attempt_finish(*, attempt: Attempt, now: datetime, outcome: str, delivery: dict[str, Any], **fields: Any) -> bool:
-    """Finish the attempt and resolve the delivery's claim with `delivery` (its new field values), in
-    the caller's transaction. False when the claim was no longer ours (a status callback moved the
-    row meanwhile: it wins) and the delivery was left as it was.
+    """Finish the attempt and resolve the delivery's claim with `delivery` (its new field values), both
+    or neither: one statement on PostgreSQL, else a transaction (sql.together), which needs no caller's
+    transaction. False when the claim was no longer ours (a status callback moved the row meanwhile:
+    it wins) and the delivery was left as it was.
 
     `finished_at IS NULL` makes finishing a once-only operation: an attempt is never rewritten."""
-    sql.update(
-        Attempt, {"finished_at": now, "outcome": outcome, **fields}, "id = %s AND finished_at IS NULL", [attempt.id]
-    )
-    mine = sql.update(
-        Delivery,
-        {"last_outcome": outcome, "updated_at": now, **delivery},
-        "id = %s AND status = %s",
-        [sql.key(attempt.delivery_id), Status.SENDING],
+    mine, _ = sql.together(
+        sql.updating(
+            Attempt,
+            {"finished_at": now, "outcome": outcome, **fields},
+            "id = %s AND finished_at IS NULL",
+            [attempt.id],
+        ),
+        sql.updating(
+            Delivery,
+            {"last_outcome": outcome, "updated_at": now, **delivery},
+            "id = %s AND status = %s",
+            [sql.key(attempt.delivery_id), Status.SENDING],
+        ),
     )
     return bool(mine)
 

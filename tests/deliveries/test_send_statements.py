@@ -3,6 +3,8 @@ ORM would: every field of the delivery, its credential and organisation, and the
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.forms.models import model_to_dict
 from django.utils import timezone
@@ -137,3 +139,61 @@ def test_a_value_skips_the_orms_adaptation_only_where_the_orm_would_pass_it_unch
         assert (type(by_hand), getattr(by_hand, "obj", by_hand)) == (type(by_orm), getattr(by_orm, "obj", by_orm)), (
             field.name
         )
+
+
+def _statements_run(action: Any) -> list[tuple[str, bool]]:
+    """Each statement `action` runs, with whether it ran inside a transaction."""
+    from django.db import connection
+
+    seen: list[tuple[str, bool]] = []
+
+    def watch(execute: Any, statement: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append((statement, connection.in_atomic_block))
+        return execute(statement, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        action()
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in the worker
+def test_opening_and_finishing_an_attempt_are_one_statement_each_on_postgresql(tenant: Tenant) -> None:
+    from django.db import connection, transaction
+
+    delivery, now = make_delivery(tenant), timezone.now()
+    opened: list[Attempt] = []
+
+    def open_in_the_claims_transaction() -> None:
+        with transaction.atomic():
+            opened.append(attempt_open(delivery=delivery, trigger=Attempt.Trigger.AUTOMATIC, now=now))
+
+    opening = _statements_run(open_in_the_claims_transaction)
+    finishing = _statements_run(
+        lambda: attempt_finish(attempt=opened[0], now=now, outcome="accepted", delivery={"status": "queued"})
+    )
+
+    if connection.vendor == "postgresql":
+        assert [s.startswith("WITH written AS (UPDATE") for s, _ in opening + finishing] == [True, True]
+        assert [in_transaction for _, in_transaction in finishing] == [False]  # no BEGIN, no COMMIT
+    else:  # SQLite: two statements each, the finishing pair in a transaction of its own
+        assert [s.split()[0] for s, _ in opening + finishing] == ["UPDATE", "INSERT", "UPDATE", "UPDATE"]
+        assert [in_transaction for _, in_transaction in finishing] == [True, True]
+    assert Attempt.objects.get(id=opened[0].id).outcome == "accepted"
+    assert Delivery.objects.get(id=delivery.id).status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_is_not_finished_when_its_delivery_cannot_be_written(tenant: Tenant) -> None:
+    from django.db import IntegrityError, transaction
+
+    delivery, now = make_delivery(tenant), timezone.now()
+    with transaction.atomic():
+        attempt = attempt_open(delivery=delivery, trigger=Attempt.Trigger.AUTOMATIC, now=now)
+
+    with pytest.raises(IntegrityError):  # status is NOT NULL: the delivery's half fails
+        attempt_finish(attempt=attempt, now=now, outcome="accepted", delivery={"status": None})
+
+    stored = Attempt.objects.get(id=attempt.id)
+    assert (stored.finished_at, stored.outcome) == (None, "")  # both or neither
+    assert Delivery.objects.get(id=delivery.id).status == "sending"
+    assert attempt_finish(attempt=attempt, now=now, outcome="accepted", delivery={"status": "queued"})
