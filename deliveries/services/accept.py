@@ -116,13 +116,18 @@ def deliveries_accept(
                 )
                 for to in first
             ]
-            sql.insert_objects(deliveries)  # by hand: bulk_create's compilation cost more than the insert
-            escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
             reply = _reply(deliveries, body) | ({"next": later} if later else {})
-            sql.insert(
-                AlertRequest,
-                {"organization": org_id, "idempotency_key": idempotency_key, "reply": reply, "created_at": now},
+            # By hand (bulk_create's compilation cost more than the insert), and as one statement on
+            # PostgreSQL (sql.together): the deliveries, then the key's AlertRequest.
+            sql.together(
+                *([sql.inserting_objects(deliveries)] if deliveries else []),
+                sql.inserting(
+                    AlertRequest,
+                    {"organization": org_id, "idempotency_key": idempotency_key, "reply": reply, "created_at": now},
+                ),
             )
+            sql.stored(deliveries)
+            escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
     except IntegrityError:

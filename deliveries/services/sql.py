@@ -170,42 +170,56 @@ def inserting(model: type[Model], values: dict[str, Any]) -> Statement:
     )
 
 
-def together(first: Statement, then: Statement) -> tuple[int, tuple[Any, ...] | None]:
-    """Run two writes, `first` and `then`, on different tables, as one statement where the database can
-    (PostgreSQL runs a write in a WITH clause): the rows `then` changed, and the first row it answered.
+def together(*writes: Statement) -> tuple[int, tuple[Any, ...] | None]:
+    """Run writes on different tables, in order, as one statement where the database can (PostgreSQL runs
+    writes in a WITH clause): the rows the last one changed, and the first row it answered.
 
     Why: each statement is a round trip, and a round trip costs the worker ~150 µs of CPU with 16
     threads taking turns at the GIL (70 µs alone; measured with SELECT 1, issue 9), and a transaction
     two more (BEGIN, COMMIT), while one statement is atomic by itself. SQLite cannot (and has no round
-    trip to save): it runs the two in turn, in one transaction (the caller's, if it holds one)."""
+    trip to save): it runs them in turn, in one transaction (the caller's, if it holds one)."""
+    *earlier, last = writes
     db = _db()
     if db.vendor == "postgresql":
+        if earlier:
+            clauses = ", ".join(f"written_{n} AS ({statement})" for n, (statement, _) in enumerate(earlier))
+            last = (f"WITH {clauses} {last[0]}", [*(p for _, params in earlier for p in params), *last[1]])
         with db.cursor() as cursor:
-            cursor.execute(f"WITH written AS ({first[0]}) {then[0]}", [*first[1], *then[1]])
+            cursor.execute(*last)
             return int(cursor.rowcount), cursor.fetchone() if cursor.description else None
     with transaction.atomic(savepoint=False), db.cursor() as cursor:
-        cursor.execute(*first)
-        cursor.execute(*then)
+        for write in writes:
+            cursor.execute(*write)
         return int(cursor.rowcount), cursor.fetchone() if cursor.description else None
 
 
 def insert_objects(objects: Sequence[Model]) -> None:
     """INSERT unsaved instances of one model whose primary key is already set (a UUID default), in one
     statement, as bulk_create would store them (auto_now fields stamped, values adapted alike)."""
-    if not objects:
-        return
+    if objects:
+        with connection.cursor() as cursor:
+            cursor.execute(*inserting_objects(objects))
+        stored(objects)
+
+
+def inserting_objects(objects: Sequence[Model]) -> Statement:
+    """The statement insert_objects runs (for one object or more); `stored` marks them saved after."""
     model, db = type(objects[0]), _db()
     fields, plain = model._meta.concrete_fields, _plain_fields(db.vendor)
     values = [_adapted(field, field.pre_save(obj, add=True), db, plain) for obj in objects for field in fields]
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    with db.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {model._meta.db_table} ({', '.join(str(field.column) for field in fields)}) "
-            f"VALUES {', '.join([one] * len(objects))}",
-            values,
-        )
+    return (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(str(field.column) for field in fields)}) "
+        f"VALUES {', '.join([one] * len(objects))}",
+        values,
+    )
+
+
+def stored(objects: Sequence[Model]) -> None:
+    """Mark instances written by hand as saved, as the ORM does after an insert."""
+    alias = _db().alias
     for obj in objects:
-        obj._state.adding, obj._state.db = False, db.alias
+        obj._state.adding, obj._state.db = False, alias
 
 
 def _prepared(model: type[Model], values: dict[str, Any]) -> tuple[list[str], list[Any]]:

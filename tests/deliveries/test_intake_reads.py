@@ -107,3 +107,49 @@ def test_an_organisation_already_read_is_not_read_again_when_accepting(tenant: T
     assert not [q for q in given.captured_queries if "FROM deliveries_organization" in q["sql"]]
     assert len(given.captured_queries) == len(not_given.captured_queries) - 1
     assert alert_request_reply(oid=tenant.oid, idempotency_key="k2") == second
+
+
+def test_a_calls_deliveries_and_its_key_are_written_in_one_statement_on_postgresql(tenant: Tenant) -> None:
+    from deliveries.models import AlertRequest, Delivery
+
+    _accept(tenant, "k1")  # the credential is stored by the first call
+    with CaptureQueriesContext(connection) as second:
+        reply = _accept(tenant, "k2")
+
+    writes = [q["sql"] for q in second.captured_queries if q["sql"].startswith(("INSERT", "WITH"))]
+    if connection.vendor == "postgresql":
+        assert len(writes) == 1 and writes[0].startswith("WITH written_0 AS (INSERT INTO deliveries_delivery")
+        assert "INSERT INTO deliveries_alertrequest" in writes[0]
+    else:
+        assert [w.split()[2] for w in writes] == ["deliveries_delivery", "deliveries_alertrequest"]
+    stored = Delivery.objects.get(idempotency_key="k2")
+    assert reply["deliveries"] == [{"id": str(stored.id), "to": tenant.recipient, "status": "pending"}]
+    assert AlertRequest.objects.get(idempotency_key="k2").reply == reply
+
+
+def test_a_repeated_key_stores_no_second_set_of_deliveries(tenant: Tenant) -> None:
+    from django.db import IntegrityError, transaction
+
+    from deliveries.models import AlertRequest, Delivery
+    from deliveries.services import sql
+
+    first = _accept(tenant, "k1")
+    org_id = Organization.objects.get(oid=tenant.oid).id
+    template = Delivery.objects.get(idempotency_key="k1")
+    again = Delivery(
+        **{f.attname: getattr(template, f.attname) for f in Delivery._meta.concrete_fields if f.attname != "id"}
+    )
+    again.to_number = "+15005550199"
+
+    # The key's row exists: the statement fails whole, on the key (not on a missing value).
+    with pytest.raises(IntegrityError, match="idempotency_key|unique"), transaction.atomic():
+        sql.together(
+            sql.inserting_objects([again]),
+            sql.inserting(
+                AlertRequest,
+                {"organization": org_id, "idempotency_key": "k1", "reply": {}, "created_at": timezone.now()},
+            ),
+        )
+
+    assert list(Delivery.objects.filter(idempotency_key="k1").values_list("to_number", flat=True)) == [tenant.recipient]
+    assert AlertRequest.objects.get(idempotency_key="k1").reply == first

@@ -173,7 +173,7 @@ def test_opening_and_finishing_an_attempt_are_one_statement_each_on_postgresql(t
     )
 
     if connection.vendor == "postgresql":
-        assert [s.startswith("WITH written AS (UPDATE") for s, _ in opening + finishing] == [True, True]
+        assert [s.startswith("WITH written_0 AS (UPDATE") for s, _ in opening + finishing] == [True, True]
         assert [in_transaction for _, in_transaction in finishing] == [False]  # no BEGIN, no COMMIT
     else:  # SQLite: two statements each, the finishing pair in a transaction of its own
         assert [s.split()[0] for s, _ in opening + finishing] == ["UPDATE", "INSERT", "UPDATE", "UPDATE"]
