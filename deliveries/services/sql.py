@@ -3,7 +3,8 @@
 Why by hand: Django compiles every ORM query anew. A send's claim (the delivery with its credential,
 flood control's counts, the account's requests in flight) cost 2.2 ms of compilation for under 0.2 ms
 of SQLite's work, a quarter of the worker's CPU per message, and its attempt's writes another 0.5 ms; a
-`run` call's inserts (its deliveries, its AlertRequest) 0.4 ms (measured for issue 9). The statements
+`run` call's inserts (its deliveries, its AlertRequest) 0.4 ms (measured for issue 9). Writes that go
+together are one statement on PostgreSQL (`together` says why). The statements
 are plain SQL that SQLite (3.35 and later) and PostgreSQL both run. Values are adapted by the models'
 own fields (a UUID is hex text on SQLite, a datetime is stored naive in UTC there), except where that
 would change nothing (`_adapted`), and rows come back as model instances converted as the ORM converts
@@ -136,32 +137,19 @@ def _instance(model: type[M], readers: list[Reader], values: Iterator[Any]) -> M
 Statement = tuple[str, list[Any]]
 
 
-def update(model: type[Model], values: dict[str, Any], where: str, params: Sequence[Any], also: str = "") -> int:
-    """UPDATE the rows `where` selects with `values` (by field name, adapted as the ORM adapts them)
-    and the assignments in `also` (SQL); how many rows it changed."""
-    with connection.cursor() as cursor:
-        cursor.execute(*updating(model, values, where, params, also))
-        return int(cursor.rowcount)
-
-
 def updating(
     model: type[Model], values: dict[str, Any], where: str, params: Sequence[Any], also: str = ""
 ) -> Statement:
-    """The statement `update` runs."""
+    """UPDATE the rows `where` selects with `values` (by field name, adapted as the ORM adapts them) and
+    the assignments in `also` (SQL), as a statement for `together`."""
     columns, prepared = _prepared(model, values)
     assignments = ", ".join([f"{column} = %s" for column in columns] + ([also] if also else []))
     return f"UPDATE {model._meta.db_table} SET {assignments} WHERE {where}", [*prepared, *params]
 
 
-def insert(model: type[Model], values: dict[str, Any]) -> Any:
-    """INSERT one row of `values` (by field name, adapted as the ORM adapts them); its new id."""
-    found = row(*inserting(model, values))
-    assert found is not None
-    return found[0]
-
-
 def inserting(model: type[Model], values: dict[str, Any]) -> Statement:
-    """The statement `insert` runs (it answers the new row's id)."""
+    """INSERT one row of `values` (by field name, adapted as the ORM adapts them), answering its new id,
+    as a statement for `together`."""
     columns, prepared = _prepared(model, values)
     placeholders = ", ".join(["%s"] * len(columns))
     return (
@@ -193,17 +181,10 @@ def together(*writes: Statement) -> tuple[int, tuple[Any, ...] | None]:
         return int(cursor.rowcount), cursor.fetchone() if cursor.description else None
 
 
-def insert_objects(objects: Sequence[Model]) -> None:
-    """INSERT unsaved instances of one model whose primary key is already set (a UUID default), in one
-    statement, as bulk_create would store them (auto_now fields stamped, values adapted alike)."""
-    if objects:
-        with connection.cursor() as cursor:
-            cursor.execute(*inserting_objects(objects))
-        stored(objects)
-
-
 def inserting_objects(objects: Sequence[Model]) -> Statement:
-    """The statement insert_objects runs (for one object or more); `stored` marks them saved after."""
+    """INSERT unsaved instances of one model whose primary key is already set (a UUID default), one or
+    more, as one statement for `together`, as bulk_create would store them (auto_now fields stamped,
+    values adapted alike); `stored` marks them saved once it ran."""
     model, db = type(objects[0]), _db()
     fields, plain = model._meta.concrete_fields, _plain_fields(db.vendor)
     values = [_adapted(field, field.pre_save(obj, add=True), db, plain) for obj in objects for field in fields]
@@ -237,7 +218,7 @@ def _prepared(model: type[Model], values: dict[str, Any]) -> tuple[list[str], li
 # Field classes whose adaptation of a value of the type they hold changes nothing (Django's own
 # classes only: a subclass, such as an encrypted field, may adapt). Most of a delivery's 39 columns are
 # of these, and adapting them all cost more than the INSERT (cProfile, 1,000 `run` calls: 0.85 -> 0.46 s
-# in insert_objects; issue 9). Integers only where the backend passes them as they are (PostgreSQL's
+# in the deliveries' INSERT; issue 9). Integers only where the backend passes them as they are (PostgreSQL's
 # wraps each in its type, Int4 and the like).
 PlainFields = dict[type[Field], tuple[type, ...]]
 _TEXT_FIELDS: PlainFields = {models.CharField: (str,), models.TextField: (str,), models.BooleanField: (bool,)}

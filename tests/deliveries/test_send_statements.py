@@ -95,7 +95,8 @@ def test_deliveries_inserted_by_hand_are_stored_as_bulk_create_stores_them(tenan
     by_hand = Delivery(**fields, idempotency_key="by-hand", truncated=True, due_at=timezone.now())
     by_orm = Delivery(**fields, idempotency_key="by-orm", truncated=True, due_at=by_hand.due_at)
 
-    sql.insert_objects([by_hand])
+    sql.together(sql.inserting_objects([by_hand]))
+    sql.stored([by_hand])
     Delivery.objects.bulk_create([by_orm])
 
     stored_by_hand, stored_by_orm = Delivery.objects.get(id=by_hand.id), Delivery.objects.get(id=by_orm.id)
