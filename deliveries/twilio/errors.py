@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-import requests
+from urllib3.exceptions import ConnectTimeoutError
 
 # Twilio codes that mean "nothing was created, try again later" although the HTTP status is 4xx.
 NOT_PROCESSED_CODES = frozenset({20429, 21611})
@@ -59,24 +59,21 @@ def classify_rest_error(status: int | None, code: int | None) -> Outcome:
 
 
 def classify_exception(exc: BaseException) -> Outcome:
-    """Network failures surface raw from the SDK. Only a failure to *connect* proves that Twilio
-    never saw the request; anything after the request left (read timeout, reset) may have created
-    the message."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return Outcome.NOT_PROCESSED
-    if isinstance(exc, requests.exceptions.ConnectionError) and _is_connect_failure(exc):
-        return Outcome.NOT_PROCESSED
-    return Outcome.AMBIGUOUS
+    """Network failures surface raw from the HTTP client (urllib3, with retries off). Only a failure to
+    *connect* (refused, unresolvable, timed out while connecting, also to a proxy) proves that Twilio
+    never saw the request; anything after the request left (read timeout, reset) may have created the
+    message."""
+    return Outcome.NOT_PROCESSED if _is_connect_failure(exc) else Outcome.AMBIGUOUS
 
 
 def _is_connect_failure(exc: BaseException) -> bool:
-    from urllib3.exceptions import NewConnectionError
-
+    # urllib3's NewConnectionError (and NameResolutionError) are ConnectTimeoutErrors; a proxy's
+    # ProxyError carries the connect failure among its arguments.
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (NewConnectionError, ConnectionRefusedError)):
+        if isinstance(current, (ConnectTimeoutError, ConnectionRefusedError)):
             return True
         reason = getattr(current, "reason", None)
         if isinstance(reason, BaseException):
@@ -89,6 +86,6 @@ def _is_connect_failure(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    # The class name and not str(exc): a requests error message can carry the full URL, and the
+    # The class name and not str(exc): an HTTP client's error message can carry the full URL, and the
     # URL of a message resource contains the Account SID.
     return f"{type(exc).__module__}.{type(exc).__name__}"
