@@ -74,7 +74,7 @@ class _PooledClient(HttpClient):
         self.last_request_id = ""
         headers = dict(headers or {})
         if auth:
-            headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+            headers["Authorization"] = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}")["authorization"]
         body: str | None = None
         if headers.get("Content-Type") in ("application/json", "application/scim+json"):
             body = json.dumps(data)
