@@ -251,6 +251,14 @@ elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     # Fail a connection attempt in seconds, not after the OS gives up: /readyz and the intake must
     # answer while the database is unreachable. An explicit value in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # PostgreSQL parses and plans a statement that a connection runs often once, not on every run: the
+    # parameters travel apart from the statement (server-side binding) and psycopg prepares a statement
+    # on its fifth run. Django's default binds them into the text and prepares nothing. End to end on
+    # PostgreSQL the database server's CPU per alert fell by about 30 % (issue 9). DB_PREPARED_STATEMENTS=0
+    # turns it off, for a pooler in transaction mode that cannot carry prepared statements (PgBouncer
+    # before 1.21).
+    if _bool("DB_PREPARED_STATEMENTS", True):
+        DATABASES["default"]["OPTIONS"].update({"server_side_binding": True, "prepare_threshold": 5})
 # Keep a connection open across requests and tasks instead of opening one each time (a PostgreSQL
 # connection costs several milliseconds of both sides' CPU); health checks replace a broken one.
 DATABASES["default"]["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60, 0, 86_400)
