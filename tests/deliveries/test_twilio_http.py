@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,11 @@ def test_a_failure_is_described_by_its_class_never_its_message_which_can_hold_th
 
 def test_each_process_has_its_own_connection_pool_and_its_threads_share_it() -> None:
     pool = client._pool()
-    assert client._pool() is pool
+    in_another_thread: list[urllib3.PoolManager] = []
+    thread = threading.Thread(target=lambda: in_another_thread.append(client._pool()))
+    thread.start()
+    thread.join()
+    assert in_another_thread == [pool]
 
     script = (
         "import django, os; django.setup()\n"
