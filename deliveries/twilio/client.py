@@ -130,9 +130,10 @@ def _new_pool() -> urllib3.PoolManager:
     base = settings.TWILIO_API_BASE_URL or "https://api.twilio.com"
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
     where = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
-    # Enough kept-alive connections for every thread of a worker: one that found the pool full would
-    # open a connection of its own and close it after use.
-    options: dict[str, Any] = {"maxsize": 64, "cert_reqs": "CERT_REQUIRED", **where}
+    # Room to keep a connection alive for every thread of a worker, however many (CELERY_CONCURRENCY): a
+    # thread that found the pool full would open one of its own and close it after use. Connections are
+    # only opened when a thread needs one, so the room costs nothing.
+    options: dict[str, Any] = {"maxsize": 256, "cert_reqs": "CERT_REQUIRED", **where}
     proxy = get_environ_proxies(base).get(urllib3.util.parse_url(base).scheme or "https")
     if not proxy:
         return urllib3.PoolManager(**options)
