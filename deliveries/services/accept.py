@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,9 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from deliveries.models import AlertRequest, Delivery, Organization
-from deliveries.services import escalate, queue, sql
-from deliveries.services.credentials import credential_for, credential_usable
+from deliveries.services import codes as ack_codes
+from deliveries.services import credentials, escalate, queue, sql
+from deliveries.services.credentials import credential_for
 from deliveries.sms import PreparedBody
 
 logger = logging.getLogger(__name__)
@@ -102,17 +104,31 @@ def deliveries_accept(
     may no longer be used (erased, or refused by Twilio); read the secret again. `organization_id`:
     the organisation's row id when the caller has read it already (alert_request_seen)."""
     now = timezone.now()
+    first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
+    # On PostgreSQL, a call whose credential was remembered and that starts no escalation timer writes
+    # one statement (sql.together), atomic by itself, so it needs no transaction: two round trips fewer
+    # (BEGIN, COMMIT). Its reads see what they would see in one: each statement of a READ COMMITTED
+    # transaction reads what was committed when it started, and none of them locks. SQLite keeps the
+    # transaction: that is how its writers take turns, and what makes its reads exact.
+    alone = (
+        connection.vendor == "postgresql"
+        and credential_id is not None
+        and organization_id is not None
+        and not escalate.timers_planned(ack, later)
+    )
     try:
-        with transaction.atomic():
+        with nullcontext() if alone else transaction.atomic():
             org_id = organization_id if organization_id is not None else _organization_id(oid)
-            bound = _credential(org_id, oid, account_sid, auth_token, credential_id, now)
-            first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
+            usable, outstanding = _reads(org_id, credential_id, first, codes=bool(ack and ack.codes))
+            if not usable:
+                raise CredentialGone()
+            bound = credential_id or _credential_stored(org_id, oid, account_sid, auth_token, now)
             common = {"organization_id": org_id, "credential_id": bound, "idempotency_key": idempotency_key}
             deliveries = [
                 Delivery(
                     **common,
                     **_message(ident=ident, inv_id=inv_id, from_number=from_number, to=to, body=body, now=now),
-                    **escalate.ack_fields(ack, organization_id=org_id, to=to),
+                    **escalate.ack_fields(ack, organization_id=org_id, to=to, outstanding=outstanding.get(to, set())),
                 )
                 for to in first
             ]
@@ -129,6 +145,7 @@ def deliveries_accept(
             sql.stored(deliveries)
             escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
             ids = [str(d.id) for d in deliveries]
+            # Once the rows are committed: at once when there is no transaction (Django runs it then).
             transaction.on_commit(lambda: queue.send(ids))
     except IntegrityError:
         # Another call with this key committed first (LimaCharlie retried while we were working).
@@ -140,17 +157,38 @@ def deliveries_accept(
     return Accepted(reply, duplicate=False, credential_id=bound)
 
 
-def _credential(
-    org_id: int, oid: str, account_sid: str, auth_token: str, credential_id: int | None, now: datetime
-) -> int:
-    """The id of the one the call brought from the Secrets Manager, or of the one its secret resolved
-    to lately, re-checked here, in the accepting transaction."""
-    if credential_id is None:
-        org = Organization(id=org_id, oid=oid)  # what credential_for needs: the row's key, and oid for its log
-        return credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now).id
-    if not credential_usable(organization_id=org_id, credential_id=credential_id):
-        raise CredentialGone()
-    return credential_id
+def _reads(
+    org_id: int, credential_id: int | None, recipients: Sequence[str], *, codes: bool
+) -> tuple[bool, dict[str, set[str]]]:
+    """In one read: whether the credential the call's secret resolved to lately is still usable
+    (credentials.USABLE; True when there is none to check), and, when the texts carry codes, the codes
+    each recipient's unacknowledged alerts hold (codes.OUTSTANDING), so that a new one differs."""
+    usable = "SELECT 1 AS usable"  # no credential to check
+    params: list[Any] = []
+    if credential_id is not None:
+        usable = f"SELECT EXISTS (SELECT 1 FROM deliveries_credential WHERE {credentials.USABLE}) AS usable"
+        params = [credential_id, org_id]
+    statement = f"SELECT u.usable, NULL, NULL FROM ({usable}) u"
+    if codes and recipients:
+        statement = (
+            f"SELECT u.usable, d.to_number, d.ack_code FROM ({usable}) u LEFT JOIN deliveries_delivery d"
+            f" ON {ack_codes.OUTSTANDING} IN ({', '.join(['%s'] * len(recipients))})"
+        )
+        params = [*params, org_id, *recipients]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    outstanding: dict[str, set[str]] = {}
+    for _, to, code in rows:
+        if to is not None:
+            outstanding.setdefault(to, set()).add(code)
+    return bool(rows[0][0]), outstanding
+
+
+def _credential_stored(org_id: int, oid: str, account_sid: str, auth_token: str, now: datetime) -> int:
+    """The id of the credential the call brought from the Secrets Manager, found or stored."""
+    org = Organization(id=org_id, oid=oid)  # what credential_for needs: the row's key, and oid for its log
+    return credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now).id
 
 
 def _message(

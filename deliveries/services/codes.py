@@ -13,17 +13,25 @@ ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 LENGTH = 3
 
 
-def ack_code_new(*, organization_id: int, recipient: str, taken: set[str] | None = None) -> str:
-    """A code no unacknowledged alert of this recipient (in this organisation) holds."""
-    # Hand-written SQL (plain on SQLite and PostgreSQL): every alert text of a `run` call makes this
-    # read, and the ORM spent more CPU compiling it than the database spent answering it.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT ack_code FROM deliveries_delivery"
-            " WHERE organization_id = %s AND to_number = %s AND acknowledged_at IS NULL AND ack_code <> ''",
-            [organization_id, recipient],
-        )
-        used = {code for (code,) in cursor.fetchall()} | (taken or set())
+# The alerts whose codes are taken: a recipient's unacknowledged ones (`to_number` follows, as `= %s`
+# or `IN (…)`). Hand-written SQL (plain on SQLite and PostgreSQL): every alert text of a `run` call
+# makes this read, and the ORM spent more CPU compiling it than the database spent answering it.
+OUTSTANDING = "organization_id = %s AND acknowledged_at IS NULL AND ack_code <> '' AND to_number"
+
+
+def ack_code_new(
+    *, organization_id: int, recipient: str, taken: set[str] | None = None, outstanding: set[str] | None = None
+) -> str:
+    """A code no unacknowledged alert of this recipient (in this organisation) holds, nor any of `taken`.
+    `outstanding`: the codes of those alerts when the caller has read them already (the intake reads
+    every recipient's at once, with its other reads: services.accept)."""
+    if outstanding is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT ack_code FROM deliveries_delivery WHERE {OUTSTANDING} = %s", [organization_id, recipient]
+            )
+            outstanding = {code for (code,) in cursor.fetchall()}
+    used = outstanding | (taken or set())
     while True:
         code = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
         if code not in used:

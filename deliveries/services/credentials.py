@@ -108,11 +108,12 @@ def credential_usable(*, organization_id: int, credential_id: int) -> bool:
     """Whether the remembered credential still belongs to the organisation, holds its token and was not
     refused by Twilio. Call it in the accepting transaction. Hand-written SQL (plain on SQLite and
     PostgreSQL): it runs on most `run` calls and the ORM spent more CPU compiling it than the database
-    answering; an erased token is stored as "" (EncryptedTextField leaves "" as is), so no decryption."""
+    answering."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM deliveries_credential"
-            " WHERE id = %s AND organization_id = %s AND rejected_at IS NULL AND auth_token <> ''",
-            [credential_id, organization_id],
-        )
+        cursor.execute(f"SELECT 1 FROM deliveries_credential WHERE {USABLE}", [credential_id, organization_id])
         return cursor.fetchone() is not None
+
+
+# A usable credential row (by id and organisation): an erased token is stored as "" (EncryptedTextField
+# leaves "" as is), so no decryption. The intake also reads it with its other reads (services.accept).
+USABLE = "id = %s AND organization_id = %s AND rejected_at IS NULL AND auth_token <> ''"

@@ -46,23 +46,30 @@ class AckPlan:
         return list(recipients), []
 
 
-def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str) -> dict[str, object]:
-    """The acknowledgement columns of a new alert text."""
+def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str, outstanding: set[str]) -> dict[str, object]:
+    """The acknowledgement columns of a new alert text; `outstanding`: the codes the recipient's
+    unacknowledged alerts hold (codes.ack_code_new)."""
     if plan is None or not plan.codes:
         return {"notify_on_ack": bool(plan and plan.notify_others)}
     return {
-        "ack_code": ack_code_new(organization_id=organization_id, recipient=to),
+        "ack_code": ack_code_new(organization_id=organization_id, recipient=to, outstanding=outstanding),
         "notify_on_ack": plan.notify_others,
     }
+
+
+def timers_planned(plan: AckPlan | None, later: Sequence[str]) -> bool:
+    """Whether accepting these texts starts escalation timers (timers_plan)."""
+    if plan is None or not plan.escalate or not plan.ack_within_seconds:
+        return False
+    return plan.escalate != Action.NEXT or bool(later)  # `next` with one recipient: nobody to escalate to
 
 
 def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequence[str], now: datetime) -> list[str]:
     """One timer per alert text (`call`), or one for the first recipient (`next`, when there is a
     next one), in the caller's transaction; their countdown tasks are enqueued once it commits."""
-    if plan is None or not plan.escalate or not plan.ack_within_seconds:
+    if not timers_planned(plan, later):
         return []
-    if plan.escalate == Action.NEXT and not later:
-        return []  # one recipient: nobody to escalate to
+    assert plan is not None and plan.ack_within_seconds
     due = now + timedelta(seconds=plan.ack_within_seconds)
     timers = [
         Escalation(

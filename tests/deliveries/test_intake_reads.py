@@ -56,14 +56,14 @@ def test_a_remembered_credential_is_usable_only_while_it_is_the_organisations_un
     assert not credential_usable(organization_id=org_id, credential_id=credential.id)
 
 
-def _accept(tenant: Tenant, key: str, **fields: Any) -> dict[str, Any]:
+def _accept(tenant: Tenant, key: str, recipients: list[str] | None = None, **fields: Any) -> dict[str, Any]:
     return deliveries_accept(
         oid=tenant.oid,
         idempotency_key=key,
         ident="rule",
         inv_id="inv",
         from_number=tenant.sender,
-        recipients=[tenant.recipient],
+        recipients=recipients or [tenant.recipient],
         body=prepare_body("Detection", 1600),
         account_sid=tenant.account_sid,
         auth_token=tenant.auth_token,
@@ -153,3 +153,76 @@ def test_a_repeated_key_stores_no_second_set_of_deliveries(tenant: Tenant) -> No
 
     assert list(Delivery.objects.filter(idempotency_key="k1").values_list("to_number", flat=True)) == [tenant.recipient]
     assert AlertRequest.objects.get(idempotency_key="k1").reply == first
+
+
+def test_one_read_finds_every_recipients_outstanding_codes_and_checks_the_remembered_credential(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deliveries.models import Delivery
+    from deliveries.services.escalate import AckPlan
+
+    second = "+15005550199"
+    held = make_delivery(tenant, ack_code="ABC")
+    make_delivery(tenant, ack_code="DEF", to_number=second)
+    _codes_drawn(monkeypatch, "ABC", "DEF", "DEF", "GHJ")  # each recipient's own code is drawn first, then refused
+
+    with CaptureQueriesContext(connection) as accepting:
+        _accept(
+            tenant,
+            "k1",
+            recipients=[tenant.recipient, second],
+            ack=AckPlan(),
+            credential_id=held.credential_id,
+            organization_id=held.organization_id,
+        )
+
+    given = dict(Delivery.objects.filter(idempotency_key="k1").values_list("to_number", "ack_code"))
+    assert given == {tenant.recipient: "DEF", second: "GHJ"}
+    reads = [q["sql"] for q in accepting.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1
+    assert "FROM deliveries_credential" in reads[0] and "ack_code" in reads[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_with_a_remembered_credential_writes_without_a_transaction_only_on_postgresql(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deliveries.models import AlertRequest, Delivery
+    from deliveries.services import queue
+
+    held = make_delivery(tenant)
+    statements: list[tuple[str, bool]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql.split()[0], connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    monkeypatch.setattr(queue, "send", lambda ids: statements.append(("enqueued " + ",".join(ids), False)))
+
+    with connection.execute_wrapper(record):
+        reply = _accept(tenant, "k1", credential_id=held.credential_id, organization_id=held.organization_id)
+
+    stored = Delivery.objects.get(idempotency_key="k1")
+    assert reply["deliveries"] == [{"id": str(stored.id), "to": tenant.recipient, "status": "pending"}]
+    assert stored.credential_id == held.credential_id
+    assert AlertRequest.objects.get(idempotency_key="k1").reply == reply
+    if connection.vendor == "postgresql":
+        # The reads, then the deliveries and the key in one statement, atomic by itself.
+        assert statements == [("SELECT", False), ("WITH", False), (f"enqueued {stored.id}", False)]
+    else:  # SQLite's writers take turns by their transactions: the reads are made in it too
+        assert statements == [("SELECT", True), ("INSERT", True), ("INSERT", True), (f"enqueued {stored.id}", False)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_credential_erased_meanwhile_stores_nothing_and_asks_for_the_secret(tenant: Tenant) -> None:
+    from deliveries.models import AlertRequest, Delivery
+    from deliveries.services.accept import CredentialGone
+
+    held = make_delivery(tenant)
+    Credential.objects.filter(id=held.credential_id).update(auth_token="")  # the organisation unsubscribed
+
+    with pytest.raises(CredentialGone):
+        _accept(tenant, "k1", credential_id=held.credential_id, organization_id=held.organization_id)
+
+    assert not Delivery.objects.filter(idempotency_key="k1").exists()
+    assert not AlertRequest.objects.filter(idempotency_key="k1").exists()
