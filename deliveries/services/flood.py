@@ -19,31 +19,40 @@ from deliveries.services import sql
 Hold = Delivery.Hold
 
 
-def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str]:
-    """(hold, human reason), or ("", "") to send. An operator's resend is a human decision and is
-    never held back; a flood-control summary is not subject to the limits it reports on."""
+def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str, bool]:
+    """(hold, human reason, account busy): a hold to record, or ("", "", busy) to send, once the Twilio
+    account has room when it is busy. An operator's resend is a human decision and is never held back,
+    though it waits its turn at a busy account too; a flood-control summary is not subject to the limits
+    it reports on. One read gives all of it, after the account's lock when the cap is on."""
+    account = _account_locked(delivery)
+    counts = _counts(delivery, now, account, held=trigger != Attempt.Trigger.RESEND)
+    busy = account is not None and counts.in_flight >= settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
     if trigger == Attempt.Trigger.RESEND:
-        return "", ""
-    counts = _counts(delivery, now, flood=delivery.kind != Delivery.Kind.SUMMARY)
+        return "", "", busy
     if counts.opted_out:
-        return Hold.OPTED_OUT, "The recipient opted out of texts from this sender (Twilio 21610)."
+        return Hold.OPTED_OUT, "The recipient opted out of texts from this sender (Twilio 21610).", busy
     if delivery.kind == Delivery.Kind.SUMMARY:
-        return "", ""
+        return "", "", busy
     duplicate_seconds, recipient_limit, org_limit = (
         settings.FLOOD_DUPLICATE_SECONDS,
         settings.FLOOD_RECIPIENT_LIMIT,
         settings.FLOOD_ORG_LIMIT,
     )
     if duplicate_seconds and counts.duplicates:
-        return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
+        return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before.", busy
     if recipient_limit and counts.to_recipient >= recipient_limit:
         return (
             Hold.RECIPIENT_LIMIT,
             f"{recipient_limit} texts to this recipient within {settings.FLOOD_WINDOW_SECONDS} s.",
+            busy,
         )
     if org_limit and counts.from_org >= org_limit:
-        return Hold.ORG_LIMIT, f"{org_limit} texts from this organisation within {settings.FLOOD_WINDOW_SECONDS} s."
-    return "", ""
+        return (
+            Hold.ORG_LIMIT,
+            f"{org_limit} texts from this organisation within {settings.FLOOD_WINDOW_SECONDS} s.",
+            busy,
+        )
+    return "", "", busy
 
 
 @dataclass(frozen=True)
@@ -52,57 +61,64 @@ class Counts:
     duplicates: int  # the same text to this recipient lately (a failed copy reached nobody: not counted)
     to_recipient: int  # texts to this recipient in the window
     from_org: int  # texts from the organisation in the window (counted only when that limit is on)
+    in_flight: int  # requests in flight on the delivery's Twilio account (counted only when the cap is on)
 
 
-def _counts(delivery: Delivery, now: datetime, *, flood: bool) -> Counts:
-    """The opt-out and the three flood counts, in one hand-written query (services.sql says why): the
-    organisation's deliveries claimed since the earlier of the window and the duplicate interval,
-    other than this one, read through the (organisation, [recipient,] claimed_at) indexes. Without
-    `flood` (a summary) only the opt-out is looked up."""
+def _account_locked(delivery: Delivery) -> str | None:
+    """The delivery's Twilio account when the cap on requests in flight applies to it, locked.
+    Organisations may share a Twilio account, and the claim holds only its own organisation's lock: the
+    account's oldest credential row is locked too, so every claim on the account counts in turn. (SQLite
+    has no row locks; its transactions already run one at a time.) Twilio answers 429 beyond its own
+    concurrency cap: waiting our turn costs nothing, a 429 costs a retry."""
+    if not settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT or delivery.credential is None:
+        return None
+    account = delivery.credential.account_sid
+    if connection.features.has_select_for_update:
+        sql.row(f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = %s ORDER BY id LIMIT 1 FOR UPDATE", [account])
+    return account
+
+
+def _counts(delivery: Delivery, now: datetime, account: str | None, *, held: bool) -> Counts:
+    """The opt-out, the three flood counts and the account's requests in flight, in one hand-written
+    query (services.sql says why; it is made after every lock it needs, since a statement reads what was
+    committed when it started). Flood control counts the organisation's deliveries claimed since the
+    earlier of the window and the duplicate interval, other than this one, through the (organisation,
+    [recipient,] claimed_at) indexes. Not `held` (a resend) or a summary: no flood counts; not `held`: no
+    opt-out either. No `account`: nothing in flight is counted."""
     window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
     recent = now - timedelta(seconds=settings.FLOOD_DUPLICATE_SECONDS)
     recipient_only = not settings.FLOOD_ORG_LIMIT
+    flood = held and delivery.kind != Delivery.Kind.SUMMARY
+    opt_out = (
+        f"EXISTS (SELECT 1 FROM {sql.OPT_OUT} WHERE organization_id = %s AND sender = %s AND recipient = %s"
+        " AND cleared_at IS NULL)"
+    )
+    in_flight = (
+        f"(SELECT COUNT(*) FROM {sql.DELIVERY} s JOIN {sql.CREDENTIAL} c ON c.id = s.credential_id"
+        " WHERE s.status = %s AND c.account_sid = %s)"
+    )
     found = sql.row(
         f"""SELECT
-              EXISTS (SELECT 1 FROM {sql.OPT_OUT} WHERE organization_id = %s AND sender = %s AND recipient = %s
-                      AND cleared_at IS NULL),
+              {opt_out if held else "FALSE"},
               COUNT(*) FILTER (WHERE to_number = %s AND body = %s AND channel = %s AND claimed_at >= %s
                                AND status <> %s),
               COUNT(*) FILTER (WHERE to_number = %s AND claimed_at >= %s),
-              COUNT(*) FILTER (WHERE claimed_at >= %s)
+              COUNT(*) FILTER (WHERE claimed_at >= %s),
+              {in_flight if account else "0"}
             FROM {sql.DELIVERY}
             WHERE {"TRUE" if flood else "FALSE"} AND organization_id = %s AND claimed_at >= %s AND id <> %s
               {"AND to_number = %s" if recipient_only else ""}""",
         [
-            *(delivery.organization_id, delivery.from_number, delivery.to_number),
+            *((delivery.organization_id, delivery.from_number, delivery.to_number) if held else ()),
             # A call reads the alert out: it is not a repeat of the text it escalates.
             *(delivery.to_number, delivery.body, delivery.channel, sql.when(recent), Delivery.Status.FAILED),
             *(delivery.to_number, sql.when(window)),
             sql.when(window),
+            *((Delivery.Status.SENDING, account) if account else ()),
             *(delivery.organization_id, sql.when(min(window, recent)), sql.key(delivery.id)),
             *([delivery.to_number] if recipient_only else []),
         ],
     )
     assert found is not None  # an aggregate without GROUP BY always answers one row
-    opted_out, duplicates, to_recipient, from_org = found
-    return Counts(bool(opted_out), duplicates or 0, to_recipient or 0, from_org or 0)
-
-
-def account_busy(delivery: Delivery) -> bool:
-    """True when the Twilio account already has its cap of requests in flight. Twilio answers 429
-    beyond its own concurrency cap; waiting our turn costs nothing, a 429 costs a retry."""
-    cap = settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
-    if not cap or delivery.credential is None:
-        return False
-    account = delivery.credential.account_sid
-    # Organisations may share a Twilio account, and the claim holds only its own organisation's lock:
-    # lock the account's oldest credential row too, so every claim on the account counts in turn.
-    # (SQLite has no row locks; its transactions already run one at a time.)
-    if connection.features.has_select_for_update:
-        sql.row(f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = %s ORDER BY id LIMIT 1 FOR UPDATE", [account])
-    found = sql.row(
-        f"SELECT COUNT(*) FROM {sql.DELIVERY} d JOIN {sql.CREDENTIAL} c ON c.id = d.credential_id "
-        "WHERE d.status = %s AND c.account_sid = %s",
-        [Delivery.Status.SENDING, account],
-    )
-    return bool(found and found[0] >= cap)
+    opted_out, duplicates, to_recipient, from_org, in_flight_count = found
+    return Counts(bool(opted_out), duplicates or 0, to_recipient or 0, from_org or 0, in_flight_count or 0)

@@ -95,14 +95,14 @@ def claim(
 
 def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision | None:
     """Flood control, opt-outs and the per-account cap, decided under the organisation's lock."""
-    hold, why = flood.hold_for(delivery, trigger, now)
+    hold, why, account_busy = flood.hold_for(delivery, trigger, now)
     if hold:
         Delivery.objects.filter(id=delivery.id).update(
             status=Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, due_at=None, updated_at=now
         )
         logger.info("delivery %s held back: %s", delivery.id, why)
         return SendDecision(status=Status.SUPPRESSED)
-    if flood.account_busy(delivery):
+    if account_busy:
         # Stays pending; the task comes back shortly (the sweeper would too, past due_at).
         return SendDecision(status=delivery.status, retry_in=random.uniform(0.5, 1.5))
     return None

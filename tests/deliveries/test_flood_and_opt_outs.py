@@ -12,9 +12,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import services
-from deliveries.models import Delivery, OptOut
+from deliveries.models import Attempt, Delivery, OptOut
 from deliveries.services import flood
-from tests.conftest import Intake, Tenant, make_delivery
+from tests.conftest import Intake, Tenant, make_delivery, make_user
 from tests.fakes.twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
@@ -165,6 +165,48 @@ def test_a_busy_twilio_account_makes_the_delivery_wait_its_turn_without_an_attem
     assert waiting.attempts.count() == 0 and fake_twilio.posts() == []
 
 
+def test_an_operators_resend_is_never_held_back_but_waits_its_turn_at_a_busy_account(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT = 1
+    fake_twilio.plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
+    failed = make_delivery(tenant)
+    services.delivery_send(delivery_id=str(failed.id))
+    in_flight = make_delivery(tenant, status="sending", body="in flight", to_number="+15005550019")
+    services.delivery_resend(delivery=Delivery.objects.get(id=failed.id), by=make_user("operator"), reason="retry")
+
+    decision = services.delivery_send(delivery_id=str(failed.id))  # the resend's task, while the account is busy
+    failed.refresh_from_db()
+    assert failed.status == "pending" and failed.hold == "" and decision.retry_in is not None
+    assert failed.attempts.count() == 1 and len(fake_twilio.posts()) == 1
+
+    Delivery.objects.filter(id=in_flight.id).update(status="queued")  # its answer came back
+    services.delivery_send(delivery_id=str(failed.id))
+    failed.refresh_from_db()
+    assert failed.status == "queued"
+    assert list(failed.attempts.values_list("trigger", "outcome")) == [
+        ("automatic", "permanent"),
+        ("resend", "accepted"),
+    ]
+    assert [p["To"] for p in fake_twilio.posts()] == [tenant.recipient] * 2
+
+
+def test_a_claim_reads_the_opt_out_the_flood_counts_and_the_accounts_requests_in_flight_at_once(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT = 5
+    delivery = make_delivery(tenant)
+    with CaptureQueriesContext(connection) as claiming:
+        services.delivery_send(delivery_id=str(delivery.id))
+
+    counting = [q["sql"] for q in claiming.captured_queries if "COUNT(" in q["sql"]]
+    assert len(counting) == 1
+    assert "deliveries_optout" in counting[0] and "FILTER" in counting[0] and "account_sid" in counting[0]
+    assert Delivery.objects.get(id=delivery.id).status == "queued" and len(fake_twilio.posts()) == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
     tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
@@ -179,7 +221,8 @@ def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
 
     def org_a_claiming() -> None:
         with transaction.atomic():
-            assert not flood.account_busy(Delivery.objects.select_related("credential").get(id=a.id))
+            claiming = Delivery.objects.select_related("credential").get(id=a.id)
+            assert flood.hold_for(claiming, Attempt.Trigger.AUTOMATIC, timezone.now()) == ("", "", False)
             Delivery.objects.filter(id=a.id).update(status="sending")
             locked.set()
             done.wait(0.5)  # B tries meanwhile
