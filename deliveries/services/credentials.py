@@ -10,7 +10,6 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -104,16 +103,7 @@ def forget(*, oid: str) -> None:
             del _recent[key]
 
 
-def credential_usable(*, organization_id: int, credential_id: int) -> bool:
-    """Whether the remembered credential still belongs to the organisation, holds its token and was not
-    refused by Twilio. Call it in the accepting transaction. Hand-written SQL (plain on SQLite and
-    PostgreSQL): it runs on most `run` calls and the ORM spent more CPU compiling it than the database
-    answering."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM deliveries_credential WHERE {USABLE}", [credential_id, organization_id])
-        return cursor.fetchone() is not None
-
-
-# A usable credential row (by id and organisation): an erased token is stored as "" (EncryptedTextField
-# leaves "" as is), so no decryption. The intake also reads it with its other reads (services.accept).
+# A usable credential row (by id and organisation): the organisation's own, holding its token (an erased
+# token is stored as "", which EncryptedTextField leaves as is, so no decryption), not refused by Twilio.
+# A `run` call that reuses a remembered credential re-checks it with its other reads (services.accept).
 USABLE = "id = %s AND organization_id = %s AND rejected_at IS NULL AND auth_token <> ''"

@@ -1,8 +1,9 @@
-"""Flood control and opt-outs: whether a delivery must be held back instead of sent.
+"""Flood control, opt-outs and the per-account cap: whether a delivery must be held back instead of
+sent, or wait its turn at its Twilio account.
 
-Read-only decisions, made by the send claim (services.send) while it holds the organisation's row lock, so
-the counts are exact across any number of workers on any number of machines: the database is the
-shared state, not process memory.
+Decisions made by the send claim (services.send) while it holds the organisation's row lock (and, for
+the cap, its account's), so the counts are exact across any number of workers on any number of
+machines: the database is the shared state, not process memory. Nothing here writes.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries.models import Credential, Organization
+from deliveries.models import AlertRequest, Credential, Organization
 from deliveries.services import codes
 from deliveries.services.accept import Seen, alert_request_reply, alert_request_seen, deliveries_accept
-from deliveries.services.credentials import credential_usable
 from deliveries.sms import prepare_body
 from tests.conftest import Tenant, make_delivery
 
@@ -43,17 +42,29 @@ def test_a_code_acknowledged_or_held_elsewhere_is_free_again(tenant: Tenant, mon
     assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEF"
 
 
-def test_a_remembered_credential_is_usable_only_while_it_is_the_organisations_unrefused_token(tenant: Tenant) -> None:
+def test_a_remembered_credential_is_reused_only_while_it_is_the_organisations_unrefused_token(
+    tenant: Tenant,
+) -> None:
+    from deliveries.services.accept import CredentialGone
+
     credential = make_delivery(tenant).credential
     org_id = credential.organization_id
     other = Organization.objects.create(oid="00000000-0000-4000-8000-000000000000")
 
-    assert credential_usable(organization_id=org_id, credential_id=credential.id)
-    assert not credential_usable(organization_id=other.id, credential_id=credential.id)
+    def accepted(key: str, organization_id: int) -> bool:
+        try:
+            _accept(tenant, key, credential_id=credential.id, organization_id=organization_id)
+        except CredentialGone:
+            return False
+        return True
+
+    assert accepted("k1", org_id)
+    assert not accepted("k2", other.id)  # another organisation's
     Credential.objects.filter(id=credential.id).update(rejected_at=timezone.now())
-    assert not credential_usable(organization_id=org_id, credential_id=credential.id)
+    assert not accepted("k3", org_id)
     Credential.objects.filter(id=credential.id).update(rejected_at=None, auth_token="")  # erased at unsubscribe
-    assert not credential_usable(organization_id=org_id, credential_id=credential.id)
+    assert not accepted("k4", org_id)
+    assert set(AlertRequest.objects.values_list("idempotency_key", flat=True)) == {"k1"}
 
 
 def _accept(tenant: Tenant, key: str, recipients: list[str] | None = None, **fields: Any) -> dict[str, Any]:
