@@ -12,6 +12,8 @@ it sends its FATAL message and closes the socket, and the socket turns readable.
 nothing to read has not been ended by the server, and the check stops there; one with something to
 read (that, or an asynchronous notice) gets Django's `SELECT 1`, which tells the two apart. A connection
 dropped silently on the network (no FIN) is caught by neither check, as before: its first query fails.
+Only an idle connection with no error since its last use is checked this way: after an error (Django
+then checks before reuse too), or in any other state, the server is asked, as Django does.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from __future__ import annotations
 import select
 
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def is_usable(self) -> bool:
         if self.connection is None or self.connection.closed or self.connection.broken:
             return False
+        if self.errors_occurred or self.connection.info.transaction_status != TransactionStatus.IDLE:
+            return bool(super().is_usable())
         try:
             poller = select.poll()  # not select.select: it cannot watch a descriptor above 1023
             poller.register(self.connection.fileno(), select.POLLIN | select.POLLPRI)

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import close_old_connections, connection
+from django.db import ProgrammingError, close_old_connections, connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,3 +104,17 @@ def test_a_connection_with_a_message_waiting_gets_the_servers_check_and_is_kept(
     assert _last_query_of(admin, pid) == "SELECT 1"
     with connection.cursor() as cursor:
         cursor.execute("UNLISTEN *")
+
+
+def test_after_an_error_the_server_is_asked_as_django_does(admin: psycopg.Connection[Any]) -> None:
+    pid = _backend_pid()
+    raw = connection.connection
+    with pytest.raises(ProgrammingError), connection.cursor() as cursor:
+        cursor.execute("SELECT no_such_column FROM deliveries_organization")
+    assert connection.errors_occurred
+
+    _new_request()
+
+    assert _last_query_of(admin, pid) == "SELECT 1"
+    assert connection.connection is raw  # the server answered: the connection stays
+    assert _backend_pid() == pid
