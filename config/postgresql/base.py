@@ -2,8 +2,8 @@
 
 `CONN_HEALTH_CHECKS` keeps a connection across requests and tasks yet replaces one that broke while it
 sat idle, so that a database restart costs no failed call or task. Django checks with a `SELECT 1` at
-the start of every request and task: a round trip that cost about 75 µs of this process's CPU and as
-much of the server's, on the path of every alert, both in the web (one of four round trips per `run`
+the start of every request and task: a round trip that cost 60–75 µs of this process's CPU, and the
+server's share, on the path of every alert, both in the web (one of four round trips per `run`
 call) and in the worker (one of nine per send) (issue 9).
 
 An idle connection has no query in flight, so its server has nothing to say. When the server ends the
