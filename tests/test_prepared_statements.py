@@ -39,8 +39,9 @@ def test_a_connection_prepares_the_send_path_s_statements_after_a_few_sends(
     assert Delivery.objects.filter(status=Delivery.Status.QUEUED).count() == 6
     assert len(fake_twilio.posts()) == 6
     prepared = _prepared()
-    assert any("FOR UPDATE OF o" in statement for statement in prepared), prepared  # the organisation's lock
-    assert any("FOR UPDATE OF d" in statement for statement in prepared), prepared  # the delivery's read
+    # The organisation's and the delivery's locks with the delivery's read; the credential with the counts.
+    assert any("FOR UPDATE OF o, d" in statement for statement in prepared), prepared
+    assert any("COUNT(*) FILTER" in s and "LEFT JOIN deliveries_credential" in s for s in prepared), prepared
 
 
 def _options(**env: str) -> str:

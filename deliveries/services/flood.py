@@ -24,10 +24,11 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str,
     """(hold, human reason, account busy): a hold to record, or ("", "", busy) to send, once the Twilio
     account has room when it is busy. An operator's resend is a human decision and is never held back,
     though it waits its turn at a busy account too; a flood-control summary is not subject to the limits
-    it reports on. One read gives all of it, after the account's lock when the cap is on."""
-    account = _account_locked(delivery)
-    counts = _counts(delivery, now, account, held=trigger != Attempt.Trigger.RESEND)
-    busy = account is not None and counts.in_flight >= settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
+    it reports on. One read gives all of it, after the account's lock when the cap is on, and brings the
+    delivery's credential with it (sql.with_credential)."""
+    capped = _account_locked(delivery)
+    counts = _counts(delivery, now, capped=capped, held=trigger != Attempt.Trigger.RESEND)
+    busy = capped and counts.in_flight >= settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
     if trigger == Attempt.Trigger.RESEND:
         return "", "", busy
     if counts.opted_out:
@@ -65,27 +66,34 @@ class Counts:
     in_flight: int  # requests in flight on the delivery's Twilio account (counted only when the cap is on)
 
 
-def _account_locked(delivery: Delivery) -> str | None:
-    """The delivery's Twilio account when the cap on requests in flight applies to it, locked.
+_ACCOUNT = f"SELECT account_sid FROM {sql.CREDENTIAL} WHERE id = %s"  # the account of a credential, by id
+
+
+def _account_locked(delivery: Delivery) -> bool:
+    """Whether the cap on requests in flight applies to the delivery's Twilio account; if so, locked.
     Organisations may share a Twilio account, and the claim holds only its own organisation's lock: the
     account's oldest credential row is locked too, so every claim on the account counts in turn. (SQLite
     has no row locks; its transactions already run one at a time.) Twilio answers 429 beyond its own
     concurrency cap: waiting our turn costs nothing, a 429 costs a retry."""
-    if not settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT or delivery.credential is None:
-        return None
-    account = delivery.credential.account_sid
+    if not settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT or delivery.credential_id is None:
+        return False
     if connection.features.has_select_for_update:
-        sql.row(f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = %s ORDER BY id LIMIT 1 FOR UPDATE", [account])
-    return account
+        # A credential's account never changes (only its token is erased or renewed), so the account is
+        # found from the delivery's credential id, read before this lock's wait as it would be after it.
+        sql.row(
+            f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = ({_ACCOUNT}) ORDER BY id LIMIT 1 FOR UPDATE",
+            [delivery.credential_id],
+        )
+    return True
 
 
-def _counts(delivery: Delivery, now: datetime, account: str | None, *, held: bool) -> Counts:
+def _counts(delivery: Delivery, now: datetime, *, capped: bool, held: bool) -> Counts:
     """The opt-out, the three flood counts and the account's requests in flight, in one hand-written
     query (services.sql says why; it is made after every lock it needs, since a statement reads what was
     committed when it started). Flood control counts the organisation's deliveries claimed since the
     earlier of the window and the duplicate interval, other than this one, through the (organisation,
     [recipient,] claimed_at) indexes. Not `held` (a resend) or a summary: no flood counts; not `held`: no
-    opt-out either. No `account`: nothing in flight is counted."""
+    opt-out either. Not `capped`: nothing in flight is counted. The delivery's credential comes with it."""
     window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
     recent = now - timedelta(seconds=settings.FLOOD_DUPLICATE_SECONDS)
     recipient_only = not settings.FLOOD_ORG_LIMIT
@@ -96,16 +104,16 @@ def _counts(delivery: Delivery, now: datetime, account: str | None, *, held: boo
     )
     in_flight = (
         f"(SELECT COUNT(*) FROM {sql.DELIVERY} s JOIN {sql.CREDENTIAL} c ON c.id = s.credential_id"
-        " WHERE s.status = %s AND c.account_sid = %s)"
+        f" WHERE s.status = %s AND c.account_sid = ({_ACCOUNT}))"
     )
-    found = sql.row(
+    counting = (
         f"""SELECT
-              {opt_out if held else "FALSE"},
+              {opt_out if held else "FALSE"} AS opted_out,
               COUNT(*) FILTER (WHERE to_number = %s AND body = %s AND channel = %s AND claimed_at >= %s
-                               AND status <> %s),
-              COUNT(*) FILTER (WHERE to_number = %s AND claimed_at >= %s),
-              COUNT(*) FILTER (WHERE claimed_at >= %s),
-              {in_flight if account else "0"}
+                               AND status <> %s) AS duplicates,
+              COUNT(*) FILTER (WHERE to_number = %s AND claimed_at >= %s) AS to_recipient,
+              COUNT(*) FILTER (WHERE claimed_at >= %s) AS from_org,
+              {in_flight if capped else "0"} AS in_flight
             FROM {sql.DELIVERY}
             WHERE {"TRUE" if flood else "FALSE"} AND organization_id = %s AND claimed_at >= %s AND id <> %s
               {"AND to_number = %s" if recipient_only else ""}""",
@@ -115,11 +123,10 @@ def _counts(delivery: Delivery, now: datetime, account: str | None, *, held: boo
             *(delivery.to_number, delivery.body, delivery.channel, sql.when(recent), Delivery.Status.FAILED),
             *(delivery.to_number, sql.when(window)),
             sql.when(window),
-            *((Delivery.Status.SENDING, account) if account else ()),
+            *((Delivery.Status.SENDING, delivery.credential_id) if capped else ()),
             *(delivery.organization_id, sql.when(min(window, recent)), sql.key(delivery.id)),
             *([delivery.to_number] if recipient_only else []),
         ],
     )
-    assert found is not None  # an aggregate without GROUP BY always answers one row
-    opted_out, duplicates, to_recipient, from_org, in_flight_count = found
+    opted_out, duplicates, to_recipient, from_org, in_flight_count = sql.with_credential(counting, delivery)
     return Counts(bool(opted_out), duplicates or 0, to_recipient or 0, from_org or 0, in_flight_count or 0)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -63,16 +63,12 @@ def claim(
 ) -> tuple[Delivery, Attempt] | SendDecision:
     """Move the delivery from `from_status` to `sending` and open an Attempt, or say why not.
 
-    The organisation's row is locked first: that serialises the flood-control and concurrency
-    decisions for one organisation across every worker, while the POST itself happens after commit."""
+    The organisation's row is locked first, with the delivery's: that serialises the flood-control and
+    concurrency decisions for one organisation across every worker, while the POST itself happens after
+    commit. The credential is read after every lock, with flood control's counts (or alone, to reconcile)."""
     now = timezone.now()
     with transaction.atomic():
-        # Lock the organisation (found through the delivery), then the delivery, by hand-written
-        # queries (services.sql says why). SQLite has no row locks: its transactions (BEGIN IMMEDIATE)
-        # already run one at a time, so it skips the first and reads the delivery unlocked.
-        if connection.features.has_select_for_update and not sql.lock_organization_of(delivery_id):
-            return SendDecision(status="missing")
-        delivery = sql.delivery_for_send(delivery_id)
+        delivery = sql.delivery_for_claim(delivery_id)
         if delivery is None:
             return SendDecision(status="missing")
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
@@ -84,9 +80,11 @@ def claim(
             # An operator's resend, whichever task carries it (its own, or the sweeper's).
             trigger, triggered_by_id, reason = Attempt.Trigger.RESEND, delivery.resend_by_id, delivery.resend_reason
         if trigger != Attempt.Trigger.RECONCILE:
-            held = _held_back(delivery, trigger, now)
+            held = _held_back(delivery, trigger, now)  # reads the credential too
             if held:
                 return held
+        else:
+            sql.credential_read(delivery)
         attempt = attempt_open(
             delivery=delivery, trigger=trigger, now=now, triggered_by_id=triggered_by_id, reason=reason
         )

@@ -66,44 +66,52 @@ def for_update(clause: str) -> str:
     return f" {clause}" if connection.features.has_select_for_update else ""
 
 
-def lock_organization_of(delivery_id: UUID | str) -> bool:
-    """Lock the organisation a delivery belongs to (PostgreSQL); False when no such delivery."""
-    found = row(
-        f"SELECT o.id FROM {ORGANIZATION} o JOIN {DELIVERY} d ON d.organization_id = o.id WHERE d.id = %s"
-        + for_update("FOR UPDATE OF o"),
-        [key(delivery_id)],
-    )
-    return found is not None
-
-
-def delivery_for_send(delivery_id: UUID | str) -> Delivery | None:
-    """The delivery (locked on PostgreSQL) with its credential and its organisation's oid, in one
-    query: the same instances `select_related` would give (other fields of the credential and the
-    organisation load on first use)."""
-    delivery_columns, credential_columns, organization_columns = (
-        _readers(Delivery, None),
-        _readers(Credential, _CREDENTIAL_FIELDS),
-        _readers(Organization, _ORGANIZATION_FIELDS),
-    )
+def delivery_for_claim(delivery_id: UUID | str) -> Delivery | None:
+    """The delivery with its organisation's oid, in one query, both rows locked on PostgreSQL: the
+    organisation's first, which serialises flood control and the cap's count for one organisation across
+    every worker, then the delivery's. A row this statement waited for is read as the holder left it
+    (PostgreSQL reads the newest version of each row it locks after a wait), so a claim that waited sees
+    the delivery another claim just took. Its credential is not read here: a row that is not locked is read
+    as it was when the statement started, before any wait, so it is read after the locks (with_credential).
+    On SQLite, which has no row locks, a plain read: its write transactions already run one at a time."""
+    delivery_columns, organization_columns = _readers(Delivery, None), _readers(Organization, _ORGANIZATION_FIELDS)
     select = ", ".join(
-        [f"d.{reader[0]}" for reader in delivery_columns]
-        + [f"c.{reader[0]}" for reader in credential_columns]
-        + [f"o.{reader[0]}" for reader in organization_columns]
+        [f"d.{reader[0]}" for reader in delivery_columns] + [f"o.{reader[0]}" for reader in organization_columns]
     )
     found = row(
-        f"SELECT {select} FROM {DELIVERY} d JOIN {ORGANIZATION} o ON o.id = d.organization_id "
-        f"LEFT JOIN {CREDENTIAL} c ON c.id = d.credential_id WHERE d.id = %s" + for_update("FOR UPDATE OF d"),
+        f"SELECT {select} FROM {DELIVERY} d JOIN {ORGANIZATION} o ON o.id = d.organization_id WHERE d.id = %s"
+        + for_update("FOR UPDATE OF o, d"),
         [key(delivery_id)],
     )
     if found is None:
         return None
     values = iter(found)
     delivery = _instance(Delivery, delivery_columns, values)
-    credential = _instance(Credential, credential_columns, values)
     delivery.organization = _instance(Organization, organization_columns, values)
-    if delivery.credential_id is not None:
-        delivery.credential = credential
     return delivery
+
+
+def with_credential(statement: Statement, delivery: Delivery) -> tuple[Any, ...]:
+    """Run `statement` (a query answering one row) and read the delivery's credential in the same round
+    trip: its row, and the credential set on the delivery as `select_related` would set it (None when it
+    has none; other fields of the credential load on first use). Made after every lock the claim needs."""
+    readers = _readers(Credential, _CREDENTIAL_FIELDS)
+    query, params = statement
+    found = row(
+        f"SELECT k.*, {', '.join(f'credential.{reader[0]}' for reader in readers)} FROM ({query}) k "
+        f"LEFT JOIN {CREDENTIAL} credential ON credential.id = %s",
+        [*params, delivery.credential_id],
+    )
+    assert found is not None  # the statement answers one row, and a LEFT JOIN keeps it
+    ours = found[: len(found) - len(readers)]
+    if delivery.credential_id is not None:
+        delivery.credential = _instance(Credential, readers, iter(found[len(ours) :]))
+    return ours
+
+
+def credential_read(delivery: Delivery) -> None:
+    """Read the delivery's credential alone (a claim with no flood control to decide: a reconcile)."""
+    with_credential(("SELECT 1", []), delivery)
 
 
 Converter = Callable[[Any, Any, Any], Any]

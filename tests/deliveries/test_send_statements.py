@@ -17,16 +17,21 @@ from tests.conftest import Tenant, make_delivery
 pytestmark = pytest.mark.django_db
 
 
-def test_a_delivery_read_by_hand_equals_the_orm_s_with_its_credential_and_organisation(tenant: Tenant) -> None:
+def test_a_delivery_read_by_hand_equals_the_orm_s_with_its_credential_and_organisation(
+    tenant: Tenant, django_assert_num_queries: Any
+) -> None:
     now = timezone.now()
     delivery = make_delivery(
         tenant, truncated=True, ack_code="K7Q", due_at=now, claimed_at=now, error_code=30003, status_reason="x"
     )
-
-    by_hand = sql.delivery_for_send(delivery.id)
     by_orm = Delivery.objects.select_related("organization", "credential").get(id=delivery.id)
 
-    assert by_hand is not None
+    with django_assert_num_queries(2):  # the delivery with its organisation; a query with its credential
+        by_hand = sql.delivery_for_claim(delivery.id)
+        assert by_hand is not None
+        assert sql.with_credential(("SELECT 7 AS a, 'x' AS b", []), by_hand) == (7, "x")  # the query's own row
+        assert by_hand.credential is not None and by_hand.organization.oid == tenant.oid
+
     assert model_to_dict(by_hand) == model_to_dict(by_orm) and by_hand.id == by_orm.id
     assert (by_hand.created_at, by_hand.updated_at) == (by_orm.created_at, by_orm.updated_at)
     assert by_hand.organization.oid == tenant.oid
@@ -35,13 +40,17 @@ def test_a_delivery_read_by_hand_equals_the_orm_s_with_its_credential_and_organi
     assert by_hand.credential.usable and by_hand.credential.rejected_at is None
 
 
-def test_a_delivery_without_credential_reads_as_none_and_a_missing_one_as_nothing(tenant: Tenant) -> None:
+def test_a_delivery_without_credential_reads_as_none_and_a_missing_one_as_nothing(
+    tenant: Tenant, django_assert_num_queries: Any
+) -> None:
     delivery = make_delivery(tenant, credential=None)
 
-    found = sql.delivery_for_send(delivery.id)
-
-    assert found is not None and found.credential_id is None and found.credential is None
-    assert sql.delivery_for_send("00000000-0000-0000-0000-000000000000") is None
+    with django_assert_num_queries(2):  # the delivery, then its (absent) credential; none on first use
+        found = sql.delivery_for_claim(delivery.id)
+        assert found is not None
+        sql.credential_read(found)
+        assert found.credential_id is None and found.credential is None
+    assert sql.delivery_for_claim("00000000-0000-0000-0000-000000000000") is None
 
 
 def test_an_attempt_opened_and_finished_by_hand_is_stored_as_the_orm_would_store_it(tenant: Tenant) -> None:

@@ -1,0 +1,106 @@
+"""A claim locks its organisation's row and its delivery's in one statement, then reads the rest
+(the credential, flood control's counts) in the next. These tests hold the organisation's lock in
+another transaction while a claim starts, then change what the claim will read, and check that the
+claim acts on what was committed while it waited, not on what it would have seen before. PostgreSQL
+only: SQLite has no row locks (its write transactions run one at a time)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from deliveries import services
+from deliveries.models import Delivery, Organization
+from deliveries.services.credentials import credentials_erase
+from tests.conftest import Tenant, make_delivery
+from tests.fakes.twilio import FakeTwilio
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL only"),
+]
+
+
+def _while_the_organisation_is_locked(
+    oid: str, change: Callable[[Organization], object], claim: Callable[[], Any]
+) -> Any:
+    """Lock the organisation's row in a transaction of another thread, make `change` in it, run `claim`
+    here meanwhile (it waits for the lock), and commit the change half a second later."""
+    locked, proceed = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                change(Organization.objects.select_for_update().get(oid=oid))
+                locked.set()
+                proceed.wait(0.5)  # the claim below is waiting for this lock meanwhile
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert locked.wait(10)
+    started = timezone.now()
+    outcome = claim()
+    waited = (timezone.now() - started).total_seconds()
+    proceed.set()
+    thread.join(10)
+    assert waited >= 0.4  # it did wait for the lock
+    return outcome
+
+
+def test_a_claim_that_waited_for_an_unsubscribe_does_not_send_with_the_erased_token(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
+    delivery = make_delivery(tenant)
+
+    decision = _while_the_organisation_is_locked(
+        tenant.oid,
+        lambda org: credentials_erase(organization=org),
+        lambda: services.delivery_send(delivery_id=str(delivery.id)),
+    )
+
+    delivery.refresh_from_db()
+    assert decision.status == "failed" and delivery.status == "failed"
+    assert "No Twilio credential" in delivery.error_message
+    assert fake_twilio.posts() == []
+
+
+def test_a_claim_that_waited_for_another_claim_of_its_delivery_does_nothing(
+    tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
+    delivery = make_delivery(tenant)
+
+    def other_worker_claims(org: Organization) -> None:
+        Delivery.objects.filter(id=delivery.id).update(status="sending", claimed_at=timezone.now())
+
+    decision = _while_the_organisation_is_locked(
+        tenant.oid, other_worker_claims, lambda: services.delivery_send(delivery_id=str(delivery.id))
+    )
+
+    assert decision.status == "sending"
+    assert Delivery.objects.get(id=delivery.id).attempts.count() == 0 and fake_twilio.posts() == []
+
+
+def test_a_claim_that_waited_for_another_claim_of_its_organisation_counts_it_for_flood_control(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    settings.FLOOD_DUPLICATE_SECONDS = 300
+    first = make_delivery(tenant, body="disk full on host-7")
+    second = make_delivery(tenant, body="disk full on host-7")
+
+    def other_worker_claims(org: Organization) -> None:
+        Delivery.objects.filter(id=first.id).update(status="sending", claimed_at=timezone.now())
+
+    decision = _while_the_organisation_is_locked(
+        tenant.oid, other_worker_claims, lambda: services.delivery_send(delivery_id=str(second.id))
+    )
+
+    second.refresh_from_db()
+    assert decision.status == "suppressed" and (second.status, second.hold) == ("suppressed", "duplicate")
+    assert fake_twilio.posts() == []
