@@ -4,12 +4,14 @@ would publish it (services/queue.py says why)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Producer
+from kombu import Connection, Producer
 
 from config.celery import app
 from deliveries.services import queue
@@ -98,3 +100,70 @@ def test_a_broker_that_refuses_loses_nothing_and_says_how_many_wait(
 
     assert f"could not enqueue delivery {ids[0]} and 2 more" in caplog.text
     assert "the sweeper enqueues them" in caplog.text
+
+
+@pytest.fixture
+def memory_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Producer, list[dict[str, Any]]]]:
+    """This thread's producer on kombu's in-memory transport (a real broker of this process only), and
+    every call of Producer.publish with its declare and retry, passed on to the real one."""
+    app.conf.task_always_eager = False  # (the autouse eager_celery fixture sets it again for the next test)
+    calls: list[dict[str, Any]] = []
+    real = Producer.publish
+
+    def publish(self: Producer, body: Any, **kwargs: Any) -> Any:
+        calls.append({"declare": list(kwargs.get("declare") or []), "retry": kwargs.get("retry")})
+        return real(self, body, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    with Connection("memory://") as connection:
+        producer = Producer(connection, auto_declare=False)
+        producer.channel.queue_declare(queue=app.conf.task_default_queue)
+        producer.channel.queue_purge(app.conf.task_default_queue)  # the transport's queues live in the process
+        monkeypatch.setattr(queue._local, "producer", producer, raising=False)
+        monkeypatch.setattr(queue._local, "pid", os.getpid(), raising=False)
+        yield producer, calls
+
+
+def _waiting(producer: Producer) -> int:
+    return int(producer.channel.queue_declare(queue=app.conf.task_default_queue, passive=True).message_count)
+
+
+def test_the_queue_is_declared_on_a_connections_first_publish_and_after_a_reconnection(
+    memory_producer: tuple[Producer, list[dict[str, Any]]],
+) -> None:
+    producer, calls = memory_producer
+    default_queue = app.amqp.queues[app.conf.task_default_queue]
+
+    queue.send([str(uuid.uuid4())])
+    queue.send([str(uuid.uuid4())])
+    producer.connection.declared_entities.clear()  # what kombu does when it replaces the connection
+    queue.send([str(uuid.uuid4())])
+
+    assert calls == [
+        {"declare": [default_queue], "retry": True},  # as Celery publishes: kombu declares, then remembers it
+        {"declare": [], "retry": False},  # declared on this connection already
+        {"declare": [default_queue], "retry": True},
+    ]
+    assert _waiting(producer) == 3
+
+
+def test_a_publish_that_fails_without_the_queue_is_made_again_as_celery_makes_it(
+    memory_producer: tuple[Producer, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer, calls = memory_producer
+    default_queue = app.amqp.queues[app.conf.task_default_queue]
+    queue.send([str(uuid.uuid4())])
+    recording = Producer.publish
+
+    def lost_once(self: Producer, body: Any, **kwargs: Any) -> Any:
+        if kwargs.get("declare") == []:
+            calls.append({"declare": [], "retry": kwargs.get("retry")})
+            raise ConnectionResetError("the broker went away")
+        return recording(self, body, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", lost_once)
+
+    assert queue.send([str(uuid.uuid4())]) == 1
+
+    assert calls[1:] == [{"declare": [], "retry": False}, {"declare": [default_queue], "retry": True}]
+    assert _waiting(producer) == 2
