@@ -307,14 +307,7 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     org = _validated(OrgSerializer, block.get("org"), "request.org")
     key = _required_key(envelope, "a run request")
 
-    # 1. A repeat of an accepted call gets the first reply and causes nothing. Checked first, before
-    # the parse of `to` and the body: a replay costs one indexed read, not the work again.
-    seen = delivery_services.alert_request_seen(oid=org["oid"], idempotency_key=key)
-    if seen.reply is not None:
-        logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
-        return 200, reply(seen.reply)
-
-    # 2. Validate everything the caller can fix before touching LimaCharlie.
+    # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
     data = _validated(RunDataSerializer, block.get("data"), "request.data")
     config = _config(block, "request")
     inv_id = _inv_id(block)
@@ -325,6 +318,19 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     ack = _ack_plan(data, config, sender)
     instruction = ack_instruction("XXX") if ack.codes else ""  # every code has the same length
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
+    reference = _reference(data, config)
+    remembered = _remembered(org["oid"], reference[0])
+
+    # 2. One read. A repeat of an accepted call gets the first reply and causes nothing, before any
+    # LimaCharlie round trip. Otherwise the same read brings what accepting needs: the organisation, whether
+    # the credential this process remembers may still be used, and the recipients' outstanding codes.
+    # (Validation first: a replay costs the parse it repeats, and every call one round trip less.)
+    seen = delivery_services.alert_request_seen(
+        oid=org["oid"], idempotency_key=key, credential_id=remembered, recipients=recipients if ack.codes else ()
+    )
+    if seen.reply is not None:
+        logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
+        return 200, reply(seen.reply)
 
     # 3 to 5. The credential, persist, enqueue after commit, answer.
     fields = {
@@ -338,18 +344,29 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "ack": ack,
         "organization_id": seen.organization_id,
     }
-    return _accept(fields, jwt=org["jwt"], reference=_reference(data, config))
+    return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered, seen=seen)
 
 
-def _accept(fields: dict[str, Any], *, jwt: str, reference: tuple[str, str]) -> Reply:
-    """Accept with the credential the secret resolved to lately (services.recall), or else read it from
-    the Secrets Manager with this call's JWT. A value pasted in place of a secret name is never kept."""
+def _remembered(oid: str, name: str) -> int | None:
+    """The credential the secret `name` resolved to lately in this process (services.recall). A value
+    pasted in place of a secret name is never kept."""
+    return None if credentials.looks_resolved(name) else delivery_services.recall(oid=oid, reference=name)
+
+
+def _accept(
+    fields: dict[str, Any],
+    *,
+    jwt: str,
+    reference: tuple[str, str],
+    remembered: int | None,
+    seen: delivery_services.Seen,
+) -> Reply:
+    """Accept with the credential the secret resolved to lately (`remembered`, checked by `seen`'s read),
+    or else read it from the Secrets Manager with this call's JWT."""
     oid, (name, field) = fields["oid"], reference
-    cacheable = not credentials.looks_resolved(name)
-    remembered = delivery_services.recall(oid=oid, reference=name) if cacheable else None
-    if remembered is not None:
+    if remembered is not None and seen.credential_usable is not False:  # False: erased or refused since
         try:
-            return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered).reply)
+            return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered, seen=seen).reply)
         except delivery_services.CredentialGone:
             pass  # erased or refused since: read the secret again
     try:
@@ -359,7 +376,7 @@ def _accept(fields: dict[str, Any], *, jwt: str, reference: tuple[str, str]) -> 
     accepted = delivery_services.deliveries_accept(
         **fields, account_sid=credential.account_sid, auth_token=credential.auth_token
     )
-    if cacheable and accepted.credential_id is not None:
+    if not credentials.looks_resolved(name) and accepted.credential_id is not None:
         delivery_services.remember(oid=oid, reference=name, credential_id=accepted.credential_id)
     return 200, reply(accepted.reply)
 

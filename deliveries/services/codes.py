@@ -16,7 +16,11 @@ LENGTH = 3
 # The alerts whose codes are taken: a recipient's unacknowledged ones (`to_number` follows, as `= %s`
 # or `IN (…)`). Hand-written SQL (plain on SQLite and PostgreSQL): every alert text of a `run` call
 # makes this read, and the ORM spent more CPU compiling it than the database spent answering it.
-OUTSTANDING = "organization_id = %s AND acknowledged_at IS NULL AND ack_code <> '' AND to_number"
+# `d`: the deliveries table's name in the query (with its dot); `organization`: a parameter (%s) or the
+# organisation's id column of the enclosing query.
+OUTSTANDING = (
+    "{d}organization_id = {organization} AND {d}acknowledged_at IS NULL AND {d}ack_code <> '' AND {d}to_number"
+)
 
 
 def ack_code_new(
@@ -28,7 +32,8 @@ def ack_code_new(
     if outstanding is None:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT ack_code FROM deliveries_delivery WHERE {OUTSTANDING} = %s", [organization_id, recipient]
+                f"SELECT ack_code FROM deliveries_delivery WHERE {OUTSTANDING.format(d='', organization='%s')} = %s",
+                [organization_id, recipient],
             )
             outstanding = {code for (code,) in cursor.fetchall()}
     used = outstanding | (taken or set())

@@ -106,4 +106,5 @@ def forget(*, oid: str) -> None:
 # A usable credential row (by id and organisation): the organisation's own, holding its token (an erased
 # token is stored as "", which EncryptedTextField leaves as is, so no decryption), not refused by Twilio.
 # A `run` call that reuses a remembered credential re-checks it with its other reads (services.accept).
-USABLE = "id = %s AND organization_id = %s AND rejected_at IS NULL AND auth_token <> ''"
+# `organization`: a parameter (%s) or the organisation's id column of the enclosing query.
+USABLE = "id = %s AND organization_id = {organization} AND rejected_at IS NULL AND auth_token <> ''"

@@ -237,3 +237,76 @@ def test_a_remembered_credential_erased_meanwhile_stores_nothing_and_asks_for_th
 
     assert not Delivery.objects.filter(idempotency_key="k1").exists()
     assert not AlertRequest.objects.filter(idempotency_key="k1").exists()
+
+
+def test_the_repeat_checks_read_also_checks_the_remembered_credential_and_reads_the_outstanding_codes(
+    tenant: Tenant,
+) -> None:
+    second, third = "+15005550199", "+15005550198"
+    held = make_delivery(tenant, ack_code="ABC")
+    make_delivery(tenant, ack_code="DEF")
+    make_delivery(tenant, ack_code="GHJ", to_number=second)
+    make_delivery(tenant, ack_code="KMN", to_number=second, acknowledged_at=timezone.now())  # free again
+    credential = held.credential
+    other = Organization.objects.create(oid="00000000-0000-4000-8000-000000000000")
+
+    def seen(oid: str = tenant.oid) -> Seen:
+        return alert_request_seen(
+            oid=oid, idempotency_key="k1", credential_id=credential.id, recipients=[tenant.recipient, second, third]
+        )
+
+    with CaptureQueriesContext(connection) as reading:
+        assert seen() == Seen(
+            organization_id=held.organization_id,
+            reply=None,
+            credential_usable=True,
+            outstanding={tenant.recipient: {"ABC", "DEF"}, second: {"GHJ"}},
+        )
+    assert len(reading.captured_queries) == 1
+    assert alert_request_seen(oid=tenant.oid, idempotency_key="k1") == Seen(held.organization_id, None)
+    assert seen(other.oid).credential_usable is False  # another organisation's
+    assert seen(other.oid).outstanding == {}
+    assert seen("00000000-0000-4000-8000-000000000001") == Seen(None, None)  # an organisation that never called
+    Credential.objects.filter(id=credential.id).update(rejected_at=timezone.now())
+    assert seen().credential_usable is False
+    Credential.objects.filter(id=credential.id).update(rejected_at=None, auth_token="")  # erased at unsubscribe
+    assert seen().credential_usable is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_the_callers_read_found_is_read_again_only_inside_a_transaction(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deliveries.models import Delivery
+    from deliveries.services import queue
+    from deliveries.services.escalate import AckPlan
+
+    held = make_delivery(tenant, ack_code="ABC")
+    _codes_drawn(monkeypatch, "ABC", "DEF")  # the recipient's own code is drawn first, then refused
+    seen = alert_request_seen(
+        oid=tenant.oid, idempotency_key="k1", credential_id=held.credential_id, recipients=[tenant.recipient]
+    )
+    statements: list[tuple[str, bool]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql.split()[0], connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    monkeypatch.setattr(queue, "send", lambda ids: statements.append(("enqueued", False)))
+
+    with connection.execute_wrapper(record):
+        _accept(
+            tenant,
+            "k1",
+            ack=AckPlan(),
+            credential_id=held.credential_id,
+            organization_id=held.organization_id,
+            seen=seen,
+        )
+
+    stored = Delivery.objects.get(idempotency_key="k1")
+    assert stored.credential_id == held.credential_id and stored.ack_code == "DEF"
+    if connection.vendor == "postgresql":  # no transaction: the caller's read a moment ago is as good
+        assert statements == [("WITH", False), ("enqueued", False)]
+    else:  # SQLite's reads are exact inside its transaction: the credential and codes are read there again
+        assert statements == [("SELECT", True), ("INSERT", True), ("INSERT", True), ("enqueued", False)]
