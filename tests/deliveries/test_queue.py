@@ -26,6 +26,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         seen.append({"body": body, **kwargs})
 
     monkeypatch.setattr(Producer, "publish", publish)
+    # A producer of its own, on a connection where nothing is declared yet (not one an earlier test used).
+    monkeypatch.setattr(queue._local, "producer", None, raising=False)
     app.conf.task_always_eager = False  # (the autouse eager_celery fixture sets it again for the next test)
     return seen
 
