@@ -3,6 +3,9 @@ command outside the consumer, and the messages still delivered and acknowledged 
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,10 +45,66 @@ def test_a_channel_builds_one_client_for_every_publish_and_ack(
         message.ack()
 
     assert [message.payload["n"] for message in taken] == list(range(10))
-    assert built.count(False) == 1  # upstream builds one per publish, per message taken and per ack
     server = redis.Redis.from_url(URL)
-    assert server.llen("reuse-test") == 0 and server.hlen("unacked") == 0  # all taken, every ack reached Redis
+    _wait_until(lambda: server.hlen("unacked") == 0)  # every acknowledgement reached Redis
+    assert built.count(False) == 1  # upstream builds one per publish, per message taken and per ack
+    assert server.llen("reuse-test") == 0
     queue.close()
+
+
+def _wait_until(condition: Any, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.01)
+
+
+def test_the_acknowledgements_of_a_window_reach_redis_in_one_round_trip(
+    connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker, "ACK_WINDOW_SECONDS", 0.5)  # ample for ten acknowledgements
+    written: list[int] = []
+    real = redis_broker.QoS.acks_flush
+
+    def counted(self: Any) -> bool:
+        written.append(len(self._acked))
+        return real(self)
+
+    monkeypatch.setattr(redis_broker.QoS, "acks_flush", counted)
+    queue = connection.SimpleQueue("acks-test")
+    for n in range(10):
+        queue.put({"n": n})
+    taken = [queue.get(timeout=5) for _ in range(10)]
+    server = redis.Redis.from_url(URL)
+    assert server.hlen("unacked") == 10  # taken: recorded, so that a worker that stops puts them back
+
+    for message in taken:
+        message.ack()
+    assert server.hlen("unacked") == 10  # not yet written
+    _wait_until(lambda: server.hlen("unacked") == 0 and server.zcard("unacked_index") == 0)
+
+    assert written == [10]
+    queue.close()
+
+
+def test_a_closing_channel_writes_its_acknowledgements_before_it_puts_back_what_it_did_not_run(
+    connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker, "ACK_WINDOW_SECONDS", 60)  # nothing is written by the window here
+    queue = connection.SimpleQueue("restore-test")
+    for n in range(3):
+        queue.put({"n": n})
+    taken = [queue.get(timeout=5) for _ in range(3)]
+    taken[0].ack()
+    taken[2].ack()
+
+    queue.close()
+    connection.release()  # a worker's warm shutdown: its channels close
+
+    server = redis.Redis.from_url(URL)
+    assert server.hlen("unacked") == 0 and server.zcard("unacked_index") == 0
+    restored = [json.loads(raw) for raw in server.lrange("restore-test", 0, -1)]
+    assert [json.loads(base64.b64decode(m["body"]))["n"] for m in restored] == [1]  # only the one not acknowledged
 
 
 def test_a_new_client_follows_a_new_pool(connection: Any) -> None:
