@@ -348,8 +348,8 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
 
 
 def _remembered(oid: str, name: str) -> int | None:
-    """The credential the secret `name` resolved to lately in this process (services.recall). A value
-    pasted in place of a secret name is never kept."""
+    """The credential the secret `name` resolved to lately in this process (services.recall); None for a
+    value pasted in place of a secret name, which is never kept."""
     return None if credentials.looks_resolved(name) else delivery_services.recall(oid=oid, reference=name)
 
 
@@ -376,6 +376,7 @@ def _accept(
     accepted = delivery_services.deliveries_accept(
         **fields, account_sid=credential.account_sid, auth_token=credential.auth_token
     )
+    # A value pasted in place of a secret name is never kept.
     if not credentials.looks_resolved(name) and accepted.credential_id is not None:
         delivery_services.remember(oid=oid, reference=name, credential_id=accepted.credential_id)
     return 200, reply(accepted.reply)

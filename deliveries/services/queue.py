@@ -101,11 +101,13 @@ def _declared(producer: Any, queue: Any) -> bool:
     to the channel and wraps the declaration in its retry policy for every message, only to find it in
     this cache and do nothing. A publish's CPU in one thread and in four (measured for issue 9): on Redis
     235-245 and 375-405 µs with that, 170-190 and 300-305 without; on the embedded broker 140-150 and
-    350, 94-96 and 250-265. Such
-    a publish is tried once without the queue; if it fails, it is made again as Celery makes it (with the
-    queue and the retry policy): a reconnection empties the cache, so the queue is declared on the new
-    connection before the message is sent, as before. Should the failed try have reached the broker
-    after all, the task runs twice, as after kombu's own retry: a send's claim lets only one run send."""
+    350, 94-96 and 250-265.
+
+    Such a publish is tried once without the queue; if it fails, it is made again as Celery makes it
+    (with the queue and the retry policy): a reconnection empties the cache, so the queue is declared on
+    the new connection before the message is sent, as before. Should the failed try have reached the
+    broker after all, the task runs twice, as after kombu's own retry: a send's claim lets only one run
+    send."""
     declared = producer.connection.declared_entities
     return bool(queue is not None and queue.can_cache_declaration and declared and hash(queue) in declared)
 
