@@ -43,6 +43,7 @@ class QoS(redis.QoS):
         self._acked: list[str] = []
         self._acked_ready = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._closed = False
 
     def ack(self, delivery_tag: str) -> None:
         with self._acked_ready:
@@ -75,14 +76,21 @@ class QoS(redis.QoS):
     def _write_acks(self) -> None:
         while True:
             with self._acked_ready:
-                while not self._acked:
+                while not self._acked and not self._closed:
                     self._acked_ready.wait()
+                if self._closed:
+                    return  # the channel closed, and wrote what was pending (restore_unacked_once)
             time.sleep(ACK_WINDOW_SECONDS)  # gather the acknowledgements that follow
             if not self.acks_flush():
                 time.sleep(1)  # Redis is away: the worker reconnects meanwhile
 
     def restore_unacked_once(self, stderr: Any = None) -> Any:
-        self.acks_flush()  # before the messages not acknowledged are put back
+        """The channel closes: its acknowledgements are written before the messages not acknowledged are
+        put back, and its writer thread ends."""
+        self.acks_flush()
+        with self._acked_ready:
+            self._closed = True
+            self._acked_ready.notify()
         return super().restore_unacked_once(stderr)
 
 

@@ -97,12 +97,15 @@ def test_a_closing_channel_writes_its_acknowledgements_before_it_puts_back_what_
     taken = [queue.get(timeout=5) for _ in range(3)]
     taken[0].ack()
     taken[2].ack()
+    writer = queue.channel.qos._writer
+    assert writer is not None and writer.is_alive()
 
     queue.close()
     connection.release()  # a worker's warm shutdown: its channels close
 
     server = redis.Redis.from_url(URL)
     assert server.hlen("unacked") == 0 and server.zcard("unacked_index") == 0
+    _wait_until(lambda: not writer.is_alive())  # the channel's writer of acknowledgements ended with it
     restored = [json.loads(raw) for raw in server.lrange("restore-test", 0, -1)]
     assert [json.loads(base64.b64decode(m["body"]))["n"] for m in restored] == [1]  # only the one not acknowledged
 
