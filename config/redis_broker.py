@@ -48,10 +48,13 @@ class QoS(redis.QoS):
     def ack(self, delivery_tag: str) -> None:
         with self._acked_ready:
             self._acked.append(delivery_tag)
-            if self._writer is None:
+            closed = self._closed
+            if self._writer is None and not closed:
                 self._writer = threading.Thread(target=self._write_acks, name="redis-acks", daemon=True)
                 self._writer.start()
             self._acked_ready.notify()
+        if closed:  # a task that finished after its channel closed: no writer is left, so at once
+            self.acks_flush()
         virtual.QoS.ack(self, delivery_tag)  # kombu's own bookkeeping in the process, at once
 
     def acks_flush(self) -> bool:

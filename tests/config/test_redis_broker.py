@@ -118,3 +118,18 @@ def test_a_new_client_follows_a_new_pool(connection: Any) -> None:
     with channel.conn_or_acquire() as after:
         assert after is not first and after.connection_pool is channel.pool
         assert after.ping()
+
+
+def test_an_acknowledgement_after_its_channel_closed_is_written_at_once(connection: Any) -> None:
+    queue = connection.SimpleQueue("late-test")
+    queue.put({"n": 1})
+    late = queue.get(timeout=5)
+    qos = queue.channel.qos
+    qos.restore_unacked_once()  # the channel closes while the task still runs
+    server = redis.Redis.from_url(URL)
+    server.hset("unacked", late.delivery_tag, "taken")  # as if it were still recorded as taken
+
+    late.ack()
+
+    assert qos._acked == [] and server.hlen("unacked") == 0
+    queue.close()
