@@ -39,9 +39,14 @@ def test_a_connection_prepares_the_send_path_s_statements_after_a_few_sends(
     assert Delivery.objects.filter(status=Delivery.Status.QUEUED).count() == 6
     assert len(fake_twilio.posts()) == 6
     prepared = _prepared()
-    # The organisation's and the delivery's locks with the delivery's read; the credential with the counts.
-    assert any("FOR UPDATE OF o, d" in statement for statement in prepared), prepared
-    assert any("COUNT(*) FILTER" in s and "LEFT JOIN deliveries_credential" in s for s in prepared), prepared
+    # Sent together (sql.at_once), and prepared all the same: the organisation's and the delivery's locks
+    # with the delivery's read; the account's lock; the counts, the credential and the claim.
+    assert any("FOR NO KEY UPDATE OF o, d" in statement for statement in prepared), prepared
+    assert any("ORDER BY id LIMIT 1 FOR NO KEY UPDATE" in statement for statement in prepared), prepared
+    assert any(
+        "COUNT(d.id) FILTER" in s and "LEFT JOIN deliveries_credential" in s and "INSERT INTO deliveries_attempt" in s
+        for s in prepared
+    ), prepared
 
 
 def _options(**env: str) -> str:

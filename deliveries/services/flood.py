@@ -8,8 +8,10 @@ machines: the database is the shared state, not process memory. Nothing here wri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -22,12 +24,18 @@ Hold = Delivery.Hold
 
 def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str, bool]:
     """(hold, human reason, account busy): a hold to record, or ("", "", busy) to send, once the Twilio
-    account has room when it is busy. An operator's resend is a human decision and is never held back,
-    though it waits its turn at a busy account too; a flood-control summary is not subject to the limits
-    it reports on. One read gives all of it, after the account's lock when the cap is on, and brings the
-    delivery's credential with it (sql.with_credential)."""
+    account has room when it is busy. One read gives all of it, after the account's lock when the cap is
+    on, and brings the delivery's credential with it (sql.with_credential)."""
     capped = _account_locked(delivery)
-    counts = _counts(delivery, now, capped=capped, held=trigger != Attempt.Trigger.RESEND)
+    counting = counts_statement(delivery.id, now, capped=capped, held=trigger != Attempt.Trigger.RESEND)
+    return decide(delivery, trigger, Counts.of(sql.with_credential(counting, delivery)), capped=capped)
+
+
+def decide(delivery: Delivery, trigger: str, counts: Counts, *, capped: bool) -> tuple[str, str, bool]:
+    """The rules, on counts read under the locks: what hold_for answers. An operator's resend is a
+    human decision and is never held back, though it waits its turn at a busy account too; a
+    flood-control summary is not subject to the limits it reports on. `sends_at_once` is their twin in
+    SQL, for the claim that decides in its own statement (services.send)."""
     busy = capped and counts.in_flight >= settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
     if trigger == Attempt.Trigger.RESEND:
         return "", "", busy
@@ -57,6 +65,25 @@ def hold_for(delivery: Delivery, trigger: str, now: datetime) -> tuple[str, str,
     return "", "", busy
 
 
+def sends_at_once(*, capped: bool) -> sql.Statement:
+    """A condition, on the row of a WITH's `counts` (counts_clauses), that holds exactly when `decide`
+    sends an alert or a notice now, for a send or a retry: nothing to hold it back for, and room at its
+    account when `capped`. tests/deliveries/test_flood_and_opt_outs.py checks the two agree at every limit."""
+    terms, params = ["NOT opted_out"], []
+    if settings.FLOOD_DUPLICATE_SECONDS:
+        terms.append("duplicates = 0")
+    limits = [
+        ("to_recipient", settings.FLOOD_RECIPIENT_LIMIT),
+        ("from_org", settings.FLOOD_ORG_LIMIT),
+        ("in_flight", settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT if capped else 0),
+    ]
+    for column, limit in limits:
+        if limit:
+            terms.append(f"{column} < %s")
+            params.append(limit)
+    return f"(SELECT {' AND '.join(terms)} FROM counts)", params
+
+
 @dataclass(frozen=True)
 class Counts:
     opted_out: bool
@@ -64,6 +91,12 @@ class Counts:
     to_recipient: int  # texts to this recipient in the window
     from_org: int  # texts from the organisation in the window (counted only when that limit is on)
     in_flight: int  # requests in flight on the delivery's Twilio account (counted only when the cap is on)
+
+    @classmethod
+    def of(cls, found: Sequence[Any]) -> Counts:
+        """From the first five columns of a row of `counts` (SQLite answers NULL for a count of nothing)."""
+        opted_out, duplicates, to_recipient, from_org, in_flight = found[:5]
+        return cls(bool(opted_out), duplicates or 0, to_recipient or 0, from_org or 0, in_flight or 0)
 
 
 _ACCOUNT = f"SELECT account_sid FROM {sql.CREDENTIAL} WHERE id = %s"  # the account of a credential, by id
@@ -80,53 +113,72 @@ def _account_locked(delivery: Delivery) -> bool:
     if connection.features.has_select_for_update:
         # A credential's account never changes (only its token is erased or renewed), so the account is
         # found from the delivery's credential id, read before this lock's wait as it would be after it.
-        sql.row(
-            f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = ({_ACCOUNT}) ORDER BY id LIMIT 1 FOR UPDATE",
-            [delivery.credential_id],
-        )
+        sql.row(account_lock("%s"), [delivery.credential_id])
     return True
 
 
-def _counts(delivery: Delivery, now: datetime, *, capped: bool, held: bool) -> Counts:
-    """The opt-out, the three flood counts and the account's requests in flight, in one hand-written
-    query (services.sql says why; it is made after every lock it needs, since a statement reads what was
-    committed when it started). Flood control counts the organisation's deliveries claimed since the
+def account_lock(credential_id: str) -> str:
+    """The statement that locks the account's oldest credential row, given SQL for the credential's id."""
+    account = _ACCOUNT.replace("%s", credential_id)
+    return f"SELECT id FROM {sql.CREDENTIAL} WHERE account_sid = ({account}) ORDER BY id LIMIT 1 FOR NO KEY UPDATE"
+
+
+def counts_statement(delivery_id: Any, now: datetime, *, capped: bool, held: bool) -> sql.Statement:
+    """The opt-out, the three flood counts and the account's requests in flight: one query, written by
+    hand (services.sql says why), answering one row of the Counts' columns. It reads the delivery it counts
+    for (`me`) from the table, so the claim that decides in its own statement (services.send) can run it
+    before it has the row in hand; made after every lock it needs, since a statement reads what was
+    committed when it started. Flood control counts the organisation's deliveries claimed since the
     earlier of the window and the duplicate interval, other than this one, through the (organisation,
     [recipient,] claimed_at) indexes. Not `held` (a resend) or a summary: no flood counts; not `held`: no
-    opt-out either. Not `capped`: nothing in flight is counted. The delivery's credential comes with it."""
-    window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
-    recent = now - timedelta(seconds=settings.FLOOD_DUPLICATE_SECONDS)
-    recipient_only = not settings.FLOOD_ORG_LIMIT
-    flood = held and delivery.kind != Delivery.Kind.SUMMARY
+    opt-out either. Not `capped`: nothing in flight is counted."""
+    return f"WITH {counts_clauses(capped=capped, held=held)} SELECT * FROM counts", counts_params(
+        delivery_id, now, capped=capped, held=held
+    )
+
+
+def counts_clauses(*, capped: bool, held: bool) -> str:
+    """`me` and `counts`, as clauses of a WITH (counts_statement). The deliveries counted are joined to
+    `me`, so that PostgreSQL looks them up by me's organisation through the (organisation, [recipient,]
+    claimed_at) indexes: compared with a subquery's value, which it cannot know when it plans a prepared
+    statement, it scanned the organisation's every delivery."""
     opt_out = (
-        f"EXISTS (SELECT 1 FROM {sql.OPT_OUT} WHERE organization_id = %s AND sender = %s AND recipient = %s"
-        " AND cleared_at IS NULL)"
+        f"EXISTS (SELECT 1 FROM {sql.OPT_OUT} x WHERE x.organization_id = me.organization_id"
+        " AND x.sender = me.from_number AND x.recipient = me.to_number AND x.cleared_at IS NULL)"
     )
     in_flight = (
         f"(SELECT COUNT(*) FROM {sql.DELIVERY} s JOIN {sql.CREDENTIAL} c ON c.id = s.credential_id"
-        f" WHERE s.status = %s AND c.account_sid = ({_ACCOUNT}))"
+        f" WHERE s.status = %s AND c.account_sid = ({_ACCOUNT.replace('%s', 'me.credential_id')}))"
     )
-    counting = (
-        f"""SELECT
-              {opt_out if held else "FALSE"} AS opted_out,
-              COUNT(*) FILTER (WHERE to_number = %s AND body = %s AND channel = %s AND claimed_at >= %s
-                               AND status <> %s) AS duplicates,
-              COUNT(*) FILTER (WHERE to_number = %s AND claimed_at >= %s) AS to_recipient,
-              COUNT(*) FILTER (WHERE claimed_at >= %s) AS from_org,
-              {in_flight if capped else "0"} AS in_flight
-            FROM {sql.DELIVERY}
-            WHERE {"TRUE" if flood else "FALSE"} AND organization_id = %s AND claimed_at >= %s AND id <> %s
-              {"AND to_number = %s" if recipient_only else ""}""",
-        [
-            *((delivery.organization_id, delivery.from_number, delivery.to_number) if held else ()),
-            # A call reads the alert out: it is not a repeat of the text it escalates.
-            *(delivery.to_number, delivery.body, delivery.channel, sql.when(recent), Delivery.Status.FAILED),
-            *(delivery.to_number, sql.when(window)),
-            sql.when(window),
-            *((Delivery.Status.SENDING, delivery.credential_id) if capped else ()),
-            *(delivery.organization_id, sql.when(min(window, recent)), sql.key(delivery.id)),
-            *([delivery.to_number] if recipient_only else []),
-        ],
-    )
-    opted_out, duplicates, to_recipient, from_org, in_flight_count = sql.with_credential(counting, delivery)
-    return Counts(bool(opted_out), duplicates or 0, to_recipient or 0, from_org or 0, in_flight_count or 0)
+    recipient_only = not settings.FLOOD_ORG_LIMIT
+    return f"""me AS (
+          SELECT id, organization_id, credential_id, from_number, to_number, body, channel, kind
+          FROM {sql.DELIVERY} WHERE id = %s
+        ), counts AS (
+          SELECT
+            {opt_out if held else "FALSE"} AS opted_out,
+            COUNT(d.id) FILTER (WHERE d.to_number = me.to_number AND d.body = me.body AND d.channel = me.channel
+                                AND d.claimed_at >= %s AND d.status <> %s) AS duplicates,
+            COUNT(d.id) FILTER (WHERE d.to_number = me.to_number AND d.claimed_at >= %s) AS to_recipient,
+            COUNT(d.id) FILTER (WHERE d.claimed_at >= %s) AS from_org,
+            {in_flight if capped else "0"} AS in_flight
+          FROM me LEFT JOIN {sql.DELIVERY} d
+            ON {"TRUE" if held else "FALSE"} AND me.kind <> %s AND d.organization_id = me.organization_id
+            AND d.claimed_at >= %s AND d.id <> me.id {"AND d.to_number = me.to_number" if recipient_only else ""}
+          GROUP BY me.id, me.organization_id, me.credential_id, me.from_number, me.to_number
+        )"""
+
+
+def counts_params(delivery_id: Any, now: datetime, *, capped: bool, held: bool) -> list[Any]:
+    """The parameters of counts_clauses, in order."""
+    window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
+    recent = now - timedelta(seconds=settings.FLOOD_DUPLICATE_SECONDS)
+    return [
+        sql.key(delivery_id),
+        *(sql.when(recent), Delivery.Status.FAILED),  # a failed copy reached nobody: not a duplicate
+        sql.when(window),
+        sql.when(window),
+        *([Delivery.Status.SENDING] if capped else []),
+        Delivery.Kind.SUMMARY,
+        sql.when(min(window, recent)),
+    ]

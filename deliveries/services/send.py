@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import logcontext, metrics
-from deliveries.services import calls, flood, queue, sql
+from deliveries.services import attempts, calls, flood, queue, sql
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -65,17 +65,20 @@ def claim(
 
     The organisation's row is locked first, with the delivery's: that serialises the flood-control and
     concurrency decisions for one organisation across every worker, while the POST itself happens after
-    commit. The credential is read after every lock, with flood control's counts (or alone, to reconcile)."""
+    commit. The credential is read after every lock, with flood control's counts (or alone, to reconcile).
+    On PostgreSQL a send or a retry is first tried in one round trip (_claim_at_once)."""
     now = timezone.now()
+    if trigger in _AT_ONCE and from_status == Status.PENDING and connection.vendor == "postgresql":
+        claimed = _claim_at_once(delivery_id, trigger, now)
+        if claimed is not None:
+            return claimed
     with transaction.atomic():
         delivery = sql.delivery_for_claim(delivery_id)
         if delivery is None:
             return SendDecision(status="missing")
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
         if delivery.status != from_status:
-            # Claimed by another worker, or a redelivered task for a finished delivery.
-            logger.info("delivery %s is %s, not %s; nothing to do", delivery_id, delivery.status, from_status)
-            return SendDecision(status=delivery.status)
+            return _not_now(delivery, from_status)
         if delivery.resend_by_id and trigger != Attempt.Trigger.RECONCILE:
             # An operator's resend, whichever task carries it (its own, or the sweeper's).
             trigger, triggered_by_id, reason = Attempt.Trigger.RESEND, delivery.resend_by_id, delivery.resend_reason
@@ -91,6 +94,55 @@ def claim(
     return delivery, attempt
 
 
+_AT_ONCE = (Attempt.Trigger.AUTOMATIC, Attempt.Trigger.RETRY)
+
+
+def _claim_at_once(delivery_id: str, trigger: str, now: datetime) -> tuple[Delivery, Attempt] | SendDecision | None:
+    """The claim of a send or a retry in one round trip (sql.at_once): the same locks, then one statement
+    that reads the counts and the credential and claims the delivery if flood control sends it now
+    (flood.sends_at_once, the SQL twin of flood.decide). `None` where the usual claim must decide (a
+    hold to write, an operator's resend waiting, a summary): it locks and reads again."""
+    capped = bool(settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT)
+    condition = flood.sends_at_once(capped=capped)
+    deciding, deciding_params = attempts.opening_clauses(delivery_id, trigger, now, condition)
+    reading, _ = sql.credential_joined(
+        "(SELECT counts.*, (SELECT id FROM opened) AS attempt_id FROM counts) k", "(SELECT credential_id FROM me)", []
+    )
+    credential_of = f"(SELECT credential_id FROM {sql.DELIVERY} WHERE id = %s)"
+    locked, *_, counted = sql.at_once(
+        sql.delivery_locking(delivery_id),
+        *([(flood.account_lock(credential_of), [sql.key(delivery_id)])] if capped else []),
+        (
+            f"WITH {flood.counts_clauses(capped=capped, held=True)}, {deciding} {reading}",
+            [*flood.counts_params(delivery_id, now, capped=capped, held=True), *deciding_params],
+        ),
+    )
+    if not locked:
+        return SendDecision(status="missing")
+    delivery = sql.delivery_read(locked[0])
+    logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
+    *counts, attempt_id = sql.credential_set(delivery, counted[0])
+    if attempt_id is not None:
+        return delivery, attempts.attempt_opened(delivery, attempt_id, trigger, now, None, "")
+    if delivery.status != Status.PENDING:
+        return _not_now(delivery, Status.PENDING)
+    hold, _, busy = flood.decide(delivery, trigger, flood.Counts.of(counts), capped=capped)
+    if busy and not hold and not delivery.resend_by_id:
+        return _account_busy()
+    return None
+
+
+def _not_now(delivery: Delivery, from_status: str) -> SendDecision:
+    # Claimed by another worker, or a redelivered task for a finished delivery.
+    logger.info("delivery %s is %s, not %s; nothing to do", delivery.id, delivery.status, from_status)
+    return SendDecision(status=delivery.status)
+
+
+def _account_busy() -> SendDecision:
+    # Stays pending; the task comes back shortly (the sweeper would too, past due_at).
+    return SendDecision(status=Status.PENDING, retry_in=random.uniform(0.5, 1.5))
+
+
 def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision | None:
     """Flood control, opt-outs and the per-account cap, decided under the organisation's lock."""
     hold, why, account_busy = flood.hold_for(delivery, trigger, now)
@@ -101,8 +153,7 @@ def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision 
         logger.info("delivery %s held back: %s", delivery.id, why)
         return SendDecision(status=Status.SUPPRESSED)
     if account_busy:
-        # Stays pending; the task comes back shortly (the sweeper would too, past due_at).
-        return SendDecision(status=delivery.status, retry_in=random.uniform(0.5, 1.5))
+        return _account_busy()
     return None
 
 

@@ -1,5 +1,5 @@
 """A claim locks its organisation's row and its delivery's in one statement, then reads the rest
-(the credential, flood control's counts) in the next. These tests hold the organisation's lock in
+(the credential, flood control's counts) in the next (on PostgreSQL a send sends both in one message). These tests hold the organisation's lock in
 another transaction while a claim starts, then change what the claim will read, and check that the
 claim acts on what was committed while it waited, not on what it would have seen before. PostgreSQL
 only: SQLite has no row locks (its write transactions run one at a time)."""
@@ -10,12 +10,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries import services
 from deliveries.models import Delivery, Organization
+from deliveries.services import flood, sql
 from deliveries.services.credentials import credentials_erase
 from tests.conftest import Tenant, make_delivery
 from tests.fakes.twilio import FakeTwilio
@@ -104,3 +107,94 @@ def test_a_claim_that_waited_for_another_claim_of_its_organisation_counts_it_for
     second.refresh_from_db()
     assert decision.status == "suppressed" and (second.status, second.hold) == ("suppressed", "duplicate")
     assert fake_twilio.posts() == []
+
+
+def _counting_messages(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many statements each message of sql.at_once carried, from now on."""
+    sent_together: list[int] = []
+    at_once = sql.at_once
+
+    def spy(*statements: sql.Statement) -> Any:
+        sent_together.append(len(statements))
+        return at_once(*statements)
+
+    monkeypatch.setattr(sql, "at_once", spy)
+    return sent_together
+
+
+def test_a_send_claims_in_one_message_its_locks_then_one_statement_that_counts_and_claims(
+    tenant: Tenant, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery = make_delivery(tenant)
+    sent_together = _counting_messages(monkeypatch)
+    with CaptureQueriesContext(connection) as queries:
+        decision = services.delivery_send(delivery_id=str(delivery.id))
+
+    # The organisation's and delivery's lock, the account's lock, then the counts, credential and claim;
+    # after the POST, the result. No BEGIN, no COMMIT, nothing read again.
+    assert sent_together == [3]
+    assert len(queries.captured_queries) == 4 and "FOR NO KEY UPDATE OF o, d" in queries.captured_queries[0]["sql"]
+    assert decision.status == "queued" and len(fake_twilio.posts()) == 1
+    stored = Delivery.objects.get(id=delivery.id)
+    assert (stored.status, stored.attempt_count, stored.last_trigger) == ("queued", 1, "automatic")
+    assert list(stored.attempts.values_list("number", "trigger", "outcome")) == [(1, "automatic", "accepted")]
+
+
+def test_with_parameters_bound_on_the_client_a_send_claims_in_one_message_too(
+    tenant: Tenant, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DB_PREPARED_STATEMENTS=0 (a pooler that cannot carry prepared statements): Django's cursors bind on
+    the client, and the claim's statements go as one simple-protocol message, run the same way."""
+    first, second = make_delivery(tenant, body="disk full"), make_delivery(tenant, body="disk full")
+    connection.ensure_connection()
+    monkeypatch.setattr(connection.connection, "cursor_factory", psycopg.ClientCursor)
+    sent_together = _counting_messages(monkeypatch)
+
+    decisions = [services.delivery_send(delivery_id=str(d.id)).status for d in (first, second)]
+
+    assert decisions == ["queued", "suppressed"] and sent_together == [3, 3]  # the second, a duplicate, held back
+    assert len(fake_twilio.posts()) == 1
+    assert Delivery.objects.get(id=second.id).hold == "duplicate"
+
+
+def test_a_claim_in_progress_does_not_hold_up_the_intakes_new_deliveries_of_its_organisation(
+    tenant: Tenant,
+) -> None:
+    """The claim's locks exclude other claims, not the foreign-key checks of new rows that refer to the
+    organisation and the credential: an intake's INSERT goes ahead while a worker claims."""
+    claiming = make_delivery(tenant)
+    locked, proceed = threading.Event(), threading.Event()
+
+    def worker_claiming() -> None:
+        try:
+            with transaction.atomic():
+                delivery = sql.delivery_for_claim(claiming.id)
+                assert delivery is not None
+                flood.hold_for(delivery, "automatic", timezone.now())  # the account's lock too
+                locked.set()
+                proceed.wait(5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker_claiming)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '500ms'")  # a wait for the claim's locks fails here
+            new = Delivery.objects.create(
+                organization=claiming.organization,
+                credential=claiming.credential,
+                idempotency_key="while-a-worker-claims",
+                from_number=tenant.sender,
+                to_number=tenant.recipient,
+                body="Detection: another",
+                original_length=18,
+                encoding="gsm7",
+                segments=1,
+            )
+    finally:
+        proceed.set()
+        thread.join(10)
+    assert Delivery.objects.filter(id=new.id, status="pending").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -207,3 +208,16 @@ def test_an_attempt_is_not_finished_when_its_delivery_cannot_be_written(tenant: 
     assert (stored.finished_at, stored.outcome) == (None, "")  # both or neither
     assert Delivery.objects.get(id=delivery.id).status == "sending"
     assert attempt_finish(attempt=attempt, now=now, outcome="accepted", delivery={"status": "queued"})
+
+
+def test_no_index_holds_the_organisation_alone_so_a_claims_prepared_counts_read_only_the_window() -> None:
+    """With an index on a delivery's organisation alone, PostgreSQL planned the claim's prepared flood
+    counts (a plan made once for any organisation) with it and read the organisation's every delivery,
+    not the window's: 18 ms a claim at 60,000 deliveries. The (organisation, claimed_at) index serves them."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Delivery._meta.db_table)
+    leading = {
+        name: c["columns"] for name, c in constraints.items() if c["index"] and c["columns"][:1] == ["organization_id"]
+    }
+    assert ["organization_id"] not in leading.values(), leading
+    assert ["organization_id", "claimed_at"] in leading.values(), leading
