@@ -48,9 +48,9 @@ class Delivery(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: every index below that starts with the organisation serves its lookups, and
-    # with one on the organisation alone PostgreSQL planned the prepared flood counts of a claim with it,
-    # reading the organisation's every delivery instead of the last hour's (18 ms a claim at 60,000 rows,
-    # growing with the table; issue 9).
+    # with one on the organisation alone PostgreSQL could plan the prepared flood counts of a claim with it
+    # once it switched them to their generic plan, reading the organisation's every delivery instead of
+    # the last hour's (18-21 ms a claim at 60,000 rows, growing with the table; docs/performance.md).
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="deliveries", db_index=False)
     credential = models.ForeignKey(
         Credential,
