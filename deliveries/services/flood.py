@@ -132,9 +132,7 @@ def counts_statement(delivery_id: Any, now: datetime, *, capped: bool, held: boo
     earlier of the window and the duplicate interval, other than this one, through the (organisation,
     [recipient,] claimed_at) indexes. Not `held` (a resend) or a summary: no flood counts; not `held`: no
     opt-out either. Not `capped`: nothing in flight is counted."""
-    return f"WITH {counts_clauses(capped=capped, held=held)} SELECT * FROM counts", counts_params(
-        delivery_id, now, capped=capped, held=held
-    )
+    return f"WITH {counts_clauses(capped=capped, held=held)} SELECT * FROM counts", counts_params(delivery_id, now)
 
 
 def counts_clauses(*, capped: bool, held: bool) -> str:
@@ -147,38 +145,33 @@ def counts_clauses(*, capped: bool, held: bool) -> str:
     )
     in_flight = (
         f"(SELECT COUNT(*) FROM {sql.DELIVERY} s JOIN {sql.CREDENTIAL} c ON c.id = s.credential_id"
-        f" WHERE s.status = %s AND c.account_sid = ({_ACCOUNT.replace('%s', 'me.credential_id')}))"
+        f" WHERE s.status = {sql.literal(Delivery.Status.SENDING)}"
+        f" AND c.account_sid = ({_ACCOUNT.replace('%s', 'me.credential_id')}))"
     )
     recipient_only = not settings.FLOOD_ORG_LIMIT
+    failed, summary = sql.literal(Delivery.Status.FAILED), sql.literal(Delivery.Kind.SUMMARY)
     return f"""me AS (
           SELECT id, organization_id, credential_id, from_number, to_number, body, channel, kind
           FROM {sql.DELIVERY} WHERE id = %s
         ), counts AS (
           SELECT
             {opt_out if held else "FALSE"} AS opted_out,
-            -- A call reads the alert out: it is not a repeat of the text it escalates.
+            -- A call reads the alert out: it is not a repeat of the text it escalates. A failed copy
+            -- reached nobody: not a repeat either.
             COUNT(d.id) FILTER (WHERE d.to_number = me.to_number AND d.body = me.body AND d.channel = me.channel
-                                AND d.claimed_at >= %s AND d.status <> %s) AS duplicates,
+                                AND d.claimed_at >= %s AND d.status <> {failed}) AS duplicates,
             COUNT(d.id) FILTER (WHERE d.to_number = me.to_number AND d.claimed_at >= %s) AS to_recipient,
             COUNT(d.id) FILTER (WHERE d.claimed_at >= %s) AS from_org,
             {in_flight if capped else "0"} AS in_flight
           FROM me LEFT JOIN {sql.DELIVERY} d
-            ON {"TRUE" if held else "FALSE"} AND me.kind <> %s AND d.organization_id = me.organization_id
+            ON {"TRUE" if held else "FALSE"} AND me.kind <> {summary} AND d.organization_id = me.organization_id
             AND d.claimed_at >= %s AND d.id <> me.id {"AND d.to_number = me.to_number" if recipient_only else ""}
           GROUP BY me.id, me.organization_id, me.credential_id, me.from_number, me.to_number
         )"""
 
 
-def counts_params(delivery_id: Any, now: datetime, *, capped: bool, held: bool) -> list[Any]:
-    """The parameters of counts_clauses, in order."""
+def counts_params(delivery_id: Any, now: datetime) -> list[Any]:
+    """The parameters of counts_clauses, in order (statuses and kinds are written in it: sql.literal)."""
     window = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
     recent = now - timedelta(seconds=settings.FLOOD_DUPLICATE_SECONDS)
-    return [
-        sql.key(delivery_id),
-        *(sql.when(recent), Delivery.Status.FAILED),  # a failed copy reached nobody: not a duplicate
-        sql.when(window),
-        sql.when(window),
-        *([Delivery.Status.SENDING] if capped else []),
-        Delivery.Kind.SUMMARY,
-        sql.when(min(window, recent)),
-    ]
+    return [sql.key(delivery_id), sql.when(recent), sql.when(window), sql.when(window), sql.when(min(window, recent))]

@@ -114,7 +114,7 @@ def _claim_at_once(delivery_id: str, trigger: str, now: datetime) -> tuple[Deliv
         *([(flood.account_lock(credential_of), [sql.key(delivery_id)])] if capped else []),
         (
             f"WITH {flood.counts_clauses(capped=capped, held=True)}, {deciding} {reading}",
-            [*flood.counts_params(delivery_id, now, capped=capped, held=True), *deciding_params],
+            [*flood.counts_params(delivery_id, now), *deciding_params],
         ),
     )
     if not locked:
