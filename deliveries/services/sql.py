@@ -160,6 +160,7 @@ def at_once(*statements: Statement) -> list[list[tuple[Any, ...]]]:
     message, which PostgreSQL runs the same way."""
     db = _db()
     assert db.vendor == "postgresql"
+    db.close_if_health_check_failed()  # as Django does before a cursor: often a task's first statement
     db.ensure_connection()
     db.validate_thread_sharing()
     raw = db.connection

@@ -118,3 +118,23 @@ def test_after_an_error_the_server_is_asked_as_django_does(admin: psycopg.Connec
     assert _last_query_of(admin, pid) == "SELECT 1"
     assert connection.connection is raw  # the server answered: the connection stays
     assert _backend_pid() == pid
+
+
+def test_a_send_whose_connection_the_server_ended_claims_on_a_new_one(
+    admin: psycopg.Connection[Any], tenant: Any, fake_twilio: Any
+) -> None:
+    """A task's first statement is often its claim, sent together (deliveries.services.sql.at_once): that
+    path checks the connection as Django's cursors do, so a database restart costs no failed task."""
+    from deliveries import services
+    from tests.conftest import make_delivery
+
+    delivery = make_delivery(tenant)
+    pid = _backend_pid()
+    assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    _until_readable()
+    close_old_connections()  # the start of a task, as Celery's Django fixup and config.celery make it
+
+    decision = services.delivery_send(delivery_id=str(delivery.id))
+
+    assert decision.status == "queued" and len(fake_twilio.posts()) == 1
+    assert _backend_pid() != pid
