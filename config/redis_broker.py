@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +43,7 @@ class QoS(redis.QoS):
         self._acked_ready = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._closing = threading.Event()
 
     def ack(self, delivery_tag: str) -> None:
         with self._acked_ready:
@@ -81,19 +81,23 @@ class QoS(redis.QoS):
             with self._acked_ready:
                 while not self._acked and not self._closed:
                     self._acked_ready.wait()
-                if self._closed:
-                    return  # the channel closed, and wrote what was pending (restore_unacked_once)
-            time.sleep(ACK_WINDOW_SECONDS)  # gather the acknowledgements that follow
-            if not self.acks_flush():
-                time.sleep(1)  # Redis is away: the worker reconnects meanwhile
+            # Gather the acknowledgements that follow. A wait on an event that only closing sets, not a
+            # sleep: a closing channel ends this thread at once rather than after the window, and the
+            # acknowledgements meanwhile do not wake it.
+            if self._closing.wait(ACK_WINDOW_SECONDS):
+                return  # the channel closed, and writes what is pending itself (restore_unacked_once)
+            if not self.acks_flush() and self._closing.wait(1):  # Redis is away: the worker reconnects
+                return
 
     def restore_unacked_once(self, stderr: Any = None) -> Any:
         """The channel closes: its acknowledgements are written before the messages not acknowledged are
-        put back, and its writer thread ends."""
-        self.acks_flush()
+        put back, and its writer thread ends. Closed first, then written: an acknowledgement that comes
+        meanwhile is written by its own call (ack), so none is left to a writer that has ended."""
         with self._acked_ready:
             self._closed = True
             self._acked_ready.notify()
+        self._closing.set()
+        self.acks_flush()
         return super().restore_unacked_once(stderr)
 
 

@@ -99,6 +99,7 @@ def test_a_closing_channel_writes_its_acknowledgements_before_it_puts_back_what_
     taken[2].ack()
     writer = queue.channel.qos._writer
     assert writer is not None and writer.is_alive()
+    time.sleep(0.2)  # the writer is inside its 60 s window when the channel closes
 
     queue.close()
     connection.release()  # a worker's warm shutdown: its channels close
