@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import psycopg
 import pytest
@@ -15,8 +18,8 @@ from django.db import connection
 from django.utils import timezone
 
 from deliveries import services
-from deliveries.models import Delivery
-from deliveries.services import flood, sql
+from deliveries.models import Delivery, Escalation
+from deliveries.services import escalate, flood, queue, sql, sweep
 from tests.conftest import Tenant, make_delivery
 from tests.fakes.twilio import FakeTwilio
 
@@ -123,3 +126,77 @@ def test_a_claims_prepared_counts_read_the_window_and_the_requests_in_flight_not
     assert counts == flood.Counts(False, 0, 0, 0, 0)
     removed = sum(int(line.rsplit(":", 1)[1]) for line in plan if "Rows Removed by Filter" in line)
     assert removed < 100, "\n".join(plan)
+
+
+def _generic_plan(marker: str, run: Callable[[], object]) -> list[str]:
+    """The plan PostgreSQL's generic plan gives the statement containing `marker` that `run` sends: run
+    six times (psycopg prepares it on its fifth), then EXPLAIN (ANALYZE) of the prepared statement with the
+    parameters it was last sent with."""
+    sent: list[tuple[str, Sequence[object]]] = []
+
+    def capture(execute: Callable[..., object], sql_: str, params: Any, many: bool, context: Any) -> object:
+        if marker in sql_:
+            sent.append((sql_, params))
+        return execute(sql_, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        with connection.execute_wrapper(capture):
+            for _ in range(6):
+                run()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{marker}%"])
+            (name,) = cursor.fetchone()
+        params = list(sent[-1][1])
+        explain = psycopg.ClientCursor(connection.connection)
+        explain.execute(f"EXPLAIN (ANALYZE) EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+        return [line for (line,) in explain.fetchall()]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET plan_cache_mode")
+
+
+def _removed(plan: list[str]) -> int:
+    return sum(int(line.rsplit(":", 1)[1]) for line in plan if "Rows Removed by Filter" in line)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_s_prepared_reads_go_through_their_indexes_not_every_delivery_or_timer(tenant: Tenant) -> None:
+    """The sweeper runs on worker connections, and with a long DB_CONN_MAX_AGE its statements are prepared
+    like any other. With the status and the state as parameters their generic plans read every delivery (the
+    flood summaries: 179 ms at 250,000) and every timer (lost timers: the partial index on `waiting` ones
+    cannot serve a state the plan does not know); they are written into the statements (`sql.written`)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    alert = make_delivery(tenant)
+    old = timezone.now() - timedelta(days=3)
+    fields = {"organization": alert.organization, "credential": alert.credential, "body": "old", "segments": 1}
+    settled = Delivery.objects.bulk_create(
+        Delivery(
+            **fields,
+            idempotency_key=f"old-{n}",
+            from_number=tenant.sender,
+            to_number=f"+1500666{n % 1000:04d}",
+            original_length=3,
+            encoding="gsm7",
+            status="delivered",
+            claimed_at=old,
+        )
+        for n in range(3000)
+    )
+    Escalation.objects.bulk_create(
+        Escalation(alert=d, action="call", ack_within_seconds=60, due_at=old, state="fired") for d in settled
+    )
+    Escalation.objects.create(alert=alert, action="call", ack_within_seconds=60, due_at=old)  # lost, overdue
+    now = timezone.now()
+
+    summaries = _generic_plan("MIN(", lambda: sweep.flood_summaries_send(now=now))
+    with patch.object(queue, "escalate", return_value=1) as escalate_ids:
+        timers = _generic_plan('FROM "deliveries_escalation"', lambda: escalate.timers_sweep(now=now))
+
+    assert Delivery.objects.filter(kind=Delivery.Kind.SUMMARY).count() == 0  # nothing held back: no summary
+    assert escalate_ids.call_count == 6 and escalate_ids.call_args.args[0] == [str(alert.timers.get().id)]
+    assert _removed(summaries) < 100, "\n".join(summaries)
+    assert _removed(timers) < 100 and "escalation_state_due" in "\n".join(timers), "\n".join(timers)

@@ -24,6 +24,7 @@ import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+from django.db.models.expressions import RawSQL
 
 from deliveries.models import Credential, Delivery, OptOut, Organization
 
@@ -68,6 +69,14 @@ def literal(value: str) -> str:
     credential's every delivery (9 ms a claim at 60,000; issue 9). Only our own identifiers, never input."""
     assert value.isidentifier(), value
     return f"'{value}'"
+
+
+def written(value: str) -> RawSQL:
+    """`literal` for the ORM's filters: `.filter(status=sql.written(Status.SUPPRESSED))`. The sweeper's
+    statements met the same generic plans: with the status as a parameter, the flood summaries' query read
+    every delivery (179 ms at 250,000 against 0.7), and the lost timers' one could not use its partial
+    index on `waiting` timers (3.4 ms at 57,000 timers against 0.01)."""
+    return RawSQL(literal(value), [])
 
 
 def for_update(clause: str) -> str:

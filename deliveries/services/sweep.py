@@ -21,7 +21,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
-from deliveries.services import escalate, queue
+from deliveries.services import escalate, queue, sql
 from deliveries.services.attempts import attempts_abandon
 from deliveries.sms import prepare_body
 
@@ -87,7 +87,9 @@ def flood_summaries_send(*, now: datetime) -> int:
     one text saying how many were held back, so silence never hides a storm."""
     closed = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
     groups = (
-        Delivery.objects.filter(status=Status.SUPPRESSED, hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True)
+        Delivery.objects.filter(
+            status=sql.written(Status.SUPPRESSED), hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True
+        )
         .values("organization_id", "from_number", "to_number")
         .annotate(first=models.Min("created_at"))
         .filter(first__lte=closed)
