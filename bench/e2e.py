@@ -214,6 +214,51 @@ def cpu_by_kind(pid: int) -> dict[str, float]:
     return totals
 
 
+# Who else runs on the machine's cores while the calls come in: the kinds `machine_cpu` sorts processes into.
+KINDS = ("web", "worker", "load generator", "fakes", "servers")
+
+
+def _kind(cmdline: bytes) -> str | None:
+    if b"gunicorn" in cmdline:
+        return "web"
+    if b"celery" in cmdline:
+        return "worker"
+    if b"bench.fakes" in cmdline:
+        return "fakes"
+    if cmdline.startswith(b"postgres") or b"redis-server" in cmdline:
+        return "servers"  # PostgreSQL's server processes and Redis; the machine's RabbitMQ idles as "other"
+    return None
+
+
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds so far: `machine`, every core's busy time (/proc/stat), and by kind the processes on the
+    machine (KINDS). The load generator is this process's children that have ended (`drive`'s processes,
+    reaped when it returns); the rest is read from /proc. A process that ends in between is not counted."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    totals = dict.fromkeys(KINDS, 0.0)
+    totals["machine"] = (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+    own = os.times()
+    totals["load generator"] = own.children_user + own.children_system
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            kind = _kind(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" "))
+            if kind:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                totals[kind] += (int(stat[11]) + int(stat[12])) / TICK
+        except OSError:
+            continue
+    return totals
+
+
+def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores in use between two `machine_cpu` readings, by kind; `other` is the machine's rest."""
+    used = {k: round((after[k] - before[k]) / seconds, 2) if seconds > 0 else 0.0 for k in ("machine", *KINDS)}
+    used["other"] = round(max(0.0, used["machine"] - sum(used[k] for k in KINDS)), 2)
+    return used
+
+
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60) -> None:
     """Stop a process started in its own session: SIGINT (bin/run's Ctrl-C), then SIGKILL."""
     if proc.poll() is None:
@@ -267,6 +312,7 @@ class Scenario:
     worker_cpu_ms_per_message: float = 0.0
     load_start: float = 0.0
     load_end: float = 0.0
+    intake_cores: dict[str, float] = field(default_factory=dict)  # cores by kind while the calls came in
     note: str = ""
 
 
@@ -293,9 +339,10 @@ def measure(
     """Drive the load at a started system and fill in the scenario's figures."""
     http_get(twilio_url, "/_bench/reset")
     scenario.load_start = os.getloadavg()[0]
-    cpu0 = cpu()
+    cpu0, machine0 = cpu(), machine_cpu()
     started = time.time()
     calls = drive(port, path, secret, orgs, scenario.alerts, scenario.callers, load_seconds)
+    scenario.intake_cores = cores(machine0, machine_cpu(), time.time() - started)
     ok = [c for c in calls if c[1] == 200]
     scenario.accepted, scenario.refused = len(ok), len(calls) - len(ok)
     if ok:

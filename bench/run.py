@@ -878,6 +878,23 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
             ),
         )
         row("alert latency p99 ≤ 1 s", lambda s: s["drained"] and s["alert_p99_ms"] <= 1000)
+    measured = [s for s in scenarios if s.get("intake_cores")]
+    if measured:
+        lines += [
+            "",
+            "While the calls came in, the machine's cores in use (from /proc), by what used them: every core's busy "
+            "time, then the web and worker processes, this benchmark's load generator, its fake Twilio and "
+            "LimaCharlie, and the database and broker servers (PostgreSQL, Redis).",
+            "",
+            "| system | machine | web | worker | load generator | fakes | servers | other |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in measured:
+            c = s["intake_cores"]
+            lines.append(
+                f"| {s['system']} | {c['machine']:.2f} | {c['web']:.2f} | {c['worker']:.2f} | "
+                f"{c['load generator']:.2f} | {c['fakes']:.2f} | {c['servers']:.2f} | {c['other']:.2f} |"
+            )
     return lines
 
 
