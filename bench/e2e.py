@@ -215,7 +215,7 @@ def cpu_by_kind(pid: int) -> dict[str, float]:
 
 
 # Who else runs on the machine's cores while the calls come in: the kinds `machine_cpu` sorts processes into.
-KINDS = ("web", "worker", "load generator", "fakes", "servers")
+KINDS = ("web", "worker", "load generator", "fakes", "PostgreSQL", "Redis")
 
 
 def _kind(cmdline: bytes) -> str | None:
@@ -225,9 +225,11 @@ def _kind(cmdline: bytes) -> str | None:
         return "worker"
     if b"bench.fakes" in cmdline:
         return "fakes"
-    if cmdline.startswith(b"postgres") or b"redis-server" in cmdline:
-        return "servers"  # PostgreSQL's server processes and Redis; the machine's RabbitMQ idles as "other"
-    return None
+    if cmdline.startswith(b"postgres"):
+        return "PostgreSQL"  # its server processes: the postmaster and one per connection
+    if b"redis-server" in cmdline:
+        return "Redis"
+    return None  # the machine's RabbitMQ, idle here, is among the rest
 
 
 def machine_cpu() -> dict[str, float]:

@@ -884,16 +884,17 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
             "",
             "While the calls came in, the machine's cores in use (from /proc), by what used them: every core's busy "
             "time, then the web and worker processes, this benchmark's load generator, its fake Twilio and "
-            "LimaCharlie, and the database and broker servers (PostgreSQL, Redis).",
+            "LimaCharlie, the database and broker servers, and the rest.",
             "",
-            "| system | machine | web | worker | load generator | fakes | servers | other |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | machine | web | worker | load generator | fakes | PostgreSQL | Redis | other |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in measured:
             c = s["intake_cores"]
             lines.append(
                 f"| {s['system']} | {c['machine']:.2f} | {c['web']:.2f} | {c['worker']:.2f} | "
-                f"{c['load generator']:.2f} | {c['fakes']:.2f} | {c['servers']:.2f} | {c['other']:.2f} |"
+                f"{c['load generator']:.2f} | {c['fakes']:.2f} | {c['PostgreSQL']:.2f} | {c['Redis']:.2f} | "
+                f"{c['other']:.2f} |"
             )
     return lines
 

@@ -65,7 +65,7 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
         "| baseline (synchronous: lcextension, gunicorn 4 workers) |",
         "| `make run`, embedded defaults |",
         "| goal (issue 9), per backend |",
-        "| system | machine | web | worker | load generator | fakes | servers | other |",
+        "| system | machine | web | worker | load generator | fakes | PostgreSQL | Redis | other |",
         "| Intake (`run`, signed + gzipped) |",
         "| Delivery (accepted → received by fake Twilio) |",
         "| Cost per process kind |",
