@@ -84,7 +84,7 @@ class Delivery(models.Model):
         on_delete=models.PROTECT,
         related_name="summarized",
         help_text="The summary text that told the recipient about this held-back alert.",
-        db_index=False,  # indexed where set (Meta): see `delivery_links` below
+        db_index=False,  # indexed where set (Meta.indexes says why)
     )
     channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.SMS)
     # Acknowledgement (services.acknowledge). The code is what the recipient replies with; it is
