@@ -189,6 +189,17 @@ class Delivery(models.Model):
             ),
             # The sweeper: rows of a status whose task is overdue.
             models.Index(fields=["status", "due_at"], name="delivery_status_due", condition=Q(due_at__isnull=False)),
+            # The sweeper's flood summaries: the alerts held back by flood control that no summary has told
+            # the recipient about yet, by recipient. Partial, so that a sweep reads the alerts still waiting
+            # and not every alert ever held back (services.sweep writes the same terms into its statement).
+            # The holds are FLOOD_HOLDS, spelt out: a class's own names are out of reach in its Meta.
+            models.Index(
+                fields=["organization", "from_number", "to_number", "created_at"],
+                name="delivery_unsummarised",
+                condition=Q(
+                    status="suppressed", hold__in=["duplicate", "org_limit", "recipient_limit"], summary__isnull=True
+                ),
+            ),
             # The links that are almost always empty, indexed only where set: every lookup by them names a
             # row (a strict `=`, so PostgreSQL uses the partial index, generic plans included). A full
             # index takes an entry for every version of every row, and no write of a delivery (the

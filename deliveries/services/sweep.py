@@ -87,9 +87,7 @@ def flood_summaries_send(*, now: datetime) -> int:
     one text saying how many were held back, so silence never hides a storm."""
     closed = now - timedelta(seconds=settings.FLOOD_WINDOW_SECONDS)
     groups = (
-        Delivery.objects.filter(
-            status=sql.written(Status.SUPPRESSED), hold__in=Delivery.FLOOD_HOLDS, summary__isnull=True
-        )
+        _unsummarised()
         .values("organization_id", "from_number", "to_number")
         .annotate(first=models.Min("created_at"))
         .filter(first__lte=closed)
@@ -108,16 +106,25 @@ def flood_summaries_send(*, now: datetime) -> int:
     return len(created)
 
 
+def _unsummarised() -> models.QuerySet[Delivery]:
+    """The alerts held back by flood control that no summary has told the recipient about yet: the rows
+    of the partial index `delivery_unsummarised`. Its status and holds are written into the statement
+    (`sql.written`): with them as parameters, PostgreSQL's generic plan cannot tell that the partial index
+    covers them, and read every delivery (3,000 rows for none waiting, in the test)."""
+    return Delivery.objects.filter(
+        status=sql.written(Status.SUPPRESSED),
+        hold__in=[sql.written(hold) for hold in sorted(Delivery.FLOOD_HOLDS)],
+        summary__isnull=True,
+    )
+
+
 def _summarise(*, organization_id: int, sender: str, recipient: str, now: datetime) -> str | None:
     """One summary delivery for the held-back alerts of one (organisation, sender, recipient)."""
     with transaction.atomic():
-        held = Delivery.objects.select_for_update().filter(
-            status=Status.SUPPRESSED,
-            hold__in=Delivery.FLOOD_HOLDS,
-            summary__isnull=True,
-            organization_id=organization_id,
-            from_number=sender,
-            to_number=recipient,
+        held = (
+            _unsummarised()
+            .select_for_update()
+            .filter(organization_id=organization_id, from_number=sender, to_number=recipient)
         )
         rows = list(held.order_by("created_at").values_list("id", "credential_id"))
         if not rows:
