@@ -14,7 +14,7 @@ Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in this order):
   and created) and Redis db 12 (flushed), gunicorn with deploy/gunicorn.conf.py and Celery workers with
   the thread pool:
   1. Intake: signed, gzipped `run` calls per second (each one answered 200 and persisted, which is
-     checked), p50/p99, at 1, 8 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
+     checked), p50/p99, at 1, 8, 16 and 32 concurrent callers; beside the floor, `/bench/bare/` on the same
      gunicorn (gunzip + lc-ext-sig check + a protocol reply, nothing else; bench/urls.py, which only the
      bench's gunicorn loads, through DJANGO_SETTINGS_MODULE=bench.settings).
      Workers are stopped meanwhile, so the web measurement has the cores to itself.
@@ -99,7 +99,9 @@ E2E = {
     "load_seconds": float(_size("BENCH_E2E_LOAD_SECONDS", "600", "300", "60")),
     "drain_seconds": float(_size("BENCH_E2E_DRAIN_SECONDS", "900", "300", "60")),
 }
-CALLERS = (1, 8, 32)
+# 16: issue 9's callers. With the worker stopped, the web alone at that load says how far the intake is
+# from the goal's p99 before the worker takes its share of the cores.
+CALLERS = (1, 8, 16, 32)
 LOAD_AT_START = 0.0  # the machine's 1-minute load average when the run began: other work skews every figure
 # Not ext_twilio_bench: the admin benchmark (bench/admin_scale.py) owns that name.
 DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "ext_twilio_bench_load")
@@ -914,8 +916,9 @@ def classic_lines(result: dict[str, Any]) -> list[str]:
     for callers in CALLERS:
         svc, bare = intake[("/extension/", callers)], intake[("/bench/bare/", callers)]
         ratio = svc["rps"] / bare["rps"] if bare["rps"] else 0
-        goal = "≥ 0.50" + (", p99 < 50 ms" if callers == 32 else "")
-        met = ratio >= 0.5 and (callers != 32 or svc["p99_ms"] < 50)
+        # At 16 callers, issue 9's p99 (its goal holds while the worker sends; here the worker is stopped).
+        goal = "≥ 0.50" + {16: ", p99 ≤ 50 ms with no worker", 32: ", p99 < 50 ms"}.get(callers, "")
+        met = ratio >= 0.5 and (callers not in (16, 32) or svc["p99_ms"] <= 50)
         lines.append(
             f"| accepted and persisted | {callers} | {svc['rps']:.0f} | {svc['p50_ms']:.1f} | "
             f"{svc['p99_ms']:.1f} | {bare['rps']:.0f} | {bare['p99_ms']:.1f} | {ratio:.2f} | "
