@@ -3,15 +3,20 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from deliveries.indexes import AddIndexWithoutBlockingWrites
+
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY (PostgreSQL) cannot run inside a transaction: deliveries.indexes says why.
+    atomic = False
+
     dependencies = [
         ("deliveries", "0012_links_indexed_where_set"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name="delivery",
             index=models.Index(
                 condition=models.Q(
