@@ -207,8 +207,9 @@ def test_flood_summaries_read_only_the_alerts_still_waiting_for_one_not_every_al
     tenant: Tenant,
 ) -> None:
     """Every sweep looks for held-back alerts that no summary has told the recipient about yet. Once
-    summarised an alert is never looked at again, but each sweep read every alert ever held back (opted-out
-    ones too), so it read more as the table grew: 3,004 rows here, with none waiting. The partial index
+    summarised an alert is never looked at again, but each sweep read past every alert ever held back
+    (opted-out ones too) and, under the generic plan, every delivery: 3,004 rows here, with none waiting,
+    more as the table grew. The partial index
     `delivery_unsummarised` holds only the alerts still waiting, and the statement writes its status and
     holds into its text (`sql.written`), so that PostgreSQL's generic plan can use it."""
     if connection.vendor != "postgresql":

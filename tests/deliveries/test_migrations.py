@@ -20,9 +20,9 @@ def _sql(migration: str) -> str:
 
 @pytest.mark.django_db(transaction=True)  # sqlmigrate reads the applied migrations, outside a transaction
 def test_the_flood_summaries_index_is_built_without_blocking_the_intake_s_writes_on_postgresql() -> None:
-    """A plain CREATE INDEX holds every insert into the table until it is built (seconds at a million
-    rows, while LimaCharlie's `run` calls wait); PostgreSQL builds it CONCURRENTLY, outside a transaction.
-    SQLite has no such option and takes the plain statement."""
+    """A plain CREATE INDEX holds every insert into the table until it is built (a fraction of a second
+    at a million rows, more on a busy server, while LimaCharlie's `run` calls wait); PostgreSQL builds it
+    CONCURRENTLY, outside a transaction. SQLite has no such option and takes the plain statement."""
     sql = _sql(FLOOD_SUMMARIES[1])
 
     if connection.vendor == "postgresql":
