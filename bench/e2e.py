@@ -289,7 +289,7 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
 @dataclass
 class Scenario:
     system: str
-    kind: str  # "baseline" or "service"
+    kind: str  # "baseline", "service" or "skeleton"
     backend: str
     alerts: int
     callers: int
@@ -413,8 +413,11 @@ def run_service(
     backend_env: dict[str, str],
     log: Callable[[str], None],
     free_port: Callable[[], int],
+    *,
+    skeleton: bool = False,
 ) -> Scenario:
-    """`make run` on a backend, from an empty VAR_DIR: migrate, bin/run, the load, Ctrl-C."""
+    """`make run` on a backend, from an empty VAR_DIR: migrate, bin/run, the load, Ctrl-C. `skeleton`:
+    the same processes serving the skeleton (bench/skeleton.py) instead of the service."""
     dotenv = ROOT / ".env"
     if backend == "embedded" and dotenv.exists():
         named = [line.split("=", 1)[0] for line in dotenv.read_text().splitlines()]
@@ -439,15 +442,24 @@ def run_service(
             "VAR_DIR": str(var_dir),
             "PROMETHEUS_MULTIPROC_DIR": str(var_dir / "prometheus"),
             "PORT": str(port),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_SETTINGS_MODULE": "bench.settings" if skeleton else "config.settings",
+            **(
+                {"BENCH_SKELETON_ACCOUNTS": json.dumps({o.oid: [o.account_sid, o.auth_token] for o in orgs})}
+                if skeleton
+                else {}
+            ),
             **backend_env,
         }
     )
     label = "embedded defaults" if backend == "embedded" else "DATABASE_URL PostgreSQL + CELERY_BROKER_URL Redis"
+    if skeleton:
+        label = "Redis broker" if "CELERY_BROKER_URL" in backend_env else "embedded broker"
     scenario = Scenario(
-        system=f"`make run`, {label}",
-        kind="service",
-        backend=backend,
+        system=f"skeleton: `make run`'s processes, {label}, nothing of the service's"
+        if skeleton
+        else f"`make run`, {label}",
+        kind="skeleton" if skeleton else "service",
+        backend=f"skeleton, {label}" if skeleton else backend,
         alerts=int(sizes["alerts"]),
         callers=int(sizes["callers"]),
         orgs=len(orgs),
@@ -465,7 +477,7 @@ def run_service(
         return measure(
             scenario,
             port,
-            "/extension/",
+            "/bench/skeleton/" if skeleton else "/extension/",
             secret,
             orgs,
             urls["twilio"],

@@ -1,6 +1,6 @@
 """`make bench`: the real stack on this machine, measured against the limits it runs on.
 
-Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in this order):
+Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in the order of ALL_SCENARIOS):
 
 - `baseline`, `e2e-embedded`, `e2e-postgres`: issue 9's harness, "end to end" (bench/e2e.py): the same
   load of signed, gzipped `run` calls (2,000 from 16 keep-alive callers, 20 organisations each with its
@@ -10,6 +10,12 @@ Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in this order):
   database ext_twilio_bench_e2e and Redis db 11). Intake req/s and p50/p99, end-to-end msg/s, per-alert
   latency (intake's answer → POST at Twilio), every accepted alert at Twilio exactly once, and the
   ratios to the baseline.
+- `skeleton-embedded`, `skeleton-redis`: the same load at the skeleton (bench/skeleton.py): `make run`'s
+  processes with nothing of the service's, on the embedded broker and on Redis (db 11). The web checks
+  the signature and publishes one Celery task per alert; the task POSTs with the bare Twilio SDK. No
+  database, no Hive read, no validation. The end-to-end floor: what no service on this stack (Django
+  and DRF in gunicorn, a Celery task per alert, the Twilio SDK) can beat on this machine; the report
+  puts it against issue 9's goals beside the service.
 - `classic`: the service's parts against their floors, on PostgreSQL (`ext_twilio_bench_load`, dropped
   and created) and Redis db 12 (flushed), gunicorn with deploy/gunicorn.conf.py and Celery workers with
   the thread pool:
@@ -82,11 +88,9 @@ def _size(name: str, full: str, quick: str, smoke: str) -> str:
 
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS", str(RESULTS)))
-SCENARIOS = [
-    s.strip()
-    for s in os.environ.get("BENCH_SCENARIOS", "baseline,e2e-embedded,e2e-postgres,classic").split(",")
-    if s.strip()
-]
+# Each skeleton just before the service on the same broker, so the two see the machine alike.
+ALL_SCENARIOS = ("baseline", "skeleton-embedded", "e2e-embedded", "skeleton-redis", "e2e-postgres", "classic")
+SCENARIOS = [s.strip() for s in os.environ.get("BENCH_SCENARIOS", ",".join(ALL_SCENARIOS)).split(",") if s.strip()]
 LATENCY_MS = float(os.environ.get("BENCH_TWILIO_LATENCY_MS", "100"))
 WORKERS = int(_size("BENCH_WORKERS", "2", "2", "1"))
 WORKER_THREADS = int(_size("BENCH_WORKER_THREADS", "16", "16", "4"))
@@ -483,7 +487,7 @@ def machine() -> str:
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    unknown = set(SCENARIOS) - {"baseline", "e2e-embedded", "e2e-postgres", "classic"}
+    unknown = set(SCENARIOS) - set(ALL_SCENARIOS)
     if unknown:
         raise SystemExit(f"BENCH_SCENARIOS: unknown {', '.join(sorted(unknown))}")
     log(
@@ -491,7 +495,7 @@ def main() -> int:
         f"and {E2E['orgs']:g} organisations; {SECONDS:g} s per intake point, {MESSAGES} messages, "
         f"Twilio latency {LATENCY_MS:g} ms, {WORKERS} workers x {WORKER_THREADS} threads"
     )
-    if {"e2e-postgres", "classic"} & set(SCENARIOS):
+    if {"e2e-postgres", "skeleton-redis", "classic"} & set(SCENARIOS):
         ensure_services()
     global LOAD_AT_START
     LOAD_AT_START = os.getloadavg()[0]
@@ -558,6 +562,25 @@ def main() -> int:
                 finally:
                     if SMOKE:
                         drop_database(E2E_DB_NAME)
+            elif name == "skeleton-embedded":
+                scenario = e2e.run_service(
+                    "embedded", VAR / "skeleton-embedded", urls, orgs, E2E, {}, log, free_port, skeleton=True
+                )
+            elif name == "skeleton-redis":
+                import redis
+
+                redis.Redis.from_url(E2E_REDIS_URL).flushdb()
+                scenario = e2e.run_service(
+                    "embedded",
+                    VAR / "skeleton-redis",
+                    urls,
+                    orgs,
+                    E2E,
+                    {"CELERY_BROKER_URL": E2E_REDIS_URL},
+                    log,
+                    free_port,
+                    skeleton=True,
+                )
             else:
                 continue
             outcome["end_to_end"].append(e2e.as_dict(scenario))
@@ -850,7 +873,7 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
             ratios = f"{s['intake_rps'] / base['intake_rps']:.1f}× | {s['e2e_rate'] / base['e2e_rate']:.1f}×"
         else:
             ratios = "1.0× | 1.0×" if s is base else "– | –"
-        worker = f"{s['worker_cpu_ms_per_message']:.1f}" if s["kind"] == "service" else "–"
+        worker = f"{s['worker_cpu_ms_per_message']:.1f}" if s["kind"] != "baseline" else "–"
         lines.append(
             f"| {s['system']} | {s['intake_rps']:.1f} | {s['intake_p50_ms']:.0f} / {s['intake_p99_ms']:.0f} | "
             f"{s['e2e_rate']:.1f} | {s['alert_p50_ms']:.0f} / {s['alert_p99_ms']:.0f} | {s['sent_p99_ms']:.0f} | "
@@ -880,6 +903,13 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
             ),
         )
         row("alert latency p99 ≤ 1 s", lambda s: s["drained"] and s["alert_p99_ms"] <= 1000)
+        if any(s["kind"] == "skeleton" for s in scenarios):
+            lines += [
+                "",
+                "The skeleton's columns are the floor (bench/skeleton.py): `make run`'s processes with nothing of the "
+                "service's, only the signature check, one Celery task per alert and the bare Twilio SDK's POST. A goal "
+                "it misses here, no service built on this stack meets on this machine.",
+            ]
     measured = [s for s in scenarios if s.get("intake_cores")]
     if measured:
         lines += [

@@ -1,5 +1,6 @@
 """Bench only: the service's URLs (config.urls) plus `/bench/bare/`, the floor `make bench` compares the
-intake with. Loaded through bench/settings.py by the bench's gunicorn; production never serves it."""
+intake with, and `/bench/skeleton/`, the end-to-end floor (bench/skeleton.py). Loaded through
+bench/settings.py by the bench's gunicorn; production never serves it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bench.skeleton import SkeletonView
 from config.urls import urlpatterns as service_urlpatterns
 from extension.authentication import LimaCharlieSignatureAuthentication
 from extension.envelope import reply
@@ -32,4 +34,8 @@ class BareSignatureView(APIView):
         return Response(reply())
 
 
-urlpatterns = [*service_urlpatterns, path("bench/bare/", BareSignatureView.as_view(), name="bench-bare")]
+urlpatterns = [
+    *service_urlpatterns,
+    path("bench/bare/", BareSignatureView.as_view(), name="bench-bare"),
+    path("bench/skeleton/", SkeletonView.as_view(), name="bench-skeleton"),
+]

@@ -48,8 +48,9 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
     env = _env(
         BENCH_SMOKE="1",
         # The end-to-end scenario on the embedded defaults stands for both backends here (PostgreSQL's
-        # path is the classic phase's); the full run has both.
-        BENCH_SCENARIOS="baseline,e2e-embedded,classic",
+        # path is the classic phase's), and the skeleton on the embedded broker for both of its; the full
+        # run has all four.
+        BENCH_SCENARIOS="baseline,skeleton-embedded,e2e-embedded,classic",
         BENCH_RESULTS=str(tmp_path / "results"),
         BENCH_VAR_DIR=str(tmp_path / "var"),
         BENCH_DATABASE_NAME=f"ext_twilio_bench_smoke_{os.getpid()}",
@@ -64,6 +65,7 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
     for section in (
         "| baseline (synchronous: lcextension, gunicorn 4 workers) |",
         "| `make run`, embedded defaults |",
+        "| skeleton: `make run`'s processes, embedded broker, nothing of the service's |",
         "| goal (issue 9), per backend |",
         "| system | machine | web | worker | load generator | fakes | PostgreSQL | Redis | other |",
         "| Intake (`run`, signed + gzipped) |",
@@ -74,7 +76,9 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
     ):
         assert section in report, section
     result = json.loads((tmp_path / "results" / "latest-smoke.json").read_text())
-    assert {s["backend"] for s in result["end_to_end"]} == {"none", "embedded"}
+    assert {s["backend"] for s in result["end_to_end"]} == {"none", "skeleton, embedded broker", "embedded"}
+    skeleton = next(s for s in result["end_to_end"] if s["kind"] == "skeleton")
+    assert skeleton["accepted"] == skeleton["at_twilio"] == skeleton["alerts"]  # every alert POSTed, once
     assert {"intake", "delivery", "cost", "load_average"} <= result.keys()
 
 
