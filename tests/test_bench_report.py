@@ -187,7 +187,9 @@ def test_the_skeleton_stands_beside_the_service_against_each_goal(
 
     table = (tmp_path / "latest-quick.md").read_text()
     # Its worker's CPU is given as the service's is; the baseline has no worker.
-    assert "| skeleton | 600.0 | 20 / 40 | 400.0 | 600 / 1200 | 1200 | 100 of 100 | 30.0× | 20.0× | 3.0 | 4.0 |" in table
+    assert (
+        "| skeleton | 600.0 | 20 / 40 | 400.0 | 600 / 1200 | 1200 | 100 of 100 | 30.0× | 20.0× | 3.0 | 4.0 |" in table
+    )
     assert "| baseline | 20.0 | 20 / 40 | 20.0 | -50 / -100 | -100 | 100 of 100 | 1.0× | 1.0× | 3.0 | – |" in table
     assert "| goal (issue 9), per backend | skeleton, embedded broker | embedded |" in table
     assert "| intake ≥ 10× the baseline, p99 ≤ 50 ms at 16 callers | met | missed |" in table
