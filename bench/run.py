@@ -907,8 +907,8 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
             lines += [
                 "",
                 "The skeleton's columns are the floor (bench/skeleton.py): `make run`'s processes with nothing of the "
-                "service's, only the signature check, one Celery task per alert and the bare Twilio SDK's POST. A goal "
-                "it misses here, no service built on this stack meets on this machine.",
+                "service's: the signature check, one Celery task per alert and the POST with the service's Twilio "
+                "client. A goal it misses here, no service built on this stack meets on this machine.",
             ]
     measured = [s for s in scenarios if s.get("intake_cores")]
     if measured:
