@@ -842,6 +842,38 @@ def _verdict(met: bool) -> str:
     return "met" if met else "missed"
 
 
+# The service on a backend, and the skeleton on the same broker.
+_SKELETON_OF = {"embedded": "skeleton, embedded broker", "postgres": "skeleton, Redis broker"}
+
+
+def _against_skeleton(scenarios: list[dict[str, Any]]) -> list[str]:
+    """The service as a multiple of its skeleton on the same broker, in the same run: what its own work
+    costs, in figures that depend less on the machine than milliseconds do."""
+    by_backend = {s["backend"]: s for s in scenarios}
+    pairs = [(by_backend[b], by_backend[k]) for b, k in _SKELETON_OF.items() if b in by_backend and k in by_backend]
+    if not pairs:
+        return []
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}×" if b else "–"
+
+    lines = [
+        "",
+        "The service against its skeleton on the same broker (service ÷ skeleton):",
+        "",
+        "| system | intake req/s | intake p99 | end-to-end msg/s | web CPU per call | worker CPU per message |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s, k in pairs:
+        lines.append(
+            f"| {s['system']} | {ratio(s['intake_rps'], k['intake_rps'])} | "
+            f"{ratio(s['intake_p99_ms'], k['intake_p99_ms'])} | {ratio(s['e2e_rate'], k['e2e_rate'])} | "
+            f"{ratio(s['web_cpu_ms_per_call'], k['web_cpu_ms_per_call'])} | "
+            f"{ratio(s['worker_cpu_ms_per_message'], k['worker_cpu_ms_per_message'])} |"
+        )
+    return lines
+
+
 def end_to_end_lines(result: dict[str, Any]) -> list[str]:
     """Issue 9's table: each system under the same load, with its ratios to the synchronous baseline."""
     scenarios = result.get("end_to_end") or []
@@ -910,6 +942,7 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
                 "service's: the signature check, one Celery task per alert and the POST with the service's Twilio "
                 "client. A goal it misses here, no service built on this stack meets on this machine.",
             ]
+    lines += _against_skeleton(scenarios)
     measured = [s for s in scenarios if s.get("intake_cores")]
     if measured:
         lines += [

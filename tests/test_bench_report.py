@@ -171,6 +171,7 @@ def test_the_skeleton_stands_beside_the_service_against_each_goal(
 ) -> None:
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     skeleton = _scenario("skeleton", "skeleton", "skeleton, embedded broker", 600.0, 400.0, 1200.0)
+    skeleton.update(intake_p99_ms=20.0, web_cpu_ms_per_call=1.5, worker_cpu_ms_per_message=1.0)
     result = {
         "when": "2026-01-01 00:00 UTC",
         "machine": "2 cores",
@@ -180,7 +181,7 @@ def test_the_skeleton_stands_beside_the_service_against_each_goal(
         "end_to_end": [
             _scenario("baseline", "baseline", "none", 20.0, 20.0, -100.0),
             skeleton,
-            _scenario("embedded", "service", "embedded", 150.0, 70.0, 900.0),
+            _scenario("embedded", "service", "embedded", 150.0, 100.0, 900.0),
         ],
     }
     bench.report(result)
@@ -188,13 +189,15 @@ def test_the_skeleton_stands_beside_the_service_against_each_goal(
     table = (tmp_path / "latest-quick.md").read_text()
     # Its worker's CPU is given as the service's is; the baseline has no worker.
     assert (
-        "| skeleton | 600.0 | 20 / 40 | 400.0 | 600 / 1200 | 1200 | 100 of 100 | 30.0× | 20.0× | 3.0 | 4.0 |" in table
+        "| skeleton | 600.0 | 20 / 20 | 400.0 | 600 / 1200 | 1200 | 100 of 100 | 30.0× | 20.0× | 1.5 | 1.0 |" in table
     )
     assert "| baseline | 20.0 | 20 / 40 | 20.0 | -50 / -100 | -100 | 100 of 100 | 1.0× | 1.0× | 3.0 | – |" in table
     assert "| goal (issue 9), per backend | skeleton, embedded broker | embedded |" in table
     assert "| intake ≥ 10× the baseline, p99 ≤ 50 ms at 16 callers | met | missed |" in table
     assert "| alert latency p99 ≤ 1 s | missed | met |" in table
     assert "The skeleton's columns are the floor (bench/skeleton.py)" in table
+    # The service as a multiple of its skeleton on the same broker.
+    assert "| embedded | 0.25× | 2.00× | 0.25× | 2.00× | 4.00× |" in table
 
 
 def test_a_report_without_a_skeleton_says_nothing_of_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
