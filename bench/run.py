@@ -12,8 +12,8 @@ Scenarios (BENCH_SCENARIOS, comma-separated; all by default, in the order of ALL
   ratios to the baseline.
 - `skeleton-embedded`, `skeleton-redis`: the same load at the skeleton (bench/skeleton.py): `make run`'s
   processes with nothing of the service's, on the embedded broker and on Redis (db 11). The web checks
-  the signature and publishes one Celery task per alert; the task POSTs with the bare Twilio SDK. No
-  database, no Hive read, no validation. The end-to-end floor: what no service on this stack (Django
+  the signature and publishes one Celery task per alert; the task POSTs with the service's Twilio client.
+  No database, no Hive read, no validation. The end-to-end floor: what no service on this stack (Django
   and DRF in gunicorn, a Celery task per alert, the Twilio SDK) can beat on this machine; the report
   puts it against issue 9's goals beside the service.
 - `classic`: the service's parts against their floors, on PostgreSQL (`ext_twilio_bench_load`, dropped

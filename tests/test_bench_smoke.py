@@ -66,6 +66,7 @@ def test_make_bench_runs_every_scenario_to_its_report(tmp_path: Path) -> None:
         "| baseline (synchronous: lcextension, gunicorn 4 workers) |",
         "| `make run`, embedded defaults |",
         "| skeleton: `make run`'s processes, embedded broker, nothing of the service's |",
+        "The service against its skeleton on the same broker (service ÷ skeleton):",
         "| goal (issue 9), per backend |",
         "| system | machine | web | worker | load generator | fakes | PostgreSQL | Redis | other |",
         "| Intake (`run`, signed + gzipped) |",
