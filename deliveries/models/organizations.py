@@ -28,6 +28,14 @@ class Organization(models.Model):
         return self.oid
 
 
+class CredentialQuerySet(models.QuerySet["Credential"]):
+    def usable(self) -> CredentialQuerySet:
+        """Credentials a message may be sent or checked with: the token is held (an erased token is
+        stored as "", which EncryptedTextField leaves as is, so no decryption) and Twilio has not
+        refused it."""
+        return self.filter(rejected_at__isnull=True).exclude(auth_token="")
+
+
 class Credential(models.Model):
     """A Twilio credential (Account SID and Auth Token) as a `run` call brought it from the
     organisation's Secrets Manager. Each delivery keeps the one it was accepted with: its send,
@@ -45,6 +53,8 @@ class Credential(models.Model):
     # Twilio refused it (20003): calls that bring it again read the Secrets Manager again.
     rejected_at = models.DateTimeField(null=True, blank=True)
 
+    objects = CredentialQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["organization", "fingerprint"], name="credential_once_per_org"),
@@ -56,7 +66,8 @@ class Credential(models.Model):
 
     @property
     def usable(self) -> bool:
-        return bool(self.account_sid and self.auth_token)
+        """The same test as `Credential.objects.usable()`, on a row in hand."""
+        return bool(self.account_sid and self.auth_token) and self.rejected_at is None
 
 
 class AlertRequest(models.Model):
