@@ -321,16 +321,12 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     reference = _reference(data, config)
     remembered = _remembered(org["oid"], reference[0])
 
-    # 2. One read. A repeat of an accepted call gets the first reply and causes nothing, before any
-    # LimaCharlie round trip. Otherwise the same read brings what accepting needs: the organisation, whether
-    # the credential this process remembers may still be used, and the recipients' outstanding codes.
-    # (Validation first: a replay costs the parse it repeats, and every call one round trip less.)
-    seen = delivery_services.alert_request_seen(
-        oid=org["oid"], idempotency_key=key, credential_id=remembered, recipients=recipients if ack.codes else ()
-    )
-    if seen.reply is not None:
+    # 2. A repeat of an accepted call gets the first reply and causes nothing, before any LimaCharlie
+    # round trip.
+    previous = delivery_services.alert_request_reply(oid=org["oid"], idempotency_key=key)
+    if previous is not None:
         logger.info("repeat of idempotency key %s for org %s: answering with the first reply", key, org["oid"])
-        return 200, reply(seen.reply)
+        return 200, reply(previous)
 
     # 3 to 5. The credential, persist, enqueue after commit, answer.
     fields = {
@@ -342,9 +338,8 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "recipients": recipients,
         "body": body,
         "ack": ack,
-        "organization_id": seen.organization_id,
     }
-    return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered, seen=seen)
+    return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered)
 
 
 def _remembered(oid: str, name: str) -> int | None:
@@ -359,14 +354,13 @@ def _accept(
     jwt: str,
     reference: tuple[str, str],
     remembered: int | None,
-    seen: delivery_services.Seen,
 ) -> Reply:
-    """Accept with the credential the secret resolved to lately (`remembered`, checked by `seen`'s read),
-    or else read it from the Secrets Manager with this call's JWT."""
+    """Accept with the credential the secret resolved to lately (`remembered`, checked again as it is
+    bound), or else read it from the Secrets Manager with this call's JWT."""
     oid, (name, field) = fields["oid"], reference
-    if remembered is not None and seen.credential_usable is not False:  # False: erased or refused since
+    if remembered is not None:
         try:
-            return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered, seen=seen).reply)
+            return 200, reply(delivery_services.deliveries_accept(**fields, credential_id=remembered).reply)
         except delivery_services.CredentialGone:
             pass  # erased or refused since: read the secret again
     try:

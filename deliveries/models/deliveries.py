@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from deliveries.models.organizations import Credential, Organization
+from deliveries.models.organizations import AlertRequest, Credential, Organization
 from deliveries.sms import ack_instruction
 from deliveries.status import Status
 
@@ -60,7 +60,12 @@ class Delivery(models.Model):
         related_name="deliveries",
         help_text="The Twilio credential it was accepted with, and is sent, reconciled and checked with.",
     )
-    idempotency_key = models.CharField(max_length=255)
+    # The alert (one accepted `run` call) this text or call belongs to: its every recipient, escalation
+    # step and acknowledgement notice. None for a flood-control summary, which speaks for several alerts.
+    alert = models.ForeignKey(AlertRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries")
+    # The key of the `run` call the alert came from, as LimaCharlie sent it ("" for a summary): shown and
+    # searched on the desk. Replays are stopped by AlertRequest's own unique key.
+    idempotency_key = models.CharField(max_length=255, blank=True)
     ident = models.CharField("caller identity", max_length=255, blank=True)
     inv_id = models.CharField("investigation id", max_length=255, blank=True)
     from_number = models.CharField("from", max_length=34, help_text="E.164 number or Messaging Service SID")
@@ -140,8 +145,15 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         ordering = ["-created_at"]
         constraints = [
+            # One text per recipient of an alert (its first recipients, then each `next` step), one call
+            # per recipient (a `call` step), one acknowledgement notice per recipient.
             models.UniqueConstraint(
-                fields=["organization", "idempotency_key", "to_number"], name="delivery_once_per_key_and_recipient"
+                fields=["alert", "to_number", "channel"],
+                condition=Q(kind="alert"),
+                name="delivery_once_per_alert_recipient_channel",
+            ),
+            models.UniqueConstraint(
+                fields=["alert", "to_number"], condition=Q(kind="notice"), name="notice_once_per_alert_recipient"
             ),
         ]
         # The admin lists newest first and Django appends the primary key to make that order total

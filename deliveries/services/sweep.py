@@ -11,7 +11,6 @@ unrelated write never postpones a sweep, and it updates what it swept in one sta
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -138,7 +137,6 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
         summary = Delivery.objects.create(
             organization_id=organization_id,
             credential_id=rows[-1][1],  # sent through the account the latest held-back alert would have used
-            idempotency_key=f"summary:{uuid.uuid4()}",
             ident="ext-twilio flood control",
             from_number=sender,
             to_number=recipient,

@@ -47,6 +47,6 @@ def test_the_flood_summaries_index_migrates_back_and_forth() -> None:
         assert "delivery_unsummarised" not in _indexes()
     finally:
         executor = MigrationExecutor(connection)
-        executor.migrate([FLOOD_SUMMARIES])
+        executor.migrate(executor.loader.graph.leaf_nodes())  # every later migration too, for the tests after
 
     assert "delivery_unsummarised" in _indexes()
