@@ -39,6 +39,8 @@ class Delivery(models.Model):
         RECIPIENT_LIMIT = "recipient_limit", "Recipient's limit reached"
         ORG_LIMIT = "org_limit", "Organisation's limit reached"
         ACKNOWLEDGED = "acknowledged", "The alert was acknowledged first"
+        RECIPIENT_CALLS = "recipient_calls", "Recipient's call limit reached"
+        ORG_CALLS = "org_calls", "Organisation's call limit reached"
 
     FLOOD_HOLDS = frozenset({Hold.DUPLICATE, Hold.RECIPIENT_LIMIT, Hold.ORG_LIMIT})
 
@@ -113,7 +115,9 @@ class Delivery(models.Model):
     twilio_sid = models.CharField(max_length=34, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
-    attempt_count = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveIntegerField(
+        "sends to Twilio", default=0, help_text="POSTs made; looks at Twilio after an ambiguous answer are not counted."
+    )
     # Copies of the latest attempt's trigger and outcome, for the admin's filters: joining each
     # delivery to its latest attempt cannot use an index in the list's order, and took 0.3-0.9 s
     # at a million rows. Written only by services.attempts, with the attempt itself.

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
-from deliveries.services import queue, sql
+from deliveries.services import queue
 from deliveries.services.codes import ack_code_new
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def timers_sweep(*, now: datetime) -> int:
     overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
     ids = [
         str(i)
-        for i in Escalation.objects.filter(state=sql.written(State.WAITING), due_at__lt=overdue)
+        for i in Escalation.objects.filter(state=State.WAITING, due_at__lt=overdue)
         .order_by("due_at")
         .values_list("id", flat=True)[:BATCH]
     ]
