@@ -82,3 +82,9 @@ def test_a_delivery_s_sends_are_counted_without_its_looks_at_twilio_when_migrati
     from deliveries.models import Delivery
 
     assert Delivery.objects.get(id=delivery.id).attempt_count == 2
+
+
+def test_every_model_change_has_its_migration() -> None:
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
