@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -74,29 +74,39 @@ def envelope(org: Org, i: int) -> bytes:
 # --- the load --------------------------------------------------------------------------------------------
 
 Call = tuple[int, int, float]  # alert index, HTTP status (0: no answer), sent at (epoch s)
-Job = tuple[int, str, str, list[Org], list[int], int, float]
+
+
+class Job(NamedTuple):
+    """One load process's share: its alerts, sent from `threads` keep-alive connections until `deadline`."""
+
+    port: int
+    path: str
+    secret: str
+    orgs: list[Org]
+    alerts: list[int]
+    threads: int
+    deadline: float
 
 
 def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
-    port, path, secret, orgs, _, _, deadline = job
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
-    while time.time() < deadline:
+    conn = http.client.HTTPConnection("127.0.0.1", job.port, timeout=130)
+    while time.time() < job.deadline:
         try:
             i = work.get_nowait()
         except queue.Empty:
             break
-        body = envelope(orgs[i % len(orgs)], i)
-        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        body = envelope(job.orgs[i % len(job.orgs)], i)
+        signature = hmac.new(job.secret.encode(), body, hashlib.sha256).hexdigest()
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "lc-ext-sig": signature}
         sent = time.time()
         try:
-            conn.request("POST", path, gzip.compress(body), headers)
+            conn.request("POST", job.path, gzip.compress(body), headers)
             response = conn.getresponse()
             response.read()
             status = response.status
         except (OSError, http.client.HTTPException):
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
+            conn = http.client.HTTPConnection("127.0.0.1", job.port, timeout=130)
             status = 0
         out.append((i, status, sent))
     conn.close()
@@ -104,9 +114,9 @@ def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
 
 def _caller_process(job: Job) -> list[Call]:
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in job[4]:
+    for i in job.alerts:
         work.put(i)
-    results: list[list[Call]] = [[] for _ in range(job[5])]
+    results: list[list[Call]] = [[] for _ in range(job.threads)]
     threads = [threading.Thread(target=_caller, args=(job, work, out)) for out in results]
     for t in threads:
         t.start()
@@ -121,7 +131,9 @@ def drive(port: int, path: str, secret: str, orgs: list[Org], alerts: int, calle
     processes = max(1, min(callers, 4))
     per = [callers // processes + (1 if p < callers % processes else 0) for p in range(processes)]
     deadline = time.time() + seconds
-    jobs = [(port, path, secret, orgs, list(range(p, alerts, processes)), per[p], deadline) for p in range(processes)]
+    jobs = [
+        Job(port, path, secret, orgs, list(range(p, alerts, processes)), per[p], deadline) for p in range(processes)
+    ]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_caller_process, jobs)
     return [call for part in parts for call in part]
