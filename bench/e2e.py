@@ -210,13 +210,17 @@ def cpu_by_kind(pid: int) -> dict[str, float]:
 
 
 def workers_started(pid: int) -> int:
-    """Celery worker processes started by pid (bin/run) itself."""
-    started = 0
-    for child in _children().get(pid, []):
+    """Celery workers under pid (bin/run): celery processes whose parent is not one (a worker's own
+    children, such as its beat, are not workers)."""
+    kids, todo, started = _children(), [(pid, False)], 0
+    while todo:
+        current, parent_is_celery = todo.pop()
         try:
-            started += _kind(child) == "worker"
+            celery = _kind(current) == "worker"
         except OSError:
             continue
+        started += celery and not parent_is_celery
+        todo.extend((child, celery) for child in kids.get(current, []))
     return started
 
 
