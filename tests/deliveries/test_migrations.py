@@ -84,6 +84,7 @@ def test_a_delivery_s_sends_are_counted_without_its_looks_at_twilio_when_migrati
     assert Delivery.objects.get(id=delivery.id).attempt_count == 2
 
 
+@pytest.mark.django_db
 def test_every_model_change_has_its_migration() -> None:
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
