@@ -49,10 +49,7 @@ class Delivery(models.Model):
         UCS2 = "ucs2", "UCS-2"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # No index of its own: every index below that starts with the organisation serves its lookups, and
-    # with one on the organisation alone PostgreSQL could plan the prepared flood counts of a claim with it
-    # once it switched them to their generic plan, reading the organisation's every delivery instead of
-    # the last hour's (18-21 ms a claim at 60,000 rows, growing with the table; docs/performance.md).
+    # No index of its own: every index below that starts with the organisation serves its lookups.
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="deliveries", db_index=False)
     credential = models.ForeignKey(
         Credential,

@@ -43,7 +43,7 @@ def deliveries_sweep() -> SweepReport:
     lost = _lost_claims_to_ambiguous(now)
     reconciles = _enqueue_due(Status.AMBIGUOUS, overdue, now, queue.reconcile, first=lost)
     requeued = _enqueue_due(Status.PENDING, overdue, now, queue.send)
-    escalate.timers_sweep(now=now)  # issue 11: escalation timers whose task was lost
+    escalate.timers_sweep(now=now)  # escalation timers whose task was lost
     report = SweepReport(requeued, len(lost), reconciles, flood_summaries_send(now=now))
     if report != SweepReport():
         logger.info("sweep: %s", report)
