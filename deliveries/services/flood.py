@@ -23,7 +23,10 @@ from deliveries.models import Attempt, Credential, Delivery, OptOut
 
 Hold = Delivery.Hold
 Status = Delivery.Status
-REACHED_TWILIO = Q(sent_at__isnull=False) | Q(status__in=[Status.SENDING, Status.AMBIGUOUS])
+# Twilio has it, had it, or may have it (in flight, or an ambiguous answer).
+REACHED_TWILIO = Q(sent_at__isnull=False) | Q(
+    status__in=[Status.SENDING, Status.AMBIGUOUS, Status.QUEUED, Status.ACCEPTED, Status.SENT, Status.DELIVERED, Status.UNDELIVERED]
+)
 
 
 @dataclass(frozen=True)

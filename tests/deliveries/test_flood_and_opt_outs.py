@@ -221,3 +221,53 @@ def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
 
     b.refresh_from_db()
     assert decision.retry_in is not None and b.status == "pending" and fake_twilio.posts() == []
+
+
+def test_texts_twilio_refused_spend_no_budget(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+    """A broken rule (a bogus credential: 20003) or an invalid number must not silence a person."""
+    settings.FLOOD_RECIPIENT_LIMIT, settings.FLOOD_ORG_LIMIT = 2, 3
+    for _ in range(5):
+        fake_twilio.plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
+    refused = [_send(make_delivery(tenant, body=f"refused {n}")).status for n in range(5)]
+
+    assert refused == ["failed"] * 5
+    assert _send(make_delivery(tenant, body="the real alert")).status == "queued"
+    assert len(fake_twilio.posts()) == 6
+
+
+def test_calls_have_their_own_limits_per_recipient_and_per_organisation(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    settings.CALL_RECIPIENT_LIMIT_15_MINUTES, settings.CALL_ORG_LIMIT_HOUR = 3, 5
+    settings.FLOOD_RECIPIENT_LIMIT = 1  # texts' limit: calls are not counted against it, nor it against calls
+    settings.FLOOD_DUPLICATE_SECONDS = 0
+
+    def call(to: str, n: int) -> Delivery:
+        alert = make_delivery(tenant, to_number=to, body=f"alert {to} {n}", status="delivered", sent_at=timezone.now())
+        return _send(
+            make_delivery(tenant, to_number=to, body=alert.body, channel="voice", escalates=alert, alert=alert.alert)
+        )
+
+    first = [call(tenant.recipient, n) for n in range(4)]
+    others = [call(f"+1500555001{n}", n) for n in range(3)]
+
+    assert [c.status for c in first] == ["queued"] * 3 + ["suppressed"]
+    assert (
+        first[3].hold == "recipient_calls" and first[3].status_reason == "3 calls to this recipient within 15 minutes."
+    )
+    assert [c.status for c in others] == ["queued", "queued", "suppressed"]
+    assert others[2].hold == "org_calls"
+    assert len(fake_twilio.call_posts()) == 5
+
+
+def test_an_escalation_step_is_never_held_back_by_the_recipients_limit_on_texts(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    settings.FLOOD_RECIPIENT_LIMIT = 1
+    first = _send(make_delivery(tenant, body="first alert to them"))
+    alert = make_delivery(tenant, body="walks the list", to_number="+15005550009", status="delivered")
+    step = _send(make_delivery(tenant, body="walks the list", escalates=alert, alert=alert.alert))
+    ordinary = _send(make_delivery(tenant, body="an ordinary alert"))
+
+    assert (first.status, step.status) == ("queued", "queued")
+    assert (ordinary.status, ordinary.hold) == ("suppressed", "recipient_limit")
