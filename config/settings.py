@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from pythonjsonlogger.core import RESERVED_ATTRS
+
+from config import logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -386,38 +387,4 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
 LOG_FORMAT = env.str("LOG_FORMAT", default="json").strip().lower()
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
-_CELERY_TASK_LINES = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    # Adds oid, idempotency_key and delivery_id (deliveries.observability.logcontext) to every record that has them.
-    "filters": {
-        "context": {"()": "deliveries.observability.logcontext.ContextFilter"},
-        "client_fault": {"()": "config.logfilters.ClientFaultWithoutTraceback"},
-    },
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(log_context)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            "reserved_attrs": [*RESERVED_ATTRS, "log_context"],
-            "timestamp": False,
-        },
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "client_fault"]},
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # The twilio SDK logs request bodies and headers (Basic auth) at DEBUG, urllib3 logs URLs, and
-    # the limacharlie SDK may log its requests: keep them quiet whatever LOG_LEVEL says.
-    "loggers": {
-        "twilio": {"level": "WARNING"},
-        "urllib3": {"level": "WARNING"},
-        "limacharlie": {"level": "WARNING"},
-        # Celery's two lines per task ("received", "succeeded") say less than the send's own line (the
-        # delivery, its attempt, Twilio's answer). A failed task is still logged.
-        "celery.worker.strategy": {"level": _CELERY_TASK_LINES},
-        "celery.app.trace": {"level": _CELERY_TASK_LINES},
-    },
-}
+LOGGING = logs.config(level=LOG_LEVEL, format_name=LOG_FORMAT)

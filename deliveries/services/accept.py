@@ -55,10 +55,9 @@ def deliveries_accept(
     ack: escalate.AckPlan | None = None,
 ) -> Accepted:
     """Store the alert and one pending Delivery per recipient, bound to the credential the call brought
-    (its SID and token as read from the Secrets Manager, or the stored one its secret resolved to lately,
-    `credential_id`), in one transaction, and enqueue their sends once it commits. A concurrent or
-    replayed call with the same key gets the first call's reply and creates nothing. CredentialGone:
-    the remembered credential may no longer be used; read the secret again."""
+    (read from the Secrets Manager, or the stored one its secret resolved to lately, `credential_id`), in
+    one transaction; enqueue their sends once it commits. A concurrent or replayed call with the same key
+    gets the first reply and creates nothing. CredentialGone: the remembered credential may not be used."""
     now = timezone.now()
     first, later = ack.split(recipients) if ack else (list(recipients), [])
     try:
