@@ -23,21 +23,37 @@ def count_sends(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deliveries', '0014_alert_groups_its_deliveries'),
+        ("deliveries", "0014_alert_groups_its_deliveries"),
     ]
 
     operations = [
         migrations.RunPython(count_sends, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(
-            model_name='delivery',
-            name='attempt_count',
-            field=models.PositiveIntegerField(default=0, help_text='POSTs made; looks at Twilio after an ambiguous answer are not counted.', verbose_name='sends to Twilio'),
+            model_name="delivery",
+            name="attempt_count",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="POSTs made; looks at Twilio after an ambiguous answer are not counted.",
+                verbose_name="sends to Twilio",
+            ),
         ),
         migrations.AlterField(
-            model_name='delivery',
-            name='hold',
-            field=models.CharField(blank=True, choices=[('opted_out', 'Recipient opted out'), ('duplicate', 'Same text to the same recipient shortly before'), ('recipient_limit', "Recipient's limit reached"), ('org_limit', "Organisation's limit reached"), ('acknowledged', 'The alert was acknowledged first'), ('recipient_calls', "Recipient's call limit reached"), ('org_calls', "Organisation's call limit reached")], max_length=16, verbose_name='held back because'),
+            model_name="delivery",
+            name="hold",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("opted_out", "Recipient opted out"),
+                    ("duplicate", "Same text to the same recipient shortly before"),
+                    ("recipient_limit", "Recipient's limit reached"),
+                    ("org_limit", "Organisation's limit reached"),
+                    ("acknowledged", "The alert was acknowledged first"),
+                    ("recipient_calls", "Recipient's call limit reached"),
+                    ("org_calls", "Organisation's call limit reached"),
+                ],
+                max_length=16,
+                verbose_name="held back because",
+            ),
         ),
     ]

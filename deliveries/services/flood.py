@@ -25,7 +25,15 @@ Hold = Delivery.Hold
 Status = Delivery.Status
 # Twilio has it, had it, or may have it (in flight, or an ambiguous answer).
 REACHED_TWILIO = Q(sent_at__isnull=False) | Q(
-    status__in=[Status.SENDING, Status.AMBIGUOUS, Status.QUEUED, Status.ACCEPTED, Status.SENT, Status.DELIVERED, Status.UNDELIVERED]
+    status__in=[
+        Status.SENDING,
+        Status.AMBIGUOUS,
+        Status.QUEUED,
+        Status.ACCEPTED,
+        Status.SENT,
+        Status.DELIVERED,
+        Status.UNDELIVERED,
+    ]
 )
 
 
