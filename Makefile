@@ -1,6 +1,7 @@
 # `make run` and `make test` are the two commands of the README, and `make demo` a first look. They set
 # up .venv first: `make run` and `make demo` install requirements.txt (what the service runs with),
-# `make test` requirements-dev.txt (that plus the test, type and lint tools). Each stamp file in .venv is redone whenever its requirements change.
+# `make test` requirements-dev.txt (that plus the test, type and lint tools). Each stamp file in .venv
+# is redone whenever its requirements change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
