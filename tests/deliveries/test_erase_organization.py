@@ -4,6 +4,7 @@ without --confirm nothing changes."""
 from __future__ import annotations
 
 import io
+import secrets
 import uuid
 from typing import Any
 
@@ -56,7 +57,8 @@ def _history(client: Any, intake: Intake, fake: FakeTwilio, tenant: Tenant) -> N
     assert post_webhook(client, signed(url, receipt, tenant.auth_token)).status_code == 200
     inbound = f"{PUBLIC_BASE_URL}/twilio/inbound/{tenant.oid}/"
     for body in (alert.ack_code, "STOP"):
-        webhook = fake.inbound_message(inbound, tenant.auth_token, From=tenant.recipient, To=tenant.sender, Body=body)
+        reply = {"From": tenant.recipient, "To": tenant.sender, "Body": body, "AccountSid": tenant.account_sid}
+        webhook = fake.inbound_message(inbound, tenant.auth_token, **reply)
         assert post_webhook(client, webhook).status_code == 200
     org = {"oid": tenant.oid, "jwt": tenant.jwt, "ident": ""}
     intake.send("event", {"org": org, "event_name": "unsubscribe"})
@@ -90,7 +92,12 @@ def _erase(oid: str, *flags: str) -> str:
 def test_it_erases_every_row_of_one_organisation_and_none_of_another(
     client: Any, intake: Intake, fake_twilio: FakeTwilio, tenant: Tenant, fake_lc: Any
 ) -> None:
-    other = Tenant(oid=str(uuid.uuid4()), jwt="eyJother", account_sid="AC" + "1" * 32, auth_token="f" * 32)
+    other = Tenant(
+        oid=str(uuid.uuid4()),
+        jwt="eyJ" + secrets.token_urlsafe(20),
+        account_sid="AC" + secrets.token_hex(16),
+        auth_token=secrets.token_hex(16),
+    )
     fake_lc.add_org(other.oid, other.jwt)
     fake_lc.add_secret(other.oid, "twilio", other.credential)
     fake_twilio.add_account(other.account_sid, other.auth_token)
