@@ -69,13 +69,12 @@ fuzz: install-dev
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} ADVERSARIAL_EXAMPLES=$${ADVERSARIAL_EXAMPLES:-500} \
 		$(PY) -m pytest -q --hypothesis-show-statistics --timeout=7200 tests/extension/test_fuzz.py tests/adversarial
 
-# The benchmark (bench/run.py; README "Benchmark"): issue 9's end-to-end harness (`make run` on the
-# embedded defaults and on PostgreSQL + Redis, beside a synchronous lcextension baseline), then the parts
-# against their floors. Starts PostgreSQL and Redis if needed; its own databases ext_twilio_bench_e2e and
-# ext_twilio_bench_load, Redis dbs 11 and 12, VAR_DIRs under var/bench/. BENCH_QUICK=1 for a short run.
-# `make test` runs only its smoke mode (tests/test_bench_smoke.py), which checks no figure.
+# The service end to end against a synchronous lcextension baseline, on the embedded defaults and on
+# PostgreSQL + Redis, with CPU per message; prints OK or REGRESSION per check (docs/benchmarks.md).
+# Starts PostgreSQL and Redis if needed; its own database ext_twilio_bench_e2e, Redis db 11, var/bench/.
+# BENCH_RECORD=1 records the run's figures in docs/benchmarks.md.
 bench: install
-	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements-baseline.txt
 	$(PY) -m bench.run
 
 # The audit desk at a million deliveries (bench/admin_scale.py; its own database ext_twilio_bench).

@@ -1,26 +1,15 @@
-"""`make bench`'s headline scenario, "end to end": issue 9's harness.
+"""`make bench`'s harness: one load at one system, measured from outside its processes.
 
-A stack started exactly as `make run` starts it (`manage.py migrate`, then `bin/run`: gunicorn with
-deploy/gunicorn.conf.py and two Celery workers, the first with beat, thread pool, default settings), with its own
-VAR_DIR under var/bench/ and its own port, on one of two backends:
+A system is either the service, started as `make run` starts it (`manage.py migrate`, then `bin/run`) with
+its own VAR_DIR and port, or the synchronous baseline (bench/baseline.py on gunicorn with 4 sync workers).
+The load: signed, gzipped `run` calls from keep-alive callers spread over up to 4 processes, from
+organisations that each have their own Twilio account, every alert to its own recipient, so no flood limit
+applies. The fake Twilio (bench/fakes.py) records when each POST arrived, by recipient.
 
-- `embedded`: the defaults, SQLite (WAL) and kombu's filesystem broker in that VAR_DIR;
-- `postgres`: DATABASE_URL = its own PostgreSQL database (ext_twilio_bench_e2e, dropped and created),
-  CELERY_BROKER_URL = its own Redis db (11, flushed).
-
-And the synchronous baseline (bench/baseline.py: lcextension on gunicorn with 4 workers, a Hive read and
-the Twilio POST inside the request) under the same load.
-
-The load: N signed, gzipped `run` calls from C keep-alive callers (spread over up to 4 processes), from
-O organisations that each have their own Twilio account (the fake LimaCharlie serves each org's secret,
-the fake Twilio knows each account), each to its own recipient, so no flood limit applies. The fake
-Twilio answers after 100 ms and records when each POST arrived, by recipient.
-
-Measured per system: intake calls/s, p50/p99 ms; end-to-end messages/s (accepted alerts ÷ from the
-first call to the fake Twilio's receipt of the last one); per-alert latency p50/p99 from the intake's
-200 answer for that alert to the arrival of its POST at the fake Twilio (matched by recipient), and
-from the call's start to that arrival; every accepted alert at Twilio exactly once; CPU per call and
-per message of the web and worker processes over the scenario; the 1-minute load average.
+Measured: end-to-end throughput (accepted alerts that reached Twilio ÷ the time from the first call to the
+last POST's arrival); the POSTs per recipient, read once the system's processes have ended, so that no later
+POST can still come; and the CPU seconds of the web (gunicorn) and worker (celery) processes over the same
+span, from /proc.
 """
 
 from __future__ import annotations
@@ -36,19 +25,20 @@ import queue
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-PY = str(ROOT / ".venv" / "bin" / "python")
+PY = sys.executable
 SENDER = "+15005550006"
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -62,14 +52,14 @@ class Org:
 
 
 def recipient(i: int) -> str:
-    """A distinct recipient per alert (fictional +1 500 numbers), so no flood limit applies."""
+    """A distinct recipient per alert (fictional +1 500 numbers)."""
     return f"+1500556{i:04d}"
 
 
 def envelope(org: Org, i: int) -> bytes:
     body = {
         "version": 20221218,
-        "idempotency_key": f"bench-e2e-{uuid.uuid4()}",
+        "idempotency_key": f"bench-{uuid.uuid4()}",
         "request": {
             "org": {"oid": org.oid, "jwt": org.jwt, "ident": "dr-general/bench"},
             "action": "run",
@@ -81,66 +71,72 @@ def envelope(org: Org, i: int) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-# --- the load: a fixed number of calls, bounded in time -------------------------------------------------
+# --- the load --------------------------------------------------------------------------------------------
 
-Call = tuple[int, int, float, float]  # alert index, HTTP status (0: no answer), sent at, answered at (epoch s)
+Call = tuple[int, int, float]  # alert index, HTTP status (0: no answer), sent at (epoch s)
 
 
-def _caller(port: int, path: str, secret: str, orgs: list[Org], work: queue.SimpleQueue[int], deadline: float,
-            out: list[Call]) -> None:  # fmt: skip
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
-    while time.time() < deadline:
+class Job(NamedTuple):
+    """One load process's share: its alerts, sent from `threads` keep-alive connections until `deadline`."""
+
+    port: int
+    path: str
+    secret: str
+    orgs: list[Org]
+    alerts: list[int]
+    threads: int
+    deadline: float
+
+
+def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", job.port, timeout=130)
+    while time.time() < job.deadline:
         try:
             i = work.get_nowait()
         except queue.Empty:
             break
-        body = envelope(orgs[i % len(orgs)], i)
-        headers = {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "lc-ext-sig": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-        }
-        payload = gzip.compress(body, compresslevel=6)
+        body = envelope(job.orgs[i % len(job.orgs)], i)
+        signature = hmac.new(job.secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "lc-ext-sig": signature}
         sent = time.time()
         try:
-            conn.request("POST", path, payload, headers)
+            conn.request("POST", job.path, gzip.compress(body), headers)
             response = conn.getresponse()
             response.read()
             status = response.status
         except (OSError, http.client.HTTPException):
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
+            conn = http.client.HTTPConnection("127.0.0.1", job.port, timeout=130)
             status = 0
-        out.append((i, status, sent, time.time()))
+        out.append((i, status, sent))
     conn.close()
 
 
-def _caller_process(args: tuple[int, str, str, list[Org], list[int], int, float]) -> list[Call]:
-    port, path, secret, orgs, indices, threads, deadline = args
+def _caller_process(job: Job) -> list[Call]:
     work: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in indices:
+    for i in job.alerts:
         work.put(i)
-    results: list[list[Call]] = [[] for _ in range(threads)]
-    pool = [
-        threading.Thread(target=_caller, args=(port, path, secret, orgs, work, deadline, results[t]))
-        for t in range(threads)
-    ]
-    for t in pool:
+    results: list[list[Call]] = [[] for _ in range(job.threads)]
+    threads = [threading.Thread(target=_caller, args=(job, work, out)) for out in results]
+    for t in threads:
         t.start()
-    for t in pool:
+    for t in threads:
         t.join()
-    return [r for rs in results for r in rs]
+    return [call for out in results for call in out]
 
 
 def drive(port: int, path: str, secret: str, orgs: list[Org], alerts: int, callers: int, seconds: float) -> list[Call]:
-    """`alerts` calls from `callers` keep-alive connections; stops early at `seconds`."""
+    """`alerts` calls from `callers` keep-alive connections in up to 4 processes (so that the load
+    generator's own Python is not the bottleneck); stops early at `seconds`."""
     processes = max(1, min(callers, 4))
     per = [callers // processes + (1 if p < callers % processes else 0) for p in range(processes)]
     deadline = time.time() + seconds
-    jobs = [(port, path, secret, orgs, list(range(p, alerts, processes)), per[p], deadline) for p in range(processes)]
+    jobs = [
+        Job(port, path, secret, orgs, list(range(p, alerts, processes)), per[p], deadline) for p in range(processes)
+    ]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_caller_process, jobs)
-    return [r for part in parts for r in part]
+    return [call for part in parts for call in part]
 
 
 # --- processes -------------------------------------------------------------------------------------------
@@ -166,7 +162,7 @@ def http_get(base_url: str, path: str) -> Any:
         conn.close()
 
 
-def answers(port: int, path: str = "/healthz") -> bool:
+def answers(port: int, path: str) -> bool:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         conn.request("GET", path)
@@ -177,96 +173,63 @@ def answers(port: int, path: str = "/healthz") -> bool:
         return False
 
 
-def children(pid: int) -> list[int]:
-    """pid and all its descendants."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/pid/stat after the command name (field 3 onwards)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(kids.get(current, []))
-    return tree
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            kids.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
 
 
-TICK = os.sysconf("SC_CLK_TCK")
+def _kind(pid: int) -> str | None:
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return "web" if b"gunicorn" in cmdline else "worker" if b"celery" in cmdline else None
 
 
 def cpu_by_kind(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of the processes under pid, by kind: `web` (gunicorn), `worker`
-    (celery). Processes that ended meanwhile are not counted: none should, in a scenario."""
-    totals = {"web": 0.0, "worker": 0.0}
-    for p in children(pid):
+    """CPU seconds (user + system, its reaped children's included) of the processes under pid, by kind:
+    `web` (gunicorn) and `worker` (celery)."""
+    totals, kids, todo = {"web": 0.0, "worker": 0.0}, _children(), [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(kids.get(current, []))
         try:
-            cmdline = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            kind, fields = _kind(current), _stat(current)
         except OSError:
             continue
-        kind = "web" if b"gunicorn" in cmdline else "worker" if b"celery" in cmdline else None
         if kind:
-            totals[kind] += (int(fields[11]) + int(fields[12])) / TICK
+            totals[kind] += sum(int(fields[n]) for n in (11, 12, 13, 14)) / TICK
     return totals
 
 
-# Who else runs on the machine's cores while the calls come in: the kinds `machine_cpu` sorts processes into.
-KINDS = ("web", "worker", "load generator", "fakes", "PostgreSQL", "Redis")
-
-
-def _kind(cmdline: bytes) -> str | None:
-    if b"gunicorn" in cmdline:
-        return "web"
-    if b"celery" in cmdline:
-        return "worker"
-    if b"bench.fakes" in cmdline:
-        return "fakes"
-    if cmdline.startswith(b"postgres"):
-        return "PostgreSQL"  # its server processes: the postmaster and one per connection
-    if b"redis-server" in cmdline:
-        return "Redis"
-    return None  # the machine's RabbitMQ, idle here, is among the rest
-
-
-def machine_cpu() -> dict[str, float]:
-    """CPU seconds so far: `machine`, every core's busy time (/proc/stat), and by kind the processes on the
-    machine (KINDS). The load generator is this process's children that have ended (`drive`'s processes,
-    reaped when it returns); the rest is read from /proc. A process that ends in between is not counted."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    totals = dict.fromkeys(KINDS, 0.0)
-    totals["machine"] = (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
-    own = os.times()
-    totals["load generator"] = own.children_user + own.children_system
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def workers_started(pid: int) -> int:
+    """Celery workers under pid (bin/run): celery processes whose parent is not one (a worker's own
+    children, such as its beat, are not workers)."""
+    kids, todo, started = _children(), [(pid, False)], 0
+    while todo:
+        current, parent_is_celery = todo.pop()
         try:
-            kind = _kind(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" "))
-            if kind:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                totals[kind] += (int(stat[11]) + int(stat[12])) / TICK
+            celery = _kind(current) == "worker"
         except OSError:
             continue
-    return totals
+        started += celery and not parent_is_celery
+        todo.extend((child, celery) for child in kids.get(current, []))
+    return started
 
 
-def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-    """Cores in use between two `machine_cpu` readings, by kind; `other` is the machine's rest."""
-    used = {k: round((after[k] - before[k]) / seconds, 2) if seconds > 0 else 0.0 for k in ("machine", *KINDS)}
-    used["other"] = round(max(0.0, used["machine"] - sum(used[k] for k in KINDS)), 2)
-    return used
-
-
-def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60) -> None:
-    """Stop a process started in its own session: SIGINT (bin/run's Ctrl-C), then SIGKILL."""
+def stop_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Stop a process started in its own session (SIGINT: bin/run's Ctrl-C), then SIGKILL it."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, sig)
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -275,163 +238,46 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout:
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment without the service's settings that a scenario sets itself."""
+    """This process's environment without the service's settings that a system is given by the bench."""
     own = ("DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR", "VAR_DIR", "PORT", "HOST")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EXT_TWILIO_", "PYTEST_")) and k not in own
-    }
-    return {**env, **extra}
+    prefixes = ("DJANGO_", "EXT_TWILIO_", "PYTEST_", "BENCH_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in own}, **extra}
 
 
-# --- one scenario ----------------------------------------------------------------------------------------
+# --- the systems -----------------------------------------------------------------------------------------
 
 
 @dataclass
-class Scenario:
-    system: str
-    kind: str  # "baseline", "service" or "skeleton"
-    backend: str
-    alerts: int
-    callers: int
-    orgs: int
-    accepted: int = 0
-    refused: int = 0
-    intake_rps: float = 0.0
-    intake_p50_ms: float = 0.0
-    intake_p99_ms: float = 0.0
-    e2e_rate: float = 0.0
-    at_twilio: int = 0  # accepted alerts whose recipient got exactly one POST
-    missing: int = 0  # accepted alerts that never reached Twilio (within the wait)
-    doubled: int = 0  # accepted alerts that reached Twilio more than once
-    unexpected: int = 0  # POSTs to a recipient whose call was not accepted
-    drained: bool = False
-    alert_p50_ms: float = 0.0  # intake's answer → POST at Twilio (≤ 0 for the baseline: it posts before answering)
-    alert_p99_ms: float = 0.0
-    sent_p50_ms: float = 0.0  # call sent → POST at Twilio: what the person waiting for the text sees
-    sent_p99_ms: float = 0.0
-    seconds: float = 0.0
-    web_cpu_ms_per_call: float = 0.0
-    worker_cpu_ms_per_message: float = 0.0
-    load_start: float = 0.0
-    load_end: float = 0.0
-    intake_cores: dict[str, float] = field(default_factory=dict)  # cores by kind while the calls came in
-    note: str = ""
+class System:
+    """A started system: its process group, where it takes `run` calls, and its shared secret."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    path: str
+    secret: str
+    stop_signal: int
 
 
-def _q(values: list[float], q: int) -> float:
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def measure(
-    scenario: Scenario,
-    port: int,
-    path: str,
-    secret: str,
-    orgs: list[Org],
-    twilio_url: str,
-    cpu: Callable[[], dict[str, float]],
-    load_seconds: float,
-    drain_seconds: float,
-    log: Callable[[str], None],
-) -> Scenario:
-    """Drive the load at a started system and fill in the scenario's figures."""
-    http_get(twilio_url, "/_bench/reset")
-    scenario.load_start = os.getloadavg()[0]
-    cpu0, machine0 = cpu(), machine_cpu()
-    started = time.time()
-    calls = drive(port, path, secret, orgs, scenario.alerts, scenario.callers, load_seconds)
-    scenario.intake_cores = cores(machine0, machine_cpu(), time.time() - started)
-    ok = [c for c in calls if c[1] == 200]
-    scenario.accepted, scenario.refused = len(ok), len(calls) - len(ok)
-    if ok:
-        span = max(c[3] for c in ok) - min(c[2] for c in ok)
-        scenario.intake_rps = len(ok) / span if span > 0 else 0.0
-        latencies = [(c[3] - c[2]) * 1000 for c in ok]
-        scenario.intake_p50_ms, scenario.intake_p99_ms = _q(latencies, 50), _q(latencies, 99)
-    cpu_intake = cpu()
-    log(
-        f"{scenario.system}: {len(ok)} of {scenario.alerts} calls accepted at {scenario.intake_rps:.1f}/s, "
-        f"p50 {scenario.intake_p50_ms:.0f} ms, p99 {scenario.intake_p99_ms:.0f} ms; waiting for Twilio"
-    )
-
-    # Until the fake Twilio has a POST for every accepted alert (bounded), then a short quiet spell in
-    # which a doubled send would still show.
-    deadline = time.time() + drain_seconds
-    count = http_get(twilio_url, "/_bench/stats")["count"]
-    while count < len(ok) and time.time() < deadline:
-        time.sleep(0.25)
-        count = http_get(twilio_url, "/_bench/stats")["count"]
-    scenario.drained = count >= len(ok)
-    quiet_until = time.time() + 2.0
-    while time.time() < quiet_until:
-        time.sleep(0.25)
-    cpu1 = cpu()
-    scenario.load_end = os.getloadavg()[0]
-    arrivals: dict[str, list[float]] = http_get(twilio_url, "/_bench/arrivals")
-
-    accepted = {recipient(c[0]): c for c in ok}
-    alert_ms, sent_ms = [], []
-    for to, call in accepted.items():
-        times = arrivals.get(to, [])
-        if not times:
-            scenario.missing += 1
-            continue
-        if len(times) > 1:
-            scenario.doubled += 1
-        else:
-            scenario.at_twilio += 1
-        alert_ms.append((min(times) - call[3]) * 1000)
-        sent_ms.append((min(times) - call[2]) * 1000)
-    scenario.unexpected = sum(len(t) for to, t in arrivals.items() if to not in accepted)
-    last = max((t for times in arrivals.values() for t in times), default=started)
-    scenario.e2e_rate = len(ok) / (last - started) if scenario.drained and last > started else 0.0
-    if not scenario.drained:
-        scenario.note = f"{scenario.missing} of {len(ok)} not at Twilio after {drain_seconds:g} s"
-    scenario.alert_p50_ms, scenario.alert_p99_ms = _q(alert_ms, 50), _q(alert_ms, 99)
-    scenario.sent_p50_ms, scenario.sent_p99_ms = _q(sent_ms, 50), _q(sent_ms, 99)
-    scenario.seconds = round(time.time() - started, 1)
-    scenario.web_cpu_ms_per_call = (cpu_intake["web"] - cpu0["web"]) * 1000 / max(1, len(ok))
-    scenario.worker_cpu_ms_per_message = (cpu1["worker"] - cpu0["worker"]) * 1000 / max(1, len(ok))
-    log(
-        f"{scenario.system}: end to end {scenario.e2e_rate:.1f} msg/s; alert p50 {scenario.alert_p50_ms:.0f} ms, "
-        f"p99 {scenario.alert_p99_ms:.0f} ms; {scenario.at_twilio} once, {scenario.doubled} doubled, "
-        f"{scenario.missing} missing, {scenario.unexpected} unexpected"
-    )
-    return scenario
-
-
-def run_service(
-    backend: str,
-    var_dir: Path,
-    urls: dict[str, str],
-    orgs: list[Org],
-    sizes: dict[str, float],
-    backend_env: dict[str, str],
-    log: Callable[[str], None],
-    free_port: Callable[[], int],
-    *,
-    skeleton: bool = False,
-) -> Scenario:
-    """`make run` on a backend, from an empty VAR_DIR: migrate, bin/run, the load, Ctrl-C. `skeleton`:
-    the same processes serving the skeleton (bench/skeleton.py) instead of the service."""
+def _refuse_a_dotenv_backend() -> None:
     dotenv = ROOT / ".env"
-    if backend == "embedded" and dotenv.exists():
-        named = [line.split("=", 1)[0] for line in dotenv.read_text().splitlines()]
-        if {"DATABASE_URL", "CELERY_BROKER_URL"} & set(named):
-            raise SystemExit(
-                f"{dotenv} sets DATABASE_URL or CELERY_BROKER_URL: `make run` here would not run on the embedded "
-                "defaults, so neither can the benchmark's embedded scenario (move them out of .env)"
-            )
-    shutil.rmtree(var_dir, ignore_errors=True)
-    var_dir.mkdir(parents=True)
+    named = {line.split("=", 1)[0].strip() for line in dotenv.read_text().splitlines()} if dotenv.exists() else set()
+    if {"DATABASE_URL", "CELERY_BROKER_URL"} & named:
+        raise SystemExit(
+            f"{dotenv} sets DATABASE_URL or CELERY_BROKER_URL, so `make run` here does not run on the embedded "
+            "defaults and neither would the benchmark: move them out of .env"
+        )
+
+
+def start_service(var_dir: Path, urls: dict[str, str], port: int, backend_env: dict[str, str]) -> System:
+    """`make run` from an empty VAR_DIR: migrate, then bin/run; ready when every Celery worker it started
+    says so and the web answers."""
+    if not backend_env:
+        _refuse_a_dotenv_backend()
     from cryptography.fernet import Fernet
 
+    shutil.rmtree(var_dir, ignore_errors=True)
+    var_dir.mkdir(parents=True)
     secret = secrets.token_urlsafe(24)
-    port = free_port()
     env = clean_env(
         {
             "SECRET_KEY": secrets.token_urlsafe(40),
@@ -442,108 +288,86 @@ def run_service(
             "VAR_DIR": str(var_dir),
             "PROMETHEUS_MULTIPROC_DIR": str(var_dir / "prometheus"),
             "PORT": str(port),
-            "DJANGO_SETTINGS_MODULE": "bench.settings" if skeleton else "config.settings",
-            **(
-                {"BENCH_SKELETON_ACCOUNTS": json.dumps({o.oid: [o.account_sid, o.auth_token] for o in orgs})}
-                if skeleton
-                else {}
-            ),
             **backend_env,
         }
     )
-    label = "embedded defaults" if backend == "embedded" else "DATABASE_URL PostgreSQL + CELERY_BROKER_URL Redis"
-    if skeleton:
-        label = "Redis broker" if "CELERY_BROKER_URL" in backend_env else "embedded broker"
-    scenario = Scenario(
-        system=f"skeleton: `make run`'s processes, {label}, nothing of the service's"
-        if skeleton
-        else f"`make run`, {label}",
-        kind="skeleton" if skeleton else "service",
-        backend=f"skeleton, {label}" if skeleton else backend,
-        alerts=int(sizes["alerts"]),
-        callers=int(sizes["callers"]),
-        orgs=len(orgs),
-    )
-    # As `make run`: migrate (without bin/run's PROMETHEUS_MULTIPROC_DIR, which bin/run creates), then bin/run.
-    migrate_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=migrate_env, cwd=ROOT, check=True)
-    log_path = var_dir / "run.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(ROOT / "bin" / "run")], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_until(lambda: b"ready." in log_path.read_bytes() and answers(port), 120, f"bin/run ({backend})")
-        return measure(
-            scenario,
-            port,
-            "/bench/skeleton/" if skeleton else "/extension/",
-            secret,
-            orgs,
-            urls["twilio"],
-            lambda: cpu_by_kind(proc.pid),
-            sizes["load_seconds"],
-            sizes["drain_seconds"],
-            log,
-        )
-    finally:
-        stop_group(proc)
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+    log = var_dir / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(ROOT / "bin" / "run")], env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)  # fmt: skip
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bin/run ended with {proc.returncode}; see {log}")
+        workers = workers_started(proc.pid)
+        return 0 < workers <= log.read_bytes().count(b" ready.") and answers(port, "/healthz")
+
+    return _started(System(proc, port, "/extension/", secret, signal.SIGINT), ready, f"bin/run (see {log})")
 
 
-def run_baseline(
-    var_dir: Path,
-    urls: dict[str, str],
-    orgs: list[Org],
-    sizes: dict[str, float],
-    log: Callable[[str], None],
-    free_port: Callable[[], int],
-) -> Scenario:
-    """bench/baseline.py (lcextension) on gunicorn with 4 sync workers, the same load."""
+def start_baseline(var_dir: Path, urls: dict[str, str], port: int) -> System:
+    """bench/baseline.py (lcextension) on gunicorn with 4 sync workers."""
     var_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
-    port = free_port()
-    env = clean_env(
-        {
-            "LC_SHARED_SECRET": secret,
-            "LC_API_URL": urls["limacharlie"],
-            "TWILIO_API_BASE_URL": urls["twilio"],
-            "LC_EPHEMERAL_CREDS": "1",
-        }
-    )
-    scenario = Scenario(
-        system="baseline (synchronous: lcextension, gunicorn 4 workers)",
-        kind="baseline",
-        backend="none",
-        alerts=int(sizes["alerts"]),
-        callers=int(sizes["callers"]),
-        orgs=len(orgs),
-    )
+    env = clean_env({"LC_SHARED_SECRET": secret, "LC_API_URL": urls["limacharlie"], "TWILIO_API_BASE_URL": urls["twilio"]})  # fmt: skip
+    args = [PY, "-m", "gunicorn", "bench.baseline:app", "--workers", "4", "--bind", f"127.0.0.1:{port}"]
     with (var_dir / "baseline.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [PY, "-m", "gunicorn", "bench.baseline:app", "--workers", "4", "--bind", f"127.0.0.1:{port}"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
+    return _started(System(proc, port, "/", secret, signal.SIGTERM), lambda: answers(port, "/"), "the baseline")
+
+
+def _started(system: System, ready: Callable[[], bool], what: str) -> System:
     try:
-        wait_until(lambda: answers(port, "/"), 60, "the baseline's gunicorn")
-        return measure(
-            scenario,
-            port,
-            "/",
-            secret,
-            orgs,
-            urls["twilio"],
-            lambda: cpu_by_kind(proc.pid),
-            sizes["load_seconds"],
-            sizes["drain_seconds"],
-            log,
-        )
+        wait_until(ready, 120, what)
+    except BaseException:
+        stop_group(system.proc, system.stop_signal)
+        raise
+    return system
+
+
+# --- one measurement -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    system: str
+    alerts: int
+    accepted: int = 0
+    rate: float = 0.0  # alerts/s reaching Twilio
+    web_cpu_ms: float = 0.0  # per alert
+    worker_cpu_ms: float = 0.0
+    posts: dict[str, int] = field(default_factory=dict)  # POSTs to Twilio, by recipient
+    once: int = 0  # accepted alerts whose recipient got exactly one POST
+    missing: int = 0
+    doubled: int = 0
+    unexpected: int = 0  # POSTs to a recipient whose call was not accepted
+
+
+def measure(name: str, system: System, orgs: list[Org], twilio_url: str, alerts: int, callers: int) -> Measured:
+    """Drive `alerts` calls at a started system, wait until Twilio has them all (bounded), stop the system,
+    then count what reached Twilio."""
+    http_get(twilio_url, "/_bench/reset")
+    drain = max(60.0, alerts / 5)
+    try:
+        cpu0, started = cpu_by_kind(system.proc.pid), time.time()
+        calls = drive(system.port, system.path, system.secret, orgs, alerts, callers, drain)
+        accepted = {recipient(i) for i, status, _ in calls if status == 200}
+        deadline = time.time() + drain
+        while http_get(twilio_url, "/_bench/stats")["count"] < len(accepted) and time.time() < deadline:
+            time.sleep(0.1)
+        cpu1 = cpu_by_kind(system.proc.pid)
     finally:
-        stop_group(proc, signal.SIGTERM)
-
-
-def as_dict(scenario: Scenario) -> dict[str, Any]:
-    return asdict(scenario)
+        stop_group(system.proc, system.stop_signal)
+    arrivals: dict[str, list[float]] = http_get(twilio_url, "/_bench/arrivals")
+    result = Measured(name, alerts, len(accepted), posts={to: len(times) for to, times in arrivals.items()})
+    result.once = sum(result.posts.get(to) == 1 for to in accepted)
+    result.missing = sum(to not in result.posts for to in accepted)
+    result.doubled = len(accepted) - result.once - result.missing
+    result.unexpected = sum(n for to, n in result.posts.items() if to not in accepted)
+    reached = [min(times) for to, times in arrivals.items() if to in accepted]
+    if reached and max(reached) > started:
+        result.rate = len(reached) / (max(reached) - started)
+    per_alert = 1000 / max(1, len(accepted))
+    result.web_cpu_ms = (cpu1["web"] - cpu0["web"]) * per_alert
+    result.worker_cpu_ms = (cpu1["worker"] - cpu0["worker"]) * per_alert
+    return result

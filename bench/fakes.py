@@ -1,17 +1,14 @@
 """The fake Twilio and fake LimaCharlie of the tests, run as their own process for `make bench`.
 
 The fake Twilio answers every message after `--twilio-latency-ms` (Twilio's own answer time is a few
-hundred ms; the benchmark uses 100 ms) and serves `GET /_bench/stats` with how many messages it
-received and when the last one arrived, and `GET /_bench/arrivals` with when each POST arrived, by
-recipient (`To`), so the end-to-end scenario can match every accepted alert to its arrival and see one
-that arrived twice. Run in its own process so that its Python work does not compete for the GIL with the
-load generator.
+hundred ms; the benchmark uses 100 ms). It records when each POST arrived, by recipient (`To`), as soon as
+it has read the request, and serves `GET /_bench/stats` (how many POSTs it has answered),
+`GET /_bench/arrivals` (the arrivals by recipient) and `GET /_bench/reset`. It runs in its own process so
+that its Python work does not compete for the GIL with the load generator.
 
-    python -m bench.fakes --twilio-latency-ms 100 --account SID:TOKEN --org OID:JWT:SECRET_VALUE
     python -m bench.fakes --twilio-latency-ms 100 --tenants tenants.json   # [{"oid", "jwt", "account_sid", "auth_token"}]
 
-`--account` and `--org` may be repeated; `--tenants` adds each organisation with its own Twilio account
-(its Hive secret `twilio` = `SID/TOKEN`).
+`--tenants` adds each organisation with its own Twilio account (its Hive secret `twilio` = `SID/TOKEN`).
 """
 
 from __future__ import annotations
@@ -55,17 +52,15 @@ class _BenchTwilioHandler(fake_twilio._Handler):
 
     def read_body(self) -> bytes:
         raw = super().read_body()
-        self.to = parse_qs(raw.decode()).get("To", [""])[0]  # this request's recipient, for the arrivals
+        to = parse_qs(raw.decode()).get("To", [""])[0]
+        with self.fake.lock:
+            self.fake.arrivals.setdefault(to, []).append(time.time())
+        time.sleep(self.fake.latency)
         return raw
 
     def do_POST(self) -> None:
-        self.to = ""
-        arrived = time.time()
-        time.sleep(self.fake.latency)
         super().do_POST()
         with self.fake.lock:
-            self.fake.arrivals.setdefault(self.to, []).append(arrived)
-            self.fake.last_at = time.time()
             # The benchmark sends thousands of messages: keep counts, not every form and message.
             self.fake.count += 1
             self.fake.received.clear()
@@ -74,13 +69,13 @@ class _BenchTwilioHandler(fake_twilio._Handler):
     def do_GET(self) -> None:
         if self.path == "/_bench/stats":
             with self.fake.lock:
-                return self.send_json(200, {"count": self.fake.count, "last_at": self.fake.last_at})
+                return self.send_json(200, {"count": self.fake.count})
         if self.path == "/_bench/arrivals":
             with self.fake.lock:
                 return self.send_json(200, self.fake.arrivals)
         if self.path == "/_bench/reset":
             with self.fake.lock:
-                self.fake.count, self.fake.last_at = 0, 0.0
+                self.fake.count = 0
                 self.fake.arrivals = {}
             return self.send_json(200, {})
         super().do_GET()
@@ -91,33 +86,23 @@ class BenchTwilio(fake_twilio.FakeTwilio):
 
     def __init__(self, latency: float) -> None:
         super().__init__()
-        self.latency, self.count, self.last_at = latency, 0, 0.0
+        self.latency, self.count = latency, 0
         self.arrivals: dict[str, list[float]] = {}  # To -> when each POST to it arrived
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--twilio-latency-ms", type=float, default=100)
-    parser.add_argument("--account", action="append", default=[], help="ACCOUNT_SID:AUTH_TOKEN")
-    parser.add_argument("--org", action="append", default=[], help="OID:JWT:SECRET_VALUE")
-    parser.add_argument("--tenants", help="a JSON file: a list of {oid, jwt, account_sid, auth_token}")
+    parser.add_argument("--tenants", required=True, help="a JSON file: a list of {oid, jwt, account_sid, auth_token}")
     args = parser.parse_args(argv)
 
     twilio = BenchTwilio(args.twilio_latency_ms / 1000)
     lc = BenchLimaCharlie()
-    for account in args.account:
-        sid, token = account.split(":", 1)
-        twilio.add_account(sid, token)
-    for org in args.org:
-        oid, jwt, secret = org.split(":", 2)
-        lc.add_org(oid, jwt)
-        lc.add_secret(oid, "twilio", secret)
-    if args.tenants:
-        with open(args.tenants) as f:
-            for tenant in json.load(f):
-                twilio.add_account(tenant["account_sid"], tenant["auth_token"])
-                lc.add_org(tenant["oid"], tenant["jwt"])
-                lc.add_secret(tenant["oid"], "twilio", f"{tenant['account_sid']}/{tenant['auth_token']}")
+    with open(args.tenants) as f:
+        for tenant in json.load(f):
+            twilio.add_account(tenant["account_sid"], tenant["auth_token"])
+            lc.add_org(tenant["oid"], tenant["jwt"])
+            lc.add_secret(tenant["oid"], "twilio", f"{tenant['account_sid']}/{tenant['auth_token']}")
     for fake in (twilio, lc):
         # The default listen backlog (5) drops connections when dozens of callers connect at once.
         fake.httpd.socket.listen(512)

@@ -25,11 +25,3 @@ def recycle_database_connections(task: Any = None, **kwargs: Any) -> None:
     if task is not None and task.request.is_eager:
         return
     close_old_connections()
-
-
-@signals.worker_init.connect
-def warm_up(**kwargs: Any) -> None:
-    """What the first tasks of a burst would otherwise wait for, done as the worker starts."""
-    from deliveries.twilio import client
-
-    client.warm_up()

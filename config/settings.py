@@ -129,6 +129,10 @@ FLOOD_RECIPIENT_LIMIT = _int("FLOOD_RECIPIENT_LIMIT", 20, 0, 1_000_000)
 FLOOD_ORG_LIMIT = _int("FLOOD_ORG_LIMIT", 1000, 0, 10_000_000)
 FLOOD_DUPLICATE_SECONDS = _int("FLOOD_DUPLICATE_SECONDS", 300, 0, 86400)
 TWILIO_MAX_CONCURRENT_PER_ACCOUNT = _int("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20, 0, 10_000)
+# Calls' own limits (0: none). Per recipient, GoAlert's: carriers block a caller as spam for less.
+CALL_RECIPIENT_LIMIT_15_MINUTES = _int("CALL_RECIPIENT_LIMIT_15_MINUTES", 3, 0, 1000)
+CALL_RECIPIENT_LIMIT_HOUR = _int("CALL_RECIPIENT_LIMIT_HOUR", 7, 0, 1000)
+CALL_ORG_LIMIT_HOUR = _int("CALL_ORG_LIMIT_HOUR", 60, 0, 100_000)
 
 # --- The audit desk (Django admin) -------------------------------------------------------------
 ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip()
@@ -234,8 +238,6 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Django's SQLite backend with the writers of each process taking turns (config/sqlite/base.py).
-    DATABASES["default"]["ENGINE"] = "config.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             # WAL lets the web process read while the worker writes; IMMEDIATE takes the write lock
@@ -248,21 +250,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so that a Celery worker started by the tests shares the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
-    # Django's PostgreSQL backend whose health check asks the socket first (config/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
     # Fail a connection attempt in seconds, not after the OS gives up: /readyz and the intake must
     # answer while the database is unreachable. An explicit value in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
-    # PostgreSQL parses and plans a statement that a connection runs often once, not on every run: the
-    # parameters travel apart from the statement (server-side binding) and psycopg prepares a statement
-    # on its fifth run. Django's default binds them into the text and prepares nothing. End to end on
-    # PostgreSQL the database server's CPU per alert fell by about 30 % (issue 9). DB_PREPARED_STATEMENTS=0
-    # turns it off, for a pooler in transaction mode that cannot carry prepared statements (PgBouncer
-    # before 1.21).
-    if _bool("DB_PREPARED_STATEMENTS", True):
-        DATABASES["default"]["OPTIONS"].update({"server_side_binding": True, "prepare_threshold": 5})
-# Keep a connection open across requests and tasks instead of opening one each time (a PostgreSQL
-# connection costs several milliseconds of both sides' CPU); health checks replace a broken one.
 DATABASES["default"]["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60, 0, 86_400)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -319,8 +309,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 def _embedded_broker_dir(configured: str, var_dir: Path) -> Path:
     """Where the embedded broker keeps its messages: in memory (/dev/shm, one folder per VAR_DIR) where
-    the machine has it, else in VAR_DIR. Creating a file cost 0.48 ms of CPU on the benchmark machine's
-    disk against 0.02 ms in memory, once per alert (measured, issue 9). Nothing is lost with them at a
+    the machine has it, else in VAR_DIR (docs/decisions/ says why). Nothing is lost with them at a
     reboot: the database is the record, and the sweeper enqueues again every delivery that is due."""
     if configured:
         return Path(configured)
@@ -347,7 +336,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # latency an alert would add). 50 ms costs an idle worker a directory listing 20 times a second.
         "polling_interval": 0.05,
     }
-    # kombu's filesystem transport with its two stalls fixed (config/broker.py).
+    # kombu's filesystem transport, with its worker's acknowledgements run at once (config/broker.py).
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     # The filesystem transport has no fan-out exchange for remote control commands.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
@@ -359,10 +348,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_DB_REUSE_MAX = 10_000
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
-# With no result backend Celery's stand-in keeps no state, so every thread may share it. Otherwise each
-# of the worker's threads (and each web thread that enqueues) builds its own the first time, by scanning
-# every installed package's entry points: 18 % of a fresh worker's CPU over a 1,000-message burst (issue 9).
-CELERY_RESULT_BACKEND_THREAD_SAFE = True
 # A task is acknowledged after it ran, so a worker that dies mid-task leaves it to be redelivered;
 # the claim on the delivery row (pending -> sending) keeps a redelivered task from sending twice.
 CELERY_TASK_ACKS_LATE = True
@@ -389,9 +374,6 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # the longest retry countdown, or a scheduled retry would be delivered twice (harmless: the
     # claim stops the second, but wasteful). The sweeper covers the gap much sooner.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 3, "socket_timeout": 5}
-if CELERY_BROKER_URL.startswith("redis://"):
-    # kombu's Redis transport without a new client for every command (config/redis_broker.py).
-    CELERY_BROKER_TRANSPORT = "config.redis_broker:Transport"
 # The worker logs through Django's LOGGING (JSON, with the delivery's ids) rather than Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
@@ -434,8 +416,7 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "limacharlie": {"level": "WARNING"},
         # Celery's two lines per task ("received", "succeeded") say less than the send's own line (the
-        # delivery, its attempt, Twilio's answer). With them, logging was 10.7 % of the worker's samples
-        # in py-spy (the thread holding the GIL), 2.6 % without (issue 9). A failed task is still logged.
+        # delivery, its attempt, Twilio's answer). A failed task is still logged.
         "celery.worker.strategy": {"level": _CELERY_TASK_LINES},
         "celery.app.trace": {"level": _CELERY_TASK_LINES},
     },

@@ -59,7 +59,7 @@ class InvalidNumber(ValueError):
 
 
 # Remembered: parsing a number costs about 30 µs of CPU (0.1 µs remembered), and the same senders and
-# on-call numbers come back call after call (issue 9). A refused number raises and is not remembered.
+# on-call numbers come back call after call. A refused number raises and is not remembered.
 @functools.lru_cache(maxsize=4096)
 def normalize_number(value: str) -> str:
     """Return `value` as E.164 (`+` and up to 15 digits). Spaces, dashes and brackets are accepted

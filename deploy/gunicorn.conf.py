@@ -3,8 +3,8 @@ benchmark measures what a deployment runs. Every value can be overridden by the 
 (WEB_CONCURRENCY, WEB_THREADS, HOST, PORT) or by GUNICORN_CMD_ARGS.
 
 Why gthread: a `run` call spends part of its time waiting on LimaCharlie's API (reading the Twilio
-credential) and on PostgreSQL; threads overlap those waits, while one process per core spreads the
-Python work over the cores. `make bench` measured the counts below on 2 cores (see the README).
+credential) and on the database; threads overlap those waits, while one process per core spreads the
+Python work over the cores (docs/decisions/0002-threads-not-prefork.md).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "0")) or max(2, multiprocessing.cpu_count())
-# gthread, leaving new connections to an idle worker while its own threads are busy, so that callers'
-# kept-alive connections spread over the workers (config/gunicorn_worker.py says why).
-worker_class = "config.gunicorn_worker.BalancedThreadWorker"
+worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 # LimaCharlie waits up to two minutes for an answer; a request of ours takes at most the LimaCharlie
 # API timeout (LC_API_TIMEOUT_SECONDS, max 110 s) plus a little. Kill nothing a caller still waits for.

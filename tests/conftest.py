@@ -121,8 +121,9 @@ def run_block(tenant: Tenant, **data: Any) -> dict[str, Any]:
 
 
 def make_delivery(tenant: Tenant, **fields: Any) -> Any:
-    """A stored delivery (and its organisation with credential), as the intake would have left it."""
-    from deliveries.models import Delivery, Organization
+    """A stored delivery (and its organisation with credential, and for an alert text or call the
+    alert of its idempotency key), as the intake would have left it."""
+    from deliveries.models import AlertRequest, Delivery, Organization
     from deliveries.services.credentials import credential_for
 
     org, _ = Organization.objects.get_or_create(oid=tenant.oid)
@@ -141,6 +142,10 @@ def make_delivery(tenant: Tenant, **fields: Any) -> Any:
         "segments": 1,
     }
     values.update(fields)
+    if values.get("kind", "alert") == "alert" and "alert" not in values and "alert_id" not in values:
+        values["alert"] = AlertRequest.objects.get_or_create(
+            organization=org, idempotency_key=values["idempotency_key"], defaults={"reply": {}}
+        )[0]
     return Delivery.objects.create(**values)
 
 

@@ -1,218 +1,93 @@
-"""`make bench`'s report: every figure beside its baseline and ratio, and the verdict on each goal.
-(The benchmark itself is never run by the tests: speed lives in `make bench`.)"""
+"""`make bench`'s checks (bench/report.py): the service at least 3x the synchronous baseline end to end,
+CPU per message under twice the figures recorded in docs/benchmarks.md, every alert at Twilio exactly once;
+and the recorded table, read and rewritten. (The benchmark itself runs in tests/test_bench_smoke.py.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-import pytest
+from bench import report
+from bench.report import BEGIN, END, Row
 
-from bench import run as bench
+DOCUMENT = f"""# Benchmarks
 
+| backend | something else | CPU ms/msg |
+|---|---|---:|
+| embedded | not the recorded table | 99.0 |
 
-def _result() -> dict[str, Any]:
-    intake = []
-    for callers, (rps, p99, floor) in {
-        1: (100, 12, 400),
-        8: (210, 45, 400),
-        16: (215, 52, 400),
-        32: (220, 60, 400),
-    }.items():
-        intake.append(
-            {
-                "endpoint": "/extension/",
-                "callers": callers,
-                "seconds": 10,
-                "ok": rps * 10,
-                "errors": 0,
-                "rps": rps,
-                "p50_ms": p99 / 2,
-                "p99_ms": p99,
-                "load_avg": 1.2,
-            }
-        )
-        intake.append(
-            {
-                "endpoint": "/bench/bare/",
-                "callers": callers,
-                "seconds": 10,
-                "ok": floor * 10,
-                "errors": 0,
-                "rps": floor,
-                "p50_ms": 1,
-                "p99_ms": 5,
-            }
-        )
-    return {
-        "when": "2026-01-01 00:00 UTC",
-        "machine": "2 cores",
-        "mode": "quick",
-        "load_average": {"start": 0.5, "end": 1.5},
-        "settings": {
-            "twilio_latency_ms": 100,
-            "seconds_per_intake_point": 10,
-            "messages": 1000,
-            "celery": "2 processes x 16 threads (--pool=threads)",
-            "gunicorn": "2 workers x 4 threads",
-        },
-        "intake": intake,
-        "delivery": {"messages": 1000, "rate": 120.0, "limit": 300.0, "load_avg": 2.5},
-        "cost": {
-            "web": {"cpu_ms_per_1000": 5000, "floor_cpu_ms_per_1000": 1000, "peak_rss_mb": 200, "processes": 3},
-            "worker": {"cpu_ms_per_1000": 8000, "peak_rss_mb": 220, "processes": 2, "load_avg": 2.5},
-            "sdk_loop": {"cpu_ms_per_1000": 2000, "processes": 2},
-        },
-    }
+{BEGIN}
+| backend | alerts | service alerts/s | baseline alerts/s | service ÷ baseline | web CPU ms/msg | worker CPU ms/msg | CPU ms/msg |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| embedded | 2000 | 240.0 | 30.0 | 8.0 | 2.5 | 3.0 | 5.5 |
+| postgres | 2000 | 180.0 | 30.0 | 6.0 | 2.8 | 3.4 | 6.2 |
+
+Recorded on 2 cores.
+{END}
+
+## After the table
+"""
 
 
-def test_the_report_gives_each_figure_with_its_ratio_and_verdict(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
-    bench.report(_result())
+def _row(backend: str = "embedded", service: float = 240.0, baseline: float = 30.0, cpu: float = 5.5) -> Row:
+    return Row(backend, 2000, service, baseline, web_cpu_ms=cpu / 2, worker_cpu_ms=cpu / 2)
 
-    table = (tmp_path / "latest-quick.md").read_text()
-    assert "| accepted and persisted | 8 | 210 | 22.5 | 45.0 | 400 | 5.0 | 0.53 | ≥ 0.50: met | 1.2 |" in table
-    # Issue 9's 16 callers, the web alone: its p99 over 50 ms misses even before the worker takes a share.
-    assert (
-        "| accepted and persisted | 16 | 215 | 26.0 | 52.0 | 400 | 5.0 | 0.54 | ≥ 0.50, p99 ≤ 50 ms with no worker: missed | 1.2 |"
-        in table
+
+def test_it_reads_the_recorded_cpu_per_message_from_between_the_markers_only() -> None:
+    assert report.recorded_cpu(DOCUMENT) == {"embedded": 5.5, "postgres": 6.2}
+
+
+def test_the_repository_records_a_cpu_figure_for_each_backend() -> None:
+    recorded = report.recorded_cpu((Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text())
+    assert set(recorded) == {"embedded", "postgres"} and all(cpu > 0 for cpu in recorded.values())
+
+
+def test_a_document_without_the_markers_records_nothing() -> None:
+    assert report.recorded_cpu("| backend | CPU ms/msg |\n| embedded | 5.5 |") == {}
+
+
+def test_it_says_regression_when_end_to_end_falls_under_three_times_the_baseline() -> None:
+    lines = report.checks([_row("embedded", service=89.9), _row("postgres", service=90.0)], {})
+
+    assert [line.split(":")[0] for line in lines] == ["REGRESSION", "OK", "OK", "OK"]
+    assert lines[0] == "REGRESSION: embedded: end to end 89.9 alerts/s is 3.0x the baseline's 30.0 (floor 3x)"
+    assert lines[2] == "OK: postgres: end to end 90.0 alerts/s is 3.0x the baseline's 30.0 (floor 3x)"
+
+
+def test_it_says_regression_when_cpu_per_message_doubles_against_the_record() -> None:
+    recorded = {"embedded": 5.5, "postgres": 6.2}
+    lines = report.checks([_row("embedded", cpu=11.0), _row("postgres", cpu=12.3)], recorded)
+    assert lines[1] == "REGRESSION: embedded: CPU 11.0 ms/msg against 5.5 recorded (regression at 2x: 11.0)"
+    assert lines[3] == "OK: postgres: CPU 12.3 ms/msg against 6.2 recorded (regression at 2x: 12.4)"
+
+
+def test_a_backend_without_a_recorded_figure_is_not_a_regression() -> None:
+    lines = report.checks([_row("postgres", cpu=50.0)], {"embedded": 5.5})
+    assert lines[1] == "OK: postgres: CPU 50.0 ms/msg, no recorded figure to compare with"
+
+
+def test_an_alert_missing_doubled_or_unasked_for_at_twilio_is_a_regression() -> None:
+    assert report.delivery_check("embedded", 2000, 2000, 0, 0, 0) == (
+        "OK: embedded: 2000 of 2000 alerts at Twilio exactly once"
     )
-    assert (
-        "| accepted and persisted | 32 | 220 | 30.0 | 60.0 | 400 | 5.0 | 0.55 | ≥ 0.50, p99 < 50 ms: missed | 1.2 |"
-        in table
+    assert report.delivery_check("postgres", 2000, 1997, 2, 1, 0) == (
+        "REGRESSION: postgres: 1997 of 2000 alerts at Twilio exactly once "
+        "(2 never arrived, 1 twice or more, 0 unasked for)"
     )
-    assert "| 2 processes x 16 threads (--pool=threads) | 1000 | 120 | 300 | 0.40 | ≥ 0.50: missed | 2.5 |" in table
-    assert "| worker (Celery, thread pool) | 2 | 8000 | 220 | 2000 (bare SDK loop) | 4.0× | 2.5 |" in table
-    assert "Worker CPU per message: 8.0 ms (goal ≤ 3 ms: missed; load average 2.5)" in table
-    assert "Intake CPU per call: 5.0 ms (goal ≤ 2 ms: missed; load average 0.0)" in table
-    assert "load average 0.5 at the start, 1.5 at the end" in table
-    assert json.loads((tmp_path / "latest-quick.json").read_text())["delivery"]["limit"] == 300.0
+    assert report.delivery_check("embedded", 2000, 2000, 0, 0, 1).startswith("REGRESSION: embedded:")
 
 
-def _scenario(system: str, kind: str, backend: str, intake: float, e2e: float, alert_p99: float) -> dict[str, Any]:
-    return {
-        "system": system,
-        "kind": kind,
-        "backend": backend,
-        "alerts": 100,
-        "callers": 16,
-        "orgs": 20,
-        "accepted": 100,
-        "refused": 0,
-        "intake_rps": intake,
-        "intake_p50_ms": 20.0,
-        "intake_p99_ms": 40.0,
-        "e2e_rate": e2e,
-        "at_twilio": 100,
-        "missing": 0,
-        "doubled": 0,
-        "unexpected": 0,
-        "drained": True,
-        "alert_p50_ms": alert_p99 / 2,
-        "alert_p99_ms": alert_p99,
-        "sent_p50_ms": 0.0,
-        "sent_p99_ms": alert_p99,
-        "seconds": 10.0,
-        "web_cpu_ms_per_call": 3.0,
-        "worker_cpu_ms_per_message": 4.0,
-        "load_start": 1.0,
-        "load_end": 2.0,
-        "intake_cores": {
-            "machine": 1.9,
-            "web": 0.8,
-            "worker": 0.7,
-            "load generator": 0.12,
-            "fakes": 0.09,
-            "PostgreSQL": 0.1,
-            "Redis": 0.05,
-            "other": 0.09,
-        },
-        "note": "",
-    }
+def test_the_table_gives_each_backend_its_throughputs_ratio_and_cpu() -> None:
+    lines = report.table([_row("embedded", service=245.0, baseline=31.0, cpu=6.0)]).splitlines()
+    assert lines[0] == "| " + " | ".join(report.HEADER) + " |"
+    assert lines[2] == "| embedded | 2000 | 245.0 | 31.0 | 7.9 | 3.0 | 3.0 | 6.0 |"
 
 
-def test_the_end_to_end_table_gives_each_system_its_ratios_to_the_baseline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
-    result = {
-        "when": "2026-01-01 00:00 UTC",
-        "machine": "2 cores",
-        "mode": "quick",
-        "load_average": {"start": 0.5, "end": 1.5},
-        "settings": {"twilio_latency_ms": 100, "end_to_end": {"alerts": 100, "callers": 16, "orgs": 20}},
-        "end_to_end": [
-            _scenario("baseline", "baseline", "none", 20.0, 20.0, -100.0),
-            _scenario("embedded", "service", "embedded", 250.0, 70.0, 900.0),
-            _scenario("postgres", "service", "postgres", 100.0, 40.0, 1500.0),
-        ],
-    }
-    bench.report(result)
+def test_recording_replaces_the_run_s_backends_and_keeps_the_rest_of_the_document() -> None:
+    written = report.record(DOCUMENT, [_row("embedded", service=300.0, cpu=4.0)], "Recorded on 8 cores.")
 
-    table = (tmp_path / "latest-quick.md").read_text()
-    assert (
-        "| embedded | 250.0 | 20 / 40 | 70.0 | 450 / 900 | 900 | 100 of 100 | 12.5× | 3.5× | 3.0 | 4.0 | 1.0 / 2.0 |"
-        in table
-    )
-    assert "| postgres | 100.0 | 20 / 40 | 40.0 | 750 / 1500 | 1500 | 100 of 100 | 5.0× | 2.0× |" in table
-    assert "| end to end ≥ 3× the baseline, every accepted alert at Twilio once | met | missed |" in table
-    assert "| intake ≥ 10× the baseline, p99 ≤ 50 ms at 16 callers | met | missed |" in table
-    assert "| alert latency p99 ≤ 1 s | met | missed |" in table
-    assert (
-        "| embedded | 1.90 | 0.80 | 0.70 | 0.12 | 0.09 | 0.10 | 0.05 | 0.09 |" in table
-    )  # the cores, by what used them
-
-
-def test_the_skeleton_stands_beside_the_service_against_each_goal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
-    skeleton = _scenario("skeleton", "skeleton", "skeleton, embedded broker", 600.0, 400.0, 1200.0)
-    skeleton.update(intake_p99_ms=20.0, web_cpu_ms_per_call=1.5, worker_cpu_ms_per_message=1.0)
-    result = {
-        "when": "2026-01-01 00:00 UTC",
-        "machine": "2 cores",
-        "mode": "quick",
-        "load_average": {"start": 0.5, "end": 1.5},
-        "settings": {"twilio_latency_ms": 100, "end_to_end": {"alerts": 100, "callers": 16, "orgs": 20}},
-        "end_to_end": [
-            _scenario("baseline", "baseline", "none", 20.0, 20.0, -100.0),
-            skeleton,
-            _scenario("embedded", "service", "embedded", 150.0, 100.0, 900.0),
-        ],
-    }
-    bench.report(result)
-
-    table = (tmp_path / "latest-quick.md").read_text()
-    # Its worker's CPU is given as the service's is; the baseline has no worker.
-    assert (
-        "| skeleton | 600.0 | 20 / 20 | 400.0 | 600 / 1200 | 1200 | 100 of 100 | 30.0× | 20.0× | 1.5 | 1.0 |" in table
-    )
-    assert "| baseline | 20.0 | 20 / 40 | 20.0 | -50 / -100 | -100 | 100 of 100 | 1.0× | 1.0× | 3.0 | – |" in table
-    assert "| goal (issue 9), per backend | skeleton, embedded broker | embedded |" in table
-    assert "| intake ≥ 10× the baseline, p99 ≤ 50 ms at 16 callers | met | missed |" in table
-    assert "| alert latency p99 ≤ 1 s | missed | met |" in table
-    assert "The skeleton's columns are the floor (bench/skeleton.py)" in table
-    # The service as a multiple of its skeleton on the same broker.
-    assert "| embedded | 0.25× | 2.00× | 0.25× | 2.00× | 4.00× |" in table
-
-
-def test_a_report_without_a_skeleton_says_nothing_of_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
-    result = {
-        "when": "2026-01-01 00:00 UTC",
-        "machine": "2 cores",
-        "mode": "quick",
-        "load_average": {"start": 0.5, "end": 1.5},
-        "settings": {"twilio_latency_ms": 100, "end_to_end": {"alerts": 100, "callers": 16, "orgs": 20}},
-        "end_to_end": [
-            _scenario("baseline", "baseline", "none", 20.0, 20.0, -100.0),
-            _scenario("embedded", "service", "embedded", 150.0, 70.0, 900.0),
-        ],
-    }
-    bench.report(result)
-
-    assert "skeleton" not in (tmp_path / "latest-quick.md").read_text()
+    assert report.recorded_cpu(written) == {"embedded": 4.0, "postgres": 6.2}
+    assert "| embedded | 2000 | 300.0 | 30.0 | 10.0 | 2.0 | 2.0 | 4.0 |" in written
+    assert "Recorded on 8 cores." in written and "Recorded on 2 cores." not in written
+    assert written.startswith(DOCUMENT.split(BEGIN)[0]) and written.endswith(DOCUMENT.split(END)[1])
+    block = written.split(BEGIN)[1].split(END)[0]
+    assert block.index("| embedded |") < block.index("| postgres |")

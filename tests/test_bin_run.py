@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import requests
@@ -54,8 +53,8 @@ def test_bin_run_serves_the_extension_runs_two_workers_and_stops_them_all_on_ctr
     assert "worker1@" in text and "worker2@" in text
     assert text.count("beat: Starting") == 1
     assert proc.returncode == 0
-    time.sleep(0.5)
-    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).returncode == 1
+    gone = ["pgrep", "-f", f"127.0.0.1:{port}"]
+    wait_until(lambda: subprocess.run(gone, capture_output=True).returncode == 1, 30, "bin/run's processes gone")
     assert _running(proc.pid) == {}  # nothing of bin/run's is left
 
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from deliveries.models.organizations import Credential, Organization
+from deliveries.models.organizations import AlertRequest, Credential, Organization
 from deliveries.sms import ack_instruction
 from deliveries.status import Status
 
@@ -39,6 +39,8 @@ class Delivery(models.Model):
         RECIPIENT_LIMIT = "recipient_limit", "Recipient's limit reached"
         ORG_LIMIT = "org_limit", "Organisation's limit reached"
         ACKNOWLEDGED = "acknowledged", "The alert was acknowledged first"
+        RECIPIENT_CALLS = "recipient_calls", "Recipient's call limit reached"
+        ORG_CALLS = "org_calls", "Organisation's call limit reached"
 
     FLOOD_HOLDS = frozenset({Hold.DUPLICATE, Hold.RECIPIENT_LIMIT, Hold.ORG_LIMIT})
 
@@ -47,10 +49,7 @@ class Delivery(models.Model):
         UCS2 = "ucs2", "UCS-2"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # No index of its own: every index below that starts with the organisation serves its lookups, and
-    # with one on the organisation alone PostgreSQL could plan the prepared flood counts of a claim with it
-    # once it switched them to their generic plan, reading the organisation's every delivery instead of
-    # the last hour's (18-21 ms a claim at 60,000 rows, growing with the table; docs/performance.md).
+    # No index of its own: every index below that starts with the organisation serves its lookups.
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="deliveries", db_index=False)
     credential = models.ForeignKey(
         Credential,
@@ -60,7 +59,12 @@ class Delivery(models.Model):
         related_name="deliveries",
         help_text="The Twilio credential it was accepted with, and is sent, reconciled and checked with.",
     )
-    idempotency_key = models.CharField(max_length=255)
+    # The alert (one accepted `run` call) this text or call belongs to: its every recipient, escalation
+    # step and acknowledgement notice. None for a flood-control summary, which speaks for several alerts.
+    alert = models.ForeignKey(AlertRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries")
+    # The key of the `run` call the alert came from, as LimaCharlie sent it ("" for a summary): shown and
+    # searched on the desk. Replays are stopped by AlertRequest's own unique key.
+    idempotency_key = models.CharField(max_length=255, blank=True)
     ident = models.CharField("caller identity", max_length=255, blank=True)
     inv_id = models.CharField("investigation id", max_length=255, blank=True)
     from_number = models.CharField("from", max_length=34, help_text="E.164 number or Messaging Service SID")
@@ -108,7 +112,9 @@ class Delivery(models.Model):
     twilio_sid = models.CharField(max_length=34, blank=True)
     error_code = models.PositiveIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
-    attempt_count = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveIntegerField(
+        "sends to Twilio", default=0, help_text="POSTs made; looks at Twilio after an ambiguous answer are not counted."
+    )
     # Copies of the latest attempt's trigger and outcome, for the admin's filters: joining each
     # delivery to its latest attempt cannot use an index in the list's order, and took 0.3-0.9 s
     # at a million rows. Written only by services.attempts, with the attempt itself.
@@ -140,8 +146,15 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         ordering = ["-created_at"]
         constraints = [
+            # One text per recipient of an alert (its first recipients, then each `next` step), one call
+            # per recipient (a `call` step), one acknowledgement notice per recipient.
             models.UniqueConstraint(
-                fields=["organization", "idempotency_key", "to_number"], name="delivery_once_per_key_and_recipient"
+                fields=["alert", "to_number", "channel"],
+                condition=Q(kind="alert"),
+                name="delivery_once_per_alert_recipient_channel",
+            ),
+            models.UniqueConstraint(
+                fields=["alert", "to_number"], condition=Q(kind="notice"), name="notice_once_per_alert_recipient"
             ),
         ]
         # The admin lists newest first and Django appends the primary key to make that order total

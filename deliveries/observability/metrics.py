@@ -31,6 +31,12 @@ ATTEMPTS = Counter(
     "Finished attempts to hand a delivery to Twilio, by outcome class (accepted, not_processed, permanent, ambiguous).",
     ["outcome"],
 )
+HELD_BACK = Counter(
+    f"{PREFIX}_held_back",
+    "Texts and calls held back instead of sent, by reason (a Delivery.Hold: opted_out, duplicate, recipient_limit, "
+    "org_limit, recipient_calls, org_calls).",
+    ["reason"],
+)
 RETRIES = Counter(f"{PREFIX}_send_retries", "Retries scheduled after Twilio did not process a message.")
 TWILIO_LATENCY = Histogram(
     f"{PREFIX}_twilio_request_seconds",
@@ -61,6 +67,10 @@ def twilio_call(outcome: str, duration_ms: int) -> None:
 
 def attempt_finished(outcome: str) -> None:
     ATTEMPTS.labels(outcome=outcome).inc()
+
+
+def held_back(reason: str) -> None:
+    HELD_BACK.labels(reason=reason).inc()
 
 
 def retry_scheduled() -> None:

@@ -16,15 +16,12 @@ call these (imported from this package) and nothing else writes.
     escalate       ack_within timers and their steps: a call, or the next recipient
     calls          an escalation's call placed at Twilio, or looked up after an ambiguous answer
     codes          acknowledgement codes
-    sql            the send path's statements, written by hand (measured: the ORM's compilation cost more)
 """
 
 from deliveries.services.accept import (
     Accepted,
     CredentialGone,
-    Seen,
     alert_request_reply,
-    alert_request_seen,
     deliveries_accept,
 )
 from deliveries.services.acknowledge import alert_acknowledge
@@ -56,7 +53,6 @@ __all__ = [
     "inbound_message_record",
     "Accepted",
     "CredentialGone",
-    "Seen",
     "recall",
     "remember",
     "CallbackResult",
@@ -65,7 +61,6 @@ __all__ = [
     "SendDecision",
     "SweepReport",
     "alert_request_reply",
-    "alert_request_seen",
     "deliveries_accept",
     "deliveries_sweep",
     "delivery_reconcile",

@@ -5,7 +5,6 @@ escalation: waiting timers are cancelled, and escalation steps not yet claimed a
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 
 from django.conf import settings
@@ -38,9 +37,8 @@ def alert_acknowledge(*, delivery: Delivery, by: str, channel: str) -> bool:
 
 
 def _same_alert(delivery: Delivery) -> dict[str, object]:
-    """Every delivery of the same `run` call shares its organisation and idempotency key; an
-    escalation's call carries the key with a suffix and points at its alert."""
-    return {"organization_id": delivery.organization_id, "idempotency_key": delivery.idempotency_key}
+    """Every delivery of the same alert (`run` call): its texts, calls and next steps."""
+    return {"alert_id": delivery.alert_id} if delivery.alert_id else {"id": delivery.id}
 
 
 def _stop_escalation(delivery: Delivery, now: datetime) -> int:
@@ -76,7 +74,8 @@ def _notices(delivery: Delivery, by: str, now: datetime) -> list[str]:
         notice = Delivery.objects.create(
             organization_id=delivery.organization_id,
             credential_id=other.credential_id,
-            idempotency_key=f"ack-notice:{uuid.uuid4()}",
+            alert_id=delivery.alert_id,
+            idempotency_key=delivery.idempotency_key,
             ident="ext-twilio acknowledgement",
             from_number=other.from_number,
             to_number=other.to_number,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from django.db import connection
+from deliveries.models import Delivery
 
 # No 0/O, 1/I/L: a code read off a lock screen is typed without confusion. All GSM-7: it never
 # changes an alert's encoding. 31^3 = 29,791 codes per recipient.
@@ -13,30 +13,14 @@ ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 LENGTH = 3
 
 
-# The alerts whose codes are taken: a recipient's unacknowledged ones (`to_number` follows, as `= %s`
-# or `IN (…)`). Hand-written SQL (plain on SQLite and PostgreSQL): every alert text of a `run` call
-# makes this read, and the ORM spent more CPU compiling it than the database spent answering it.
-# `d`: the deliveries table's name in the query (with its dot); `organization`: a parameter (%s) or the
-# organisation's id column of the enclosing query.
-OUTSTANDING = (
-    "{d}organization_id = {organization} AND {d}acknowledged_at IS NULL AND {d}ack_code <> '' AND {d}to_number"
-)
-
-
-def ack_code_new(
-    *, organization_id: int, recipient: str, taken: set[str] | None = None, outstanding: set[str] | None = None
-) -> str:
-    """A code no unacknowledged alert of this recipient (in this organisation) holds, nor any of `taken`.
-    `outstanding`: the codes of those alerts when the caller has read them already (the intake reads
-    every recipient's at once, with its other reads: services.accept)."""
-    if outstanding is None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT ack_code FROM deliveries_delivery WHERE {OUTSTANDING.format(d='', organization='%s')} = %s",
-                [organization_id, recipient],
-            )
-            outstanding = {code for (code,) in cursor.fetchall()}
-    used = outstanding | (taken or set())
+def ack_code_new(*, organization_id: int, recipient: str, taken: set[str] | None = None) -> str:
+    """A code no unacknowledged alert of this recipient (in this organisation) holds, nor any of `taken`."""
+    outstanding = (
+        Delivery.objects.filter(organization_id=organization_id, to_number=recipient, acknowledged_at__isnull=True)
+        .exclude(ack_code="")
+        .values_list("ack_code", flat=True)
+    )
+    used = set(outstanding) | (taken or set())
     while True:
         code = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
         if code not in used:

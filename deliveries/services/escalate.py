@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
-from deliveries.services import queue, sql
+from deliveries.services import queue
 from deliveries.services.codes import ack_code_new
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,12 @@ class AckPlan:
         return list(recipients), []
 
 
-def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str, outstanding: set[str]) -> dict[str, object]:
-    """The acknowledgement columns of a new alert text; `outstanding`: the codes the recipient's
-    unacknowledged alerts hold (codes.ack_code_new)."""
+def ack_fields(plan: AckPlan | None, *, organization_id: int, to: str) -> dict[str, object]:
+    """The acknowledgement columns of a new alert text."""
     if plan is None or not plan.codes:
         return {"notify_on_ack": bool(plan and plan.notify_others)}
     return {
-        "ack_code": ack_code_new(organization_id=organization_id, recipient=to, outstanding=outstanding),
+        "ack_code": ack_code_new(organization_id=organization_id, recipient=to),
         "notify_on_ack": plan.notify_others,
     }
 
@@ -101,9 +100,10 @@ def escalation_fire(*, timer_id: str) -> str:
         if timer.due_at > now + timedelta(seconds=1):
             return "early"  # a redelivered task ahead of time; its own countdown task comes later
         alert = Delivery.objects.select_related("organization").get(id=timer.alert_id)
-        acknowledged = Delivery.objects.filter(
-            organization_id=alert.organization_id, idempotency_key=alert.idempotency_key, acknowledged_at__isnull=False
-        ).exists()
+        acknowledged = (
+            alert.alert_id is not None
+            and Delivery.objects.filter(alert_id=alert.alert_id, acknowledged_at__isnull=False).exists()
+        ) or alert.acknowledged_at is not None
         if acknowledged:
             timer.state, timer.fired_at = State.CANCELLED, now
             timer.save(update_fields=["state", "fired_at"])
@@ -126,6 +126,8 @@ def _step(alert: Delivery, now: datetime, **fields: object) -> Delivery | None:
         with transaction.atomic():  # a savepoint: the unique key refuses a second step
             return Delivery.objects.create(
                 organization_id=alert.organization_id,
+                alert_id=alert.alert_id,
+                idempotency_key=alert.idempotency_key,
                 credential_id=alert.credential_id,  # the alert's own account, like everything it causes
                 ident=alert.ident,
                 inv_id=alert.inv_id,
@@ -147,7 +149,6 @@ def _call(alert: Delivery, now: datetime) -> tuple[Delivery | None, list[str]]:
     call = _step(
         alert,
         now,
-        idempotency_key=f"{alert.idempotency_key[:240]}:call",
         to_number=alert.to_number,
         channel=Delivery.Channel.VOICE,
         encoding=Delivery.Encoding.GSM7,
@@ -164,7 +165,6 @@ def _next(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery |
     text = _step(
         alert,
         now,
-        idempotency_key=alert.idempotency_key,
         to_number=to,
         encoding=alert.encoding,
         segments=alert.segments,
@@ -187,7 +187,7 @@ def timers_sweep(*, now: datetime) -> int:
     overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
     ids = [
         str(i)
-        for i in Escalation.objects.filter(state=sql.written(State.WAITING), due_at__lt=overdue)
+        for i in Escalation.objects.filter(state=State.WAITING, due_at__lt=overdue)
         .order_by("due_at")
         .values_list("id", flat=True)[:BATCH]
     ]

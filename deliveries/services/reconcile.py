@@ -16,7 +16,7 @@ from deliveries.models import Attempt, Delivery
 from deliveries.observability import metrics
 from deliveries.services import calls
 from deliveries.services.attempts import attempt_finish, attempt_open
-from deliveries.services.send import SendDecision, claim, may_retry, post, posts_made, record_result, retry_delay
+from deliveries.services.send import SendDecision, claim, may_retry, post, record_result, retry_delay
 from deliveries.twilio import client as twilio
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
 def _look_up(delivery: Delivery) -> twilio.LookupResult:
     credential = delivery.credential
     if credential is None or not credential.usable:
-        return twilio.LookupResult(Found.FAILED, 0, twilio_message="No Twilio credential is stored.")
+        return twilio.LookupResult(Found.FAILED, 0, twilio_message="No usable Twilio credential to look with.")
     since = (
         delivery.attempts.filter(outcome=Attempt.Outcome.AMBIGUOUS)
         .order_by("-number")
@@ -116,7 +116,7 @@ def _decide(
             # An escalation step is one call: never a second one after an ambiguous answer.
             else "a call is never placed twice for one escalation step"
             if voice
-            else f"gave up after {posts_made(delivery)} attempts to send it"
+            else f"gave up after {delivery.attempt_count} attempts to send it"
         )
         return SendDecision(status=Status.FAILED), {
             "status": Status.FAILED,

@@ -1,27 +1,26 @@
 """Sending: claim a pending delivery, POST it to Twilio, record what Twilio said.
 
-Rules kept here: a delivery is claimed with a conditional update before its POST, so two workers
-can never both send it; no network call inside a transaction; the attempt row exists before the
-POST, and its result and the delivery's new status are written together (one statement or one transaction).
+Rules kept here: a delivery is claimed under its row lock before its POST, so two workers can never
+both send it; no network call inside a transaction; the attempt row exists before the POST, and its
+result and the delivery's new status are written together, in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import logcontext, metrics
-from deliveries.services import attempts, calls, flood, queue, sql
+from deliveries.services import calls, flood, queue
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -30,6 +29,10 @@ from deliveries.twilio.errors import BAD_CREDENTIALS_CODE, OPTED_OUT_CODE, Outco
 
 logger = logging.getLogger(__name__)
 Status = Delivery.Status
+NO_CREDENTIAL = (
+    "No usable Twilio credential for this delivery: its token was erased when the organisation "
+    "unsubscribed, or Twilio refused it (20003). The next run call reads the secret again."
+)
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,16 @@ def claim(
 ) -> tuple[Delivery, Attempt] | SendDecision:
     """Move the delivery from `from_status` to `sending` and open an Attempt, or say why not.
 
-    The organisation's row is locked first, with the delivery's: that serialises the flood-control and
-    concurrency decisions for one organisation across every worker, while the POST itself happens after
-    commit. The credential is read after every lock, with flood control's counts (or alone, to reconcile).
-    On PostgreSQL a send or a retry is first tried in one round trip (_claim_at_once)."""
+    The delivery's and its organisation's rows are locked together: that serialises the limits'
+    counts for one organisation across every worker, while the POST itself happens after commit. A row
+    this statement waited for is read as the holder left it, so a claim that waited sees the delivery
+    another claim just took. NO KEY: it excludes every other claim, but not the foreign-key checks of
+    rows that refer to these (an intake's new deliveries of the organisation, a status event). SQLite
+    has no row locks: its write transactions (BEGIN IMMEDIATE) already run one at a time. The
+    credential is read after the locks, when first used, so a token erased meanwhile is never used."""
     now = timezone.now()
-    if trigger in _AT_ONCE and from_status == Status.PENDING and connection.vendor == "postgresql":
-        claimed = _claim_at_once(delivery_id, trigger, now)
-        if claimed is not None:
-            return claimed
     with transaction.atomic():
-        delivery = sql.delivery_for_claim(delivery_id)
+        delivery = delivery_locked(delivery_id)
         if delivery is None:
             return SendDecision(status="missing")
         logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
@@ -83,53 +85,23 @@ def claim(
             # An operator's resend, whichever task carries it (its own, or the sweeper's).
             trigger, triggered_by_id, reason = Attempt.Trigger.RESEND, delivery.resend_by_id, delivery.resend_reason
         if trigger != Attempt.Trigger.RECONCILE:
-            held = _held_back(delivery, trigger, now)  # reads the credential too
+            held = _held_back(delivery, trigger, now)
             if held:
                 return held
-        else:
-            sql.credential_read(delivery)
         attempt = attempt_open(
             delivery=delivery, trigger=trigger, now=now, triggered_by_id=triggered_by_id, reason=reason
         )
     return delivery, attempt
 
 
-_AT_ONCE = (Attempt.Trigger.AUTOMATIC, Attempt.Trigger.RETRY)
-
-
-def _claim_at_once(delivery_id: str, trigger: str, now: datetime) -> tuple[Delivery, Attempt] | SendDecision | None:
-    """The claim of a send or a retry in one round trip (sql.at_once): the same locks, then one statement
-    that reads the counts and the credential and claims the delivery if flood control sends it now
-    (flood.sends_at_once, the SQL twin of flood.decide). `None` where the usual claim must decide (a
-    hold to write, an operator's resend waiting, a summary): it locks and reads again."""
-    capped = bool(settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT)
-    condition = flood.sends_at_once(capped=capped)
-    deciding, deciding_params = attempts.opening_clauses(delivery_id, trigger, now, condition)
-    reading, _ = sql.credential_joined(
-        "(SELECT counts.*, (SELECT id FROM opened) AS attempt_id FROM counts) k", "(SELECT credential_id FROM me)", []
+def delivery_locked(delivery_id: str) -> Delivery | None:
+    """The delivery with its organisation, both rows locked (claim says why), in a transaction."""
+    return (
+        Delivery.objects.select_related("organization")
+        .select_for_update(no_key=True, of=("self", "organization"))
+        .filter(id=delivery_id)
+        .first()
     )
-    credential_of = f"(SELECT credential_id FROM {sql.DELIVERY} WHERE id = %s)"
-    locked, *_, counted = sql.at_once(
-        sql.delivery_locking(delivery_id),
-        *([(flood.account_lock(credential_of), [sql.key(delivery_id)])] if capped else []),
-        (
-            f"WITH {flood.counts_clauses(capped=capped, held=True)}, {deciding} {reading}",
-            [*flood.counts_params(delivery_id, now), *deciding_params],
-        ),
-    )
-    if not locked:
-        return SendDecision(status="missing")
-    delivery = sql.delivery_read(locked[0])
-    logcontext.bind(oid=delivery.organization.oid, idempotency_key=delivery.idempotency_key)  # for log lines
-    *counts, attempt_id = sql.credential_set(delivery, counted[0])
-    if attempt_id is not None:
-        return delivery, attempts.attempt_opened(delivery, attempt_id, trigger, now, None, "")
-    if delivery.status != Status.PENDING:
-        return _not_now(delivery, Status.PENDING)
-    hold, _, busy = flood.decide(delivery, trigger, flood.Counts.of(counts), capped=capped)
-    if busy and not hold and not delivery.resend_by_id:
-        return _account_busy()
-    return None
 
 
 def _not_now(delivery: Delivery, from_status: str) -> SendDecision:
@@ -138,34 +110,32 @@ def _not_now(delivery: Delivery, from_status: str) -> SendDecision:
     return SendDecision(status=delivery.status)
 
 
-def _account_busy() -> SendDecision:
-    # Stays pending; the task comes back shortly (the sweeper would too, past due_at).
-    return SendDecision(status=Status.PENDING, retry_in=random.uniform(0.5, 1.5))
-
-
 def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision | None:
-    """Flood control, opt-outs and the per-account cap, decided under the organisation's lock."""
-    hold, why, account_busy = flood.hold_for(delivery, trigger, now)
-    if hold:
+    """The limits and opt-outs (flood.hold_for), decided under the organisation's lock."""
+    decision = flood.hold_for(delivery, trigger, now)
+    if decision.hold:
         Delivery.objects.filter(id=delivery.id).update(
-            status=Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, due_at=None, updated_at=now
+            status=Status.SUPPRESSED,
+            hold=decision.hold,
+            status_reason=decision.reason,
+            settled_at=now,
+            due_at=None,
+            updated_at=now,
         )
-        logger.info("delivery %s held back: %s", delivery.id, why)
+        metrics.held_back(decision.hold)
+        logger.info("delivery %s held back: %s", delivery.id, decision.reason)
         return SendDecision(status=Status.SUPPRESSED)
-    if account_busy:
-        return _account_busy()
+    if decision.busy:
+        # Stays pending; the task comes back shortly (the sweeper would too, past due_at).
+        return SendDecision(status=Status.PENDING, retry_in=random.uniform(0.5, 1.5))
     return None
 
 
 def post(delivery: Delivery) -> twilio.SendResult:
     credential = delivery.credential
     if credential is None or not credential.usable:
-        return twilio.SendResult(
-            outcome=Outcome.PERMANENT,
-            duration_ms=0,
-            twilio_message="No Twilio credential is stored for this delivery (its organisation unsubscribed).",
-        )
-    if delivery.channel == Delivery.Channel.VOICE:  # issue 11: an escalation's call
+        return twilio.SendResult(outcome=Outcome.PERMANENT, duration_ms=0, twilio_message=NO_CREDENTIAL)
+    if delivery.channel == Delivery.Channel.VOICE:  # an escalation's call
         result = calls.call_post(delivery)
         metrics.twilio_call(result.outcome.value, result.duration_ms)
         return result
@@ -174,7 +144,7 @@ def post(delivery: Delivery) -> twilio.SendResult:
         auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        body=delivery.text_sent,  # issue 11: with the acknowledgement instruction
+        body=delivery.text_sent,  # with the acknowledgement instruction
         validity_period=settings.TWILIO_VALIDITY_PERIOD,
         status_callback=status_callback_url(delivery),
     )
@@ -193,11 +163,7 @@ def status_callback_url(delivery: Delivery) -> str:
 def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResult) -> SendDecision:
     now = timezone.now()
     decision, fields = _decide(delivery, result, now)
-    # attempt_finish is atomic by itself: one statement on PostgreSQL. A transaction around it only where
-    # an opt-out or a refused credential is written with it, since BEGIN and COMMIT are two more round
-    # trips (sql.together says what they cost).
-    side_effect = result.twilio_code in (OPTED_OUT_CODE, BAD_CREDENTIALS_CODE)
-    with transaction.atomic() if side_effect else nullcontext():
+    with transaction.atomic():
         attempt_finish(
             attempt=attempt,
             now=now,
@@ -244,19 +210,14 @@ def _decide(delivery: Delivery, result: twilio.SendResult, now: datetime) -> tup
         return SendDecision(status=Status.AMBIGUOUS, reconcile_in=grace), fields
     message = result.twilio_message
     if result.outcome == Outcome.NOT_PROCESSED:
-        message = f"Gave up after {posts_made(delivery)} attempts: {message}"
+        message = f"Gave up after {delivery.attempt_count} attempts: {message}"
     fields.update(status=Status.FAILED, settled_at=now, error_message=message[:1000])
     return SendDecision(status=Status.FAILED), fields
 
 
 def may_retry(delivery: Delivery, now: datetime) -> bool:
     deadline = delivery.created_at + timedelta(seconds=settings.SEND_DEADLINE_SECONDS)
-    return posts_made(delivery) < settings.SEND_MAX_ATTEMPTS and now < deadline
-
-
-def posts_made(delivery: Delivery) -> int:
-    """Tries to send; looking a message up (reconcile) is not one."""
-    return delivery.attempts.exclude(trigger=Attempt.Trigger.RECONCILE).count()
+    return delivery.attempt_count < settings.SEND_MAX_ATTEMPTS and now < deadline
 
 
 def retry_delay(attempts_made: int) -> float:

@@ -11,7 +11,6 @@ unrelated write never postpones a sweep, and it updates what it swept in one sta
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,8 +19,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery
-from deliveries.services import escalate, queue, sql
+from deliveries.models import Attempt, Credential, Delivery
+from deliveries.services import escalate, queue
 from deliveries.services.attempts import attempts_abandon
 from deliveries.sms import prepare_body
 
@@ -44,7 +43,7 @@ def deliveries_sweep() -> SweepReport:
     lost = _lost_claims_to_ambiguous(now)
     reconciles = _enqueue_due(Status.AMBIGUOUS, overdue, now, queue.reconcile, first=lost)
     requeued = _enqueue_due(Status.PENDING, overdue, now, queue.send)
-    escalate.timers_sweep(now=now)  # issue 11: escalation timers whose task was lost
+    escalate.timers_sweep(now=now)  # escalation timers whose task was lost
     report = SweepReport(requeued, len(lost), reconciles, flood_summaries_send(now=now))
     if report != SweepReport():
         logger.info("sweep: %s", report)
@@ -108,13 +107,9 @@ def flood_summaries_send(*, now: datetime) -> int:
 
 def _unsummarised() -> models.QuerySet[Delivery]:
     """The alerts held back by flood control that no summary has told the recipient about yet: the rows
-    of the partial index `delivery_unsummarised`. Its status and holds are written into the statement
-    (`sql.written`): with them as parameters, PostgreSQL's generic plan cannot tell that the partial index
-    covers them, and read every delivery (3,000 rows for none waiting, in the test)."""
+    of the partial index `delivery_unsummarised`."""
     return Delivery.objects.filter(
-        status=sql.written(Status.SUPPRESSED),
-        hold__in=[sql.written(hold) for hold in sorted(Delivery.FLOOD_HOLDS)],
-        summary__isnull=True,
+        status=Status.SUPPRESSED, hold__in=sorted(Delivery.FLOOD_HOLDS), summary__isnull=True
     )
 
 
@@ -130,6 +125,10 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
         if not rows:
             return None
         ids = [i for i, _ in rows]
+        # Sent through the account the latest held-back alert would have used, of those still usable
+        # (never one Twilio refused); with none, the summary fails and says why.
+        usable = set(Credential.objects.usable().filter(id__in={c for _, c in rows}).values_list("id", flat=True))
+        credential_id = next((c for _, c in reversed(rows) if c in usable), None)
         prepared = prepare_body(
             f"ext-twilio: {len(ids)} further alert{'s were' if len(ids) != 1 else ' was'} held back by flood "
             "control; see the audit desk.",
@@ -137,8 +136,7 @@ def _summarise(*, organization_id: int, sender: str, recipient: str, now: dateti
         )
         summary = Delivery.objects.create(
             organization_id=organization_id,
-            credential_id=rows[-1][1],  # sent through the account the latest held-back alert would have used
-            idempotency_key=f"summary:{uuid.uuid4()}",
+            credential_id=credential_id,
             ident="ext-twilio flood control",
             from_number=sender,
             to_number=recipient,

@@ -1,4 +1,4 @@
-"""Metrics of issue 11: acknowledgements by channel, time to acknowledge, escalations by kind."""
+"""Metrics of acknowledgement: acknowledgements by channel, time to acknowledge, escalations by kind."""
 
 from __future__ import annotations
 

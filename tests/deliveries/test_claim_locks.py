@@ -1,5 +1,5 @@
 """A claim locks its organisation's row and its delivery's in one statement, then reads the rest
-(the credential, flood control's counts) in the next (on PostgreSQL a send sends both in one message). These tests hold the organisation's lock in
+(the credential, the limits' counts) after it. These tests hold the organisation's lock in
 another transaction while a claim starts, then change what the claim will read, and check that the
 claim acts on what was committed while it waited, not on what it would have seen before. PostgreSQL
 only: SQLite has no row locks (its write transactions run one at a time)."""
@@ -10,16 +10,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries import services
 from deliveries.models import Delivery, Organization
-from deliveries.services import flood, sql
+from deliveries.services import flood
 from deliveries.services.credentials import credentials_erase
+from deliveries.services.send import delivery_locked
 from tests.conftest import Tenant, make_delivery
 from tests.fakes.twilio import FakeTwilio
 
@@ -70,7 +69,7 @@ def test_a_claim_that_waited_for_an_unsubscribe_does_not_send_with_the_erased_to
 
     delivery.refresh_from_db()
     assert decision.status == "failed" and delivery.status == "failed"
-    assert "No Twilio credential" in delivery.error_message
+    assert "No usable Twilio credential" in delivery.error_message
     assert fake_twilio.posts() == []
 
 
@@ -109,54 +108,6 @@ def test_a_claim_that_waited_for_another_claim_of_its_organisation_counts_it_for
     assert fake_twilio.posts() == []
 
 
-def _counting_messages(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many statements each message of sql.at_once carried, from now on."""
-    sent_together: list[int] = []
-    at_once = sql.at_once
-
-    def spy(*statements: sql.Statement) -> Any:
-        sent_together.append(len(statements))
-        return at_once(*statements)
-
-    monkeypatch.setattr(sql, "at_once", spy)
-    return sent_together
-
-
-def test_a_send_claims_in_one_message_its_locks_then_one_statement_that_counts_and_claims(
-    tenant: Tenant, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    delivery = make_delivery(tenant)
-    sent_together = _counting_messages(monkeypatch)
-    with CaptureQueriesContext(connection) as queries:
-        decision = services.delivery_send(delivery_id=str(delivery.id))
-
-    # The organisation's and delivery's lock, the account's lock, then the counts, credential and claim;
-    # after the POST, the result. No BEGIN, no COMMIT, nothing read again.
-    assert sent_together == [3]
-    assert len(queries.captured_queries) == 4 and "FOR NO KEY UPDATE OF o, d" in queries.captured_queries[0]["sql"]
-    assert decision.status == "queued" and len(fake_twilio.posts()) == 1
-    stored = Delivery.objects.get(id=delivery.id)
-    assert (stored.status, stored.attempt_count, stored.last_trigger) == ("queued", 1, "automatic")
-    assert list(stored.attempts.values_list("number", "trigger", "outcome")) == [(1, "automatic", "accepted")]
-
-
-def test_with_parameters_bound_on_the_client_a_send_claims_in_one_message_too(
-    tenant: Tenant, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """DB_PREPARED_STATEMENTS=0 (a pooler that cannot carry prepared statements): Django's cursors bind on
-    the client, and the claim's statements go as one simple-protocol message, run the same way."""
-    first, second = make_delivery(tenant, body="disk full"), make_delivery(tenant, body="disk full")
-    connection.ensure_connection()
-    monkeypatch.setattr(connection.connection, "cursor_factory", psycopg.ClientCursor)
-    sent_together = _counting_messages(monkeypatch)
-
-    decisions = [services.delivery_send(delivery_id=str(d.id)).status for d in (first, second)]
-
-    assert decisions == ["queued", "suppressed"] and sent_together == [3, 3]  # the second, a duplicate, held back
-    assert len(fake_twilio.posts()) == 1
-    assert Delivery.objects.get(id=second.id).hold == "duplicate"
-
-
 def test_a_claim_in_progress_does_not_hold_up_the_intakes_new_deliveries_of_its_organisation(
     tenant: Tenant,
 ) -> None:
@@ -168,7 +119,7 @@ def test_a_claim_in_progress_does_not_hold_up_the_intakes_new_deliveries_of_its_
     def worker_claiming() -> None:
         try:
             with transaction.atomic():
-                delivery = sql.delivery_for_claim(claiming.id)
+                delivery = delivery_locked(str(claiming.id))
                 assert delivery is not None
                 flood.hold_for(delivery, "automatic", timezone.now())  # the account's lock too
                 locked.set()

@@ -98,7 +98,7 @@ def test_a_resend_of_an_id_that_is_not_a_uuid_is_refused_not_a_500(method: str) 
     assert response["Location"] == reverse("admin:deliveries_delivery_changelist")
 
 
-# --- the lockout behind a proxy (issue 10, item 3) --------------------------------------------------
+# --- the lockout behind a proxy --------------------------------------------------
 
 
 def _login_through(proxy_port: int, source: str, username: str, password: str, forwarded_for: str = "") -> int:

@@ -191,22 +191,6 @@ def test_an_operators_resend_is_never_held_back_but_waits_its_turn_at_a_busy_acc
     assert [p["To"] for p in fake_twilio.posts()] == [tenant.recipient] * 2
 
 
-def test_a_claim_reads_the_opt_out_the_flood_counts_and_the_accounts_requests_in_flight_at_once(
-    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
-) -> None:
-    from django.test.utils import CaptureQueriesContext
-
-    settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT = 5
-    delivery = make_delivery(tenant)
-    with CaptureQueriesContext(connection) as claiming:
-        services.delivery_send(delivery_id=str(delivery.id))
-
-    counting = [q["sql"] for q in claiming.captured_queries if "COUNT(" in q["sql"]]
-    assert len(counting) == 1
-    assert "deliveries_optout" in counting[0] and "FILTER" in counting[0] and "account_sid" in counting[0]
-    assert Delivery.objects.get(id=delivery.id).status == "queued" and len(fake_twilio.posts()) == 1
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
     tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
@@ -222,7 +206,7 @@ def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
     def org_a_claiming() -> None:
         with transaction.atomic():
             claiming = Delivery.objects.select_related("credential").get(id=a.id)
-            assert flood.hold_for(claiming, Attempt.Trigger.AUTOMATIC, timezone.now()) == ("", "", False)
+            assert flood.hold_for(claiming, Attempt.Trigger.AUTOMATIC, timezone.now()) == flood.Decision()
             Delivery.objects.filter(id=a.id).update(status="sending")
             locked.set()
             done.wait(0.5)  # B tries meanwhile
@@ -239,42 +223,51 @@ def test_the_account_cap_holds_across_organisations_that_share_a_twilio_account(
     assert decision.retry_in is not None and b.status == "pending" and fake_twilio.posts() == []
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [
-        {"FLOOD_DUPLICATE_SECONDS": 300, "FLOOD_RECIPIENT_LIMIT": 3, "FLOOD_ORG_LIMIT": 5, "cap": 2},
-        {"FLOOD_DUPLICATE_SECONDS": 0, "FLOOD_RECIPIENT_LIMIT": 0, "FLOOD_ORG_LIMIT": 0, "cap": 0},
-        {"FLOOD_DUPLICATE_SECONDS": 0, "FLOOD_RECIPIENT_LIMIT": 1, "FLOOD_ORG_LIMIT": 0, "cap": 1},
-    ],
-)
-def test_the_claims_condition_in_sql_sends_exactly_when_the_rules_send_at_every_limit(
-    tenant: Tenant, settings: Any, limits: dict[str, int]
+def test_texts_twilio_refused_spend_no_budget(tenant: Tenant, fake_twilio: FakeTwilio, settings: Any) -> None:
+    """A broken rule (a bogus credential: 20003) or an invalid number must not silence a person."""
+    settings.FLOOD_RECIPIENT_LIMIT, settings.FLOOD_ORG_LIMIT = 2, 3
+    for _ in range(5):
+        fake_twilio.plan("error", status=400, code=21211, message="Invalid 'To' Phone Number")
+    refused = [_send(make_delivery(tenant, body=f"refused {n}")).status for n in range(5)]
+
+    assert refused == ["failed"] * 5
+    assert _send(make_delivery(tenant, body="the real alert")).status == "queued"
+    assert len(fake_twilio.posts()) == 6
+
+
+def test_calls_have_their_own_limits_per_recipient_and_per_organisation(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
 ) -> None:
-    """flood.sends_at_once (the claim that decides in its own statement, on PostgreSQL) and flood.decide
-    (every other claim) must agree, or an alert would be held that the rules send, or the reverse."""
-    cap = limits.pop("cap")
-    for name, value in limits.items():
-        setattr(settings, name, value)
-    settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT = cap
-    delivery = make_delivery(tenant)
-    grid = [
-        flood.Counts(opted_out, duplicates, to_recipient, from_org, in_flight)
-        for opted_out in (False, True)
-        for duplicates in (0, 1)
-        for to_recipient in (0, 1, 2, 3, 4)
-        for from_org in (0, 4, 5, 6)
-        for in_flight in (0, 1, 2, 3)
-    ]
-    for capped in (False, True) if cap else (False,):  # no cap, nothing is counted in flight
-        condition, params = flood.sends_at_once(capped=capped)
-        for counts in grid:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "WITH counts AS (SELECT %s AS opted_out, %s AS duplicates, %s AS to_recipient, %s AS from_org,"
-                    f" %s AS in_flight) SELECT CASE WHEN {condition} THEN 1 ELSE 0 END",
-                    [counts.opted_out, counts.duplicates, counts.to_recipient, counts.from_org, counts.in_flight]
-                    + params,
-                )
-                in_sql = cursor.fetchone()[0] == 1
-            by_rules = flood.decide(delivery, Attempt.Trigger.AUTOMATIC, counts, capped=capped) == ("", "", False)
-            assert in_sql == by_rules, (counts, capped, limits, cap)
+    settings.CALL_RECIPIENT_LIMIT_15_MINUTES, settings.CALL_ORG_LIMIT_HOUR = 3, 5
+    settings.FLOOD_RECIPIENT_LIMIT = 1  # texts' limit: calls are not counted against it, nor it against calls
+    settings.FLOOD_DUPLICATE_SECONDS = 0
+
+    def call(to: str, n: int) -> Delivery:
+        alert = make_delivery(tenant, to_number=to, body=f"alert {to} {n}", status="delivered", sent_at=timezone.now())
+        return _send(
+            make_delivery(tenant, to_number=to, body=alert.body, channel="voice", escalates=alert, alert=alert.alert)
+        )
+
+    first = [call(tenant.recipient, n) for n in range(4)]
+    others = [call(f"+1500555001{n}", n) for n in range(3)]
+
+    assert [c.status for c in first] == ["queued"] * 3 + ["suppressed"]
+    assert (
+        first[3].hold == "recipient_calls" and first[3].status_reason == "3 calls to this recipient within 15 minutes."
+    )
+    assert [c.status for c in others] == ["queued", "queued", "suppressed"]
+    assert others[2].hold == "org_calls"
+    assert len(fake_twilio.call_posts()) == 5
+
+
+def test_an_escalation_step_is_never_held_back_by_the_recipients_limit_on_texts(
+    tenant: Tenant, fake_twilio: FakeTwilio, settings: Any
+) -> None:
+    settings.FLOOD_RECIPIENT_LIMIT = 1
+    first = _send(make_delivery(tenant, body="first alert to them"))
+    alert = make_delivery(tenant, body="walks the list", to_number="+15005550009", status="delivered")
+    step = _send(make_delivery(tenant, body="walks the list", escalates=alert, alert=alert.alert))
+    ordinary = _send(make_delivery(tenant, body="an ordinary alert"))
+
+    assert (first.status, step.status) == ("queued", "queued")
+    assert (ordinary.status, ordinary.hold) == ("suppressed", "recipient_limit")

@@ -87,7 +87,7 @@ def test_a_replayed_key_gets_the_first_reply_without_parsing_its_numbers_again(
     again = intake.run(tenant, key="once", to="+15005550001,+15005550002")
 
     assert again.json() == first.json() and again.status_code == 200
-    # A call is validated before its one read (issue 9): a replay's numbers are the first call's, remembered.
+    # A call is validated before its one read: a replay's numbers are the first call's, remembered.
     assert parsed == []
     assert len(fake_twilio.posts()) == 2
 
