@@ -1,13 +1,14 @@
-# `make run` and `make test` are the two commands of the README. Both set up .venv first: `make run`
-# installs requirements.txt (what the service runs with), `make test` requirements-dev.txt (that plus
-# the test, type and lint tools). Each stamp file in .venv is redone whenever its requirements change.
+# `make run` and `make test` are the two commands of the README, and `make demo` a first look. They set
+# up .venv first: `make run` and `make demo` install requirements.txt (what the service runs with),
+# `make test` requirements-dev.txt (that plus the test, type and lint tools). Each stamp file in .venv
+# is redone whenever its requirements change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export PORT ?= 8000
 
-.PHONY: run test lint chaos fuzz bench bench-admin install install-dev clean
+.PHONY: run demo test lint chaos fuzz bench bench-admin install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,12 @@ run: install .env
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	bin/run
 
+# The service as `make run` starts it, beside stand-ins for LimaCharlie and Twilio on 127.0.0.1, playing
+# a short story through the real endpoints (bin/demo): no account, no network. Its own folder, var/demo
+# (DEMO_VAR_DIR), emptied at each start; port 8100 (DEMO_PORT). Ctrl-C stops everything it started.
+demo: install
+	$(PY) bin/demo
+
 # The browser tests drive Debian's /usr/bin/chromium: bin/ensure-chromium installs it when it can
 # (root with apt-get), or says the one command to run.
 test: install-dev lint
@@ -54,7 +61,7 @@ chaos: install-dev
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ext_twilio} CHAOS_REQUESTS=$${CHAOS_REQUESTS:-10000} \
 		$(PY) -m pytest -s --timeout=3600 tests/chaos/test_chaos.py -k load
 
-# The adversarial suite at full size (README "Security"): 10,000 examples per intake fuzz test (each a
+# The adversarial suite at full size (docs/security.md): 10,000 examples per intake fuzz test (each a
 # signed envelope: generated, mutated from a real one, raw bytes, broken gzip) and 500 Schemathesis
 # calls per operation and mode of the OpenAPI document. `make test` runs the same tests, shorter.
 # About 6 minutes on 2 cores; Hypothesis' statistics at the end show the examples each test ran.

@@ -1,4 +1,5 @@
-"""Organisations as LimaCharlie tells us about them: subscription events and error reports."""
+"""Organisations as LimaCharlie tells us about them: subscription events and error reports; and, at an
+operator's request, everything stored about one organisation erased."""
 
 from __future__ import annotations
 
@@ -7,7 +8,19 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries.models import ErrorReport, HandledCall, Organization
+from deliveries.models import (
+    AlertRequest,
+    Attempt,
+    Credential,
+    Delivery,
+    ErrorReport,
+    Escalation,
+    HandledCall,
+    InboundMessage,
+    OptOut,
+    Organization,
+    StatusEvent,
+)
 from deliveries.services.credentials import credentials_erase, forget
 
 logger = logging.getLogger(__name__)
@@ -60,3 +73,34 @@ def error_report_record(*, oid: str, error: str, idempotency_key: str = "") -> E
         report = ErrorReport.objects.create(oid=oid[:64], error=error)
     logger.warning("LimaCharlie error report for org %s: %s", oid or "-", error[:2000])
     return report
+
+
+def organization_erase(*, oid: str, confirm: bool) -> dict[str, int] | None:
+    """Everything stored about one organisation, by kind: counted, and deleted when `confirm`d, in one
+    transaction (None: no such organisation). Every relation between these rows is PROTECT, so that no
+    part of the audit trail can go by accident: they are deleted here children first."""
+    org = Organization.objects.filter(oid=oid).first()
+    if org is None:
+        return None
+    deliveries = Delivery.objects.filter(organization=org)
+    kinds = [
+        ("opt-outs", OptOut.objects.filter(organization=org)),
+        ("escalation timers", Escalation.objects.filter(alert__organization=org)),
+        ("inbound messages", InboundMessage.objects.filter(organization=org)),
+        ("status events", StatusEvent.objects.filter(delivery__organization=org)),
+        ("attempts", Attempt.objects.filter(delivery__organization=org)),
+        ("deliveries", deliveries),
+        ("alert requests", AlertRequest.objects.filter(organization=org)),
+        ("credentials", Credential.objects.filter(organization=org)),
+        ("handled events", HandledCall.objects.filter(oid=oid)),
+        ("error reports", ErrorReport.objects.filter(oid=oid)),
+        ("organisation", Organization.objects.filter(id=org.id)),
+    ]
+    if not confirm:
+        return {name: rows.count() for name, rows in kinds}
+    with transaction.atomic():
+        deliveries.update(summary=None, escalates=None)  # deliveries of one organisation point at each other
+        counts = {name: rows.delete()[0] for name, rows in kinds}
+    forget(oid=oid)
+    logger.warning("erased organisation %s: %s", oid, ", ".join(f"{n} {name}" for name, n in counts.items()))
+    return counts

@@ -31,7 +31,15 @@ class Command(BaseCommand):
         parser.add_argument("--body", required=True)
         parser.add_argument("--oid", default=str(uuid.UUID(int=0)), help="LimaCharlie org id")
         parser.add_argument("--jwt", default="", help="org JWT the service uses to read the Hive secret")
-        parser.add_argument("--secret", default="", help="secret reference (name or hive://secret/NAME)")
+        parser.add_argument(
+            "--secret",
+            default="",
+            help=(
+                "the rule's `secret`: a secret name in the organisation's Secrets Manager (e.g. twilio-eu), "
+                "hive://secret/NAME, or the credential itself as ACCOUNT_SID/AUTH_TOKEN (used for this call only, "
+                "never kept; it stays in your shell history). Default: the secret named twilio"
+            ),
+        )
         parser.add_argument("--idempotency-key", default="", help="defaults to a new random key")
         parser.add_argument("--shared-secret-env", default="LC_SHARED_SECRET", help="variable holding the secret")
         parser.add_argument("--timeout", type=float, default=30.0)
