@@ -16,7 +16,7 @@ from rest_framework.utils.serializer_helpers import BindingDict
 
 from deliveries import services as delivery_services
 from deliveries.sms import InvalidNumber, ack_instruction, normalize_sender, parse_recipients, prepare_body
-from extension import credentials
+from extension import adapter, credentials
 from extension.envelope import EnvelopeError, reply
 from extension.schema import (
     ACK_WITHIN_MAX_MINUTES,
@@ -226,7 +226,8 @@ def event(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     name = block.get("event_name")
     if name not in ("subscribe", "unsubscribe", "update"):
         raise EnvelopeError("event.event_name must be subscribe, unsubscribe or update")
-    delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key)
+    if delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key):
+        adapter.sync(event_name=name, oid=org["oid"], jwt=org["jwt"])
     return 200, reply()
 
 

@@ -30,6 +30,7 @@ _local = threading.local()
 SEND_TASK = "deliveries.send_delivery"
 RECONCILE_TASK = "deliveries.reconcile_delivery"
 ESCALATE_TASK = "deliveries.escalate"
+EVENTS_TASK = "deliveries.post_events"
 
 
 def send(
@@ -49,6 +50,11 @@ def reconcile(delivery_ids: Sequence[str], *, countdown: float | None = None) ->
 def escalate(timer_ids: Sequence[str], *, countdown: float | None = None) -> int:
     """Enqueue an escalation timer's task, due after `countdown` seconds (the row keeps its due_at)."""
     return _enqueue(ESCALATE_TASK, [(timer_id,) for timer_id in timer_ids], countdown)
+
+
+def post_events(organization_ids: Sequence[int], *, countdown: float | None = None) -> int:
+    """Enqueue the task that posts an organisation's waiting events to its LimaCharlie (services.events)."""
+    return _enqueue(EVENTS_TASK, [(int(i),) for i in organization_ids], countdown)
 
 
 def _enqueue(name: str, calls: Sequence[tuple[object, ...]], countdown: float | None) -> int:

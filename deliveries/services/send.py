@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import logcontext, metrics
-from deliveries.services import attempts, calls, flood, queue, sql
+from deliveries.services import attempts, calls, events, flood, queue, sql
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -196,7 +196,7 @@ def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResul
     # attempt_finish is atomic by itself: one statement on PostgreSQL. A transaction around it only where
     # an opt-out or a refused credential is written with it, since BEGIN and COMMIT are two more round
     # trips (sql.together says what they cost).
-    side_effect = result.twilio_code in (OPTED_OUT_CODE, BAD_CREDENTIALS_CODE)
+    side_effect = result.twilio_code in (OPTED_OUT_CODE, BAD_CREDENTIALS_CODE) or decision.status == Status.FAILED
     with transaction.atomic() if side_effect else nullcontext():
         attempt_finish(
             attempt=attempt,
@@ -209,6 +209,8 @@ def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResul
             twilio_request_id=result.twilio_request_id,
             duration_ms=result.duration_ms,
         )
+        if decision.status == Status.FAILED:  # for LimaCharlie, with the failure it records
+            events.delivery_settled(Delivery.objects.get(id=delivery.id))
         if result.twilio_code == OPTED_OUT_CODE:
             opt_out_record(delivery=delivery)
         if result.twilio_code == BAD_CREDENTIALS_CODE and delivery.credential_id:
