@@ -16,7 +16,7 @@ from rest_framework.utils.serializer_helpers import BindingDict
 
 from deliveries import services as delivery_services
 from deliveries.sms import InvalidNumber, ack_instruction, normalize_sender, parse_recipients, prepare_body
-from extension import adapter, credentials
+from extension import adapter, credentials, loop
 from extension.envelope import EnvelopeError, reply
 from extension.schema import (
     ACK_WITHIN_MAX_MINUTES,
@@ -119,6 +119,7 @@ class RunDataSerializer(SharedFieldsSerializer):
         required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
     )
     escalate = serializers.ChoiceField(choices=ESCALATIONS, required=False, allow_blank=True, default="")
+    context = loop.ContextField(required=False, allow_null=True, default=None)
     # `from` is a Python keyword, so it is declared by name.
     vars()["from"] = StrictCharField(required=False, allow_blank=True, default="")
 
@@ -153,6 +154,7 @@ def _config(block: dict[str, Any], where: str) -> dict[str, Any]:
     for key in (CONFIG_ACK_BY_REPLY, CONFIG_ACK_NOTIFY_OTHERS):
         if config.get(key) is not None and _flag(config[key]) is None:
             raise EnvelopeError(f"{where}.config.{key} must be true or false")
+    loop.event_kinds(config, where)  # checked here; read by run
     return config
 
 
@@ -339,6 +341,8 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "recipients": recipients,
         "body": body,
         "ack": ack,
+        "context": data["context"],
+        "event_kinds": loop.event_kinds(config, "request"),
     }
     return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered)
 

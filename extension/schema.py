@@ -11,7 +11,20 @@ CONFIG_DEFAULT_FROM = "default_from"
 CONFIG_MESSAGING_SERVICE = "messaging_service_sid"
 CONFIG_ACK_BY_REPLY = "ack_by_reply"
 CONFIG_ACK_NOTIFY_OTHERS = "ack_notify_others"
+CONFIG_EVENTS = "events"
 ESCALATIONS = ("call", "next")
+# The kinds of event sent to the organisation's LimaCharlie (deliveries.services.events.KINDS).
+EVENT_KINDS = (
+    "delivered",
+    "undelivered",
+    "failed",
+    "acknowledged",
+    "escalated",
+    "unacknowledged",
+    "approved",
+    "denied",
+)
+CONTEXT_MAX_BYTES = 4096
 ACK_WITHIN_MAX_MINUTES = 1440
 
 # E.164 for LimaCharlie's forms (`filter.valid_re`; D&R rules are checked by the intake instead).
@@ -95,6 +108,16 @@ def _config_schema() -> dict[str, Any]:
                 5,
                 default_value=False,
             ),
+            CONFIG_EVENTS: _field(
+                "Events to LimaCharlie",
+                "Which outcomes come back into this organisation as events of the ext-twilio webhook adapter, "
+                "for D&R rules to act on (all but 'delivered' by default).",
+                "enum",
+                6,
+                is_list=True,
+                enum_values=list(EVENT_KINDS),
+                default_value=[kind for kind in EVENT_KINDS if kind != "delivered"],
+            ),
         },
         "requirements": [],
     }
@@ -150,9 +173,21 @@ def _run_parameters() -> dict[str, Any]:
                 6,
                 enum_values=list(ESCALATIONS),
             ),
+            "context": _context_field(7),
         },
         "requirements": [["body"], ["to"]],
     }
+
+
+def _context_field(index: int) -> dict[str, Any]:
+    return _field(
+        "Context",
+        "Optional. What the rule wants back in every event about this alert: an object or a string, e.g. "
+        "{sid: '{{ .routing.sid }}', detect_id: '{{ .detect_id }}', hostname: '{{ .routing.hostname }}', "
+        f"link: '{{{{ .link }}}}'}}. At most {CONTEXT_MAX_BYTES} bytes as JSON.",
+        "json",
+        index,
+    )
 
 
 def _run_response() -> dict[str, Any]:

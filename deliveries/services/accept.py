@@ -53,6 +53,8 @@ def deliveries_accept(
     auth_token: str = "",
     credential_id: int | None = None,
     ack: escalate.AckPlan | None = None,
+    context: Any = None,
+    event_kinds: Sequence[str] | None = None,
 ) -> Accepted:
     """Store the alert and one pending Delivery per recipient, bound to the credential the call brought
     (its SID and token as read from the Secrets Manager, or the stored one its secret resolved to lately,
@@ -76,7 +78,13 @@ def deliveries_accept(
                 for to in first
             ]
             reply = _reply(deliveries, body) | ({"next": later} if later else {})
-            alert = AlertRequest.objects.create(organization=organization, idempotency_key=idempotency_key, reply=reply)
+            alert = AlertRequest.objects.create(
+                organization=organization,
+                idempotency_key=idempotency_key,
+                reply=reply,
+                context=context,  # echoed in every event about the alert (services.events)
+                event_kinds=None if event_kinds is None else list(event_kinds),
+            )
             for delivery in deliveries:
                 delivery.alert = alert
             Delivery.objects.bulk_create(deliveries)
