@@ -119,7 +119,8 @@ class RunDataSerializer(SharedFieldsSerializer):
         required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
     )
     escalate = serializers.ChoiceField(choices=ESCALATIONS, required=False, allow_blank=True, default="")
-    context = loop.ContextField(required=False, allow_null=True, default=None)
+    # `context` is also the serializer's own attribute; declared by name, DRF takes it as a field.
+    vars()["context"] = loop.ContextField(required=False, allow_null=True, default=None)
     # `from` is a Python keyword, so it is declared by name.
     vars()["from"] = StrictCharField(required=False, allow_blank=True, default="")
 

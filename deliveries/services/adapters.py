@@ -46,8 +46,8 @@ def adapter_ready(*, oid: str, installation_key: str, hooks_url: str) -> None:
         adapter.installation_key, adapter.hooks_url = installation_key[:64], hooks_url[:255]
         adapter.ready_at, adapter.last_error = timezone.now(), ""
         adapter.save()
-        waiting = OutboundEvent.objects.filter(organization_id=adapter.organization_id, sent_at__isnull=True)
-        waiting = waiting.update(due_at=adapter.ready_at)  # due now, however long they waited
+        unsent = OutboundEvent.objects.filter(organization_id=adapter.organization_id, sent_at__isnull=True)
+        waiting = unsent.update(due_at=adapter.ready_at)  # due now, however long they waited
         organization_id = adapter.organization_id
         if waiting:
             transaction.on_commit(lambda: queue.post_events([organization_id]))
