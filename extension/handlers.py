@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -262,8 +263,10 @@ def conf_validation(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
 
 def request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     action = block.get("action")
+    if action == "request_approval":
+        return run(block, envelope, approval=True)
     if action != "run":
-        raise EnvelopeError(f"request.action {action!r} is not supported: the only action is 'run'")
+        raise EnvelopeError(f"request.action {action!r} is not supported: the actions are 'run' and 'request_approval'")
     return run(block, envelope)
 
 
@@ -307,12 +310,13 @@ def _reference(data: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
     return credentials.choose_reference(data["secret"], configured), field
 
 
-def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+def run(block: dict[str, Any], envelope: dict[str, Any], approval: bool = False) -> Reply:
     org = _validated(OrgSerializer, block.get("org"), "request.org")
     key = _required_key(envelope, "a run request")
 
     # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
-    data = _validated(RunDataSerializer, block.get("data"), "request.data")
+    raw, plan = loop.approval_request(block.get("data"), _validated) if approval else (block.get("data"), None)
+    data = _validated(RunDataSerializer, raw, "request.data")
     config = _config(block, "request")
     inv_id = _inv_id(block)
     sender = _sender(data, config)
@@ -320,7 +324,8 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
     ack = _ack_plan(data, config, sender)
-    instruction = ack_instruction("XXX") if ack.codes else ""  # every code has the same length
+    ack = replace(ack, codes=False) if plan else ack  # an approval's code is its own (services.approvals)
+    instruction = loop.approval_suffix(plan) if plan else ack_instruction("XXX") if ack.codes else ""
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
     reference = _reference(data, config)
     remembered = _remembered(org["oid"], reference[0])
@@ -344,6 +349,7 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "ack": ack,
         "context": data["context"],
         "event_kinds": loop.event_kinds(config, "request"),
+        "approval": plan,
     }
     return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered)
 

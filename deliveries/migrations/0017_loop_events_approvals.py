@@ -78,6 +78,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("question", models.TextField()),
+                ("code", models.CharField(max_length=8)),
                 ("approved_content", models.JSONField(blank=True, null=True)),
                 ("denied_content", models.JSONField(blank=True, null=True)),
                 ("timeout_seconds", models.PositiveIntegerField()),
@@ -124,7 +125,10 @@ class Migration(migrations.Migration):
                 "indexes": [
                     models.Index(
                         condition=models.Q(("decided_at__isnull", True)), fields=["due_at"], name="approval_open_due"
-                    )
+                    ),
+                    models.Index(
+                        condition=models.Q(("decided_at__isnull", True)), fields=["code"], name="approval_open_code"
+                    ),
                 ],
             },
         ),

@@ -91,6 +91,8 @@ class Approval(models.Model):
 
     alert = models.OneToOneField(AlertRequest, on_delete=models.PROTECT, related_name="approval")
     question = models.TextField()
+    # One code for the whole approval (its every recipient and `next` step): "<code> Y" or "<code> N".
+    code = models.CharField(max_length=8)
     approved_content = models.JSONField(null=True, blank=True)
     denied_content = models.JSONField(null=True, blank=True)
     timeout_seconds = models.PositiveIntegerField()
@@ -104,7 +106,10 @@ class Approval(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["due_at"], name="approval_open_due", condition=Q(decided_at__isnull=True))]
+        indexes = [
+            models.Index(fields=["due_at"], name="approval_open_due", condition=Q(decided_at__isnull=True)),
+            models.Index(fields=["code"], name="approval_open_code", condition=Q(decided_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"approval {self.decision or 'waiting'}: {self.question[:40]}"

@@ -16,6 +16,7 @@ call these (imported from this package) and nothing else writes.
     escalate       ack_within timers and their steps: a call, or the next recipient
     calls          an escalation's call placed at Twilio, or looked up after an ambiguous answer
     codes          acknowledgement codes
+    approvals      request_approval: the question, its answers by text or keypress, its timeout
     events         the outbox of events for the organisation's LimaCharlie, and their posting
     adapters       the organisation's webhook adapter as kept here (secret, hook URL, installation key)
 """
@@ -28,6 +29,7 @@ from deliveries.services.accept import (
 )
 from deliveries.services.acknowledge import alert_acknowledge
 from deliveries.services.adapters import adapter_failed, adapter_needed, adapter_ready, adapter_removed, adapter_secret
+from deliveries.services.approvals import ApprovalPlan, approval_timeout
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
@@ -49,6 +51,8 @@ from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summa
 
 __all__ = [
     "AckPlan",
+    "ApprovalPlan",
+    "approval_timeout",
     "adapter_failed",
     "adapter_needed",
     "adapter_ready",

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from deliveries import lchook
 from deliveries import status as statuses
-from deliveries.models import AlertRequest, Delivery, Escalation, OutboundEvent, WebhookAdapter
+from deliveries.models import AlertRequest, Approval, Delivery, Escalation, OutboundEvent, WebhookAdapter
 from deliveries.services import queue
 from deliveries.twilio.errors import meaning
 
@@ -33,6 +33,7 @@ Status = Delivery.Status
 KINDS = tuple(k.value for k in Kind)
 DEFAULT_KINDS = tuple(k for k in KINDS if k != Kind.DELIVERED)
 SOURCE = "ext-twilio"
+ESCALATION_KINDS = frozenset({Kind.ACKNOWLEDGED, Kind.ESCALATED, Kind.UNACKNOWLEDGED})
 
 
 def record(kind: str, *, delivery: Delivery | None = None, alert: AlertRequest | None = None, **details: Any) -> bool:
@@ -48,6 +49,8 @@ def record(kind: str, *, delivery: Delivery | None = None, alert: AlertRequest |
         alert = AlertRequest.objects.get(pk=alert_id)
     if kind not in (DEFAULT_KINDS if alert.event_kinds is None else alert.event_kinds):
         return False
+    if kind in ESCALATION_KINDS and Approval.objects.filter(alert_id=alert.pk).exists():
+        return False  # an approval's outcome is its decision (approved or denied), however it was reached
     now = timezone.now()
     event_id = uuid.uuid4()
     payload = {

@@ -374,7 +374,7 @@ def test_an_unknown_action_is_a_permanent_error(intake: Intake, tenant: Tenant) 
         "version": 20221218,
         "data": {},
         "retriable": False,
-        "error": "request.action 'call' is not supported: the only action is 'run'",
+        "error": "request.action 'call' is not supported: the actions are 'run' and 'request_approval'",
     }
 
 
