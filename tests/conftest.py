@@ -329,6 +329,7 @@ def ensure_roles() -> None:
         apps, None
     )
     importlib.import_module("deliveries.migrations.0009_replies_acknowledgement_escalation").grant_views(apps)
+    importlib.import_module("deliveries.migrations.0017_loop_events_approvals").grant_views(apps)
 
 
 def make_user(role: str) -> Any:

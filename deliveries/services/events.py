@@ -206,7 +206,7 @@ def events_sweep(*, now: datetime) -> int:
     """Organisations with events overdue by SWEEP_PENDING_SECONDS (their task was lost): enqueued again."""
     overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
     late = OutboundEvent.objects.filter(sent_at__isnull=True, due_at__lt=overdue)
-    organizations = list(late.values_list("organization_id", flat=True).distinct()[:1000])
+    organizations = list(late.order_by().values_list("organization_id", flat=True).distinct()[:1000])
     if not organizations:
         return 0
     late.filter(organization_id__in=organizations).update(due_at=now)
