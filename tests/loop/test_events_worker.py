@@ -137,3 +137,18 @@ def _run_block(tenant: Tenant, *, config: dict[str, Any], **data: Any) -> dict[s
     block = run_block(tenant, **data)
     block["config"] = config
     return block
+
+
+def test_a_call_that_was_never_placed_sends_failed_then_unacknowledged(
+    celery_worker: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, fake_lc: FakeLimaCharlie
+) -> None:
+    subscribe(intake, tenant)
+    intake.run(tenant, body="Ransomware on fs-02", ack_within=QUICK, escalate="call")
+    _queued(1)
+    fake_twilio.plan("500")  # the call's POST: nothing created, an ambiguous answer; not found on reconcile
+
+    events = events_settled(fake_lc, tenant, 3, timeout=60)
+
+    assert kinds(events) == ["escalated", "failed", "unacknowledged"]
+    assert events[1]["channel"] == "voice" and "not found at Twilio" in events[1]["error_message"]
+    assert Delivery.objects.get(channel="voice").status == "failed"
