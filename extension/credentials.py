@@ -228,7 +228,7 @@ def adapter_ensure(*, oid: str, jwt: str, secret: str) -> AdapterMade:
     hooks = _step("read the organisation's URLs", lambda: org.get_urls().get("hooks", ""))
     if not isinstance(hooks, str) or not hooks:
         raise AdapterError("LimaCharlie gave no hook domain for the organisation")
-    named = _recorded_key(org)
+    named = _key_of(_recorded(org))
     keys = _step("list the installation keys", org.get_installation_keys)
     ours = [iid for iid, key in (keys or {}).items() if _is_ours(key)]
     iid = named if named in ours else (ours[0] if ours else "")
@@ -246,6 +246,12 @@ def adapter_ensure(*, oid: str, jwt: str, secret: str) -> AdapterMade:
             _forgiving("delete a duplicate installation key", lambda extra=extra: org.delete_installation_key(extra))
     hooks_url = hooks if hooks.startswith(("http://", "https://")) else f"https://{hooks}"
     return AdapterMade(installation_key=iid, hooks_url=hooks_url.rstrip("/"))
+
+
+def adapter_present(*, oid: str, jwt: str, secret: str) -> bool:
+    """Whether the organisation still holds the adapter as made: its record, with this secret."""
+    record = _recorded(_organization(oid, jwt))
+    return bool(record) and record.get("secret") == secret and bool(_key_of(record))
 
 
 def adapter_delete(*, oid: str, jwt: str) -> None:
@@ -279,16 +285,22 @@ def _is_ours(key: Any) -> bool:
     return isinstance(tags, list) and f"ext:{EXTENSION_NAME}" in tags
 
 
-def _recorded_key(org: Any) -> str:
-    """The installation key the existing Hive record names ("" when there is none)."""
+def _recorded(org: Any) -> dict[str, Any]:
+    """The existing Hive record's `webhook` block ({} when there is none)."""
     try:
         record = _hive(org).get(EXTENSION_NAME)
     except Exception as exc:  # noqa: BLE001 - a missing record is the usual case; the rest fails below
         if _lc_error_code(exc) == "RECORD_NOT_FOUND" or getattr(exc, "status_code", 0) == 404:
-            return ""
+            return {}
         raise _failure("read the cloud_sensor record", exc) from None
     data = record.data if isinstance(record.data, dict) else {}
-    options = (data.get("webhook") or {}).get("client_options") or {}
+    webhook = data.get("webhook")
+    return webhook if isinstance(webhook, dict) else {}
+
+
+def _key_of(webhook: dict[str, Any]) -> str:
+    """The installation key a record's `webhook` block names ("" when none)."""
+    options = webhook.get("client_options") or {}
     return str((options.get("identity") or {}).get("installation_key") or "")
 
 

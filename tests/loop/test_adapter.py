@@ -123,7 +123,7 @@ def test_a_failure_never_fails_the_subscribe_or_shows_a_secret_and_the_next_upda
     assert len(fake_lc.keys(tenant.oid)) == 1 and _record(fake_lc, tenant) is not None
 
 
-def test_an_update_with_the_adapter_whole_calls_nothing(
+def test_an_update_with_the_adapter_whole_only_reads_its_record(
     intake: Intake, tenant: Tenant, fake_lc: FakeLimaCharlie
 ) -> None:
     _event(intake, tenant, "subscribe")
@@ -131,7 +131,20 @@ def test_an_update_with_the_adapter_whole_calls_nothing(
 
     _event(intake, tenant, "update")
 
-    assert fake_lc.calls == []
+    assert fake_lc.calls == [("GET", f"/v1/hive/cloud_sensor/{tenant.oid}/{NAME}/data")]
+
+
+def test_an_update_makes_again_an_adapter_deleted_in_the_organisation_with_the_same_key_and_secret(
+    intake: Intake, tenant: Tenant, fake_lc: FakeLimaCharlie
+) -> None:
+    _event(intake, tenant, "subscribe")
+    made = _record(fake_lc, tenant)
+    with fake_lc.lock:
+        del fake_lc.cloud_sensors[(tenant.oid, NAME)]  # someone deleted the adapter in LimaCharlie
+
+    _event(intake, tenant, "update")
+
+    assert _record(fake_lc, tenant) == made and len(fake_lc.keys(tenant.oid)) == 1
 
 
 def test_a_refused_jwt_is_kept_as_an_error_naming_the_step(
