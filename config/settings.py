@@ -101,6 +101,13 @@ CREDENTIAL_CACHE_SECONDS = _int("CREDENTIAL_CACHE_SECONDS", 60, 0, 3600)
 # The cap applies to the body *after* gunzip: gzip is checked before the signature, so an
 # unauthenticated caller could otherwise make us inflate a bomb.
 LC_MAX_BODY_BYTES = _int("LC_MAX_BODY_BYTES", 1_048_576, 1_024, 67_108_864)
+# Events for the organisation's LimaCharlie (its webhook adapter, deliveries/services/events.py). The
+# hook base replaces https://<the organisation's hook domain> when set (tests, private deployments).
+LC_HOOK_BASE_URL = _url("LC_HOOK_BASE_URL", "")
+LC_HOOK_TIMEOUT_SECONDS = _int("LC_HOOK_TIMEOUT_SECONDS", 10, 1, 60)
+LC_HOOK_RETRY_BASE_SECONDS = _int("LC_HOOK_RETRY_BASE_SECONDS", 5, 1, 3600)
+LC_HOOK_RETRY_MAX_SECONDS = _int("LC_HOOK_RETRY_MAX_SECONDS", 600, 1, 86400)
+LC_HOOK_BATCH = _int("LC_HOOK_BATCH", 500, 1, 10_000)
 # The limacharlie SDK must never read or write ~/.limacharlie on a server.
 os.environ["LC_EPHEMERAL_CREDS"] = "1"
 

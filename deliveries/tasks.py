@@ -7,7 +7,7 @@ from celery import shared_task
 
 from deliveries import services
 from deliveries.observability import logcontext
-from deliveries.services.queue import ESCALATE_TASK, RECONCILE_TASK, SEND_TASK
+from deliveries.services.queue import APPROVAL_TIMEOUT_TASK, ESCALATE_TASK, EVENTS_TASK, RECONCILE_TASK, SEND_TASK
 
 
 @shared_task(name=SEND_TASK)
@@ -40,3 +40,17 @@ def sweep() -> str:
 def escalate(timer_id: str) -> str:
     # An escalation timer's countdown ran out (or the sweeper found it overdue): the service decides.
     return services.escalation_fire(timer_id=timer_id)
+
+
+@shared_task(name=EVENTS_TASK)
+def post_events(organization_id: int) -> str:
+    # One organisation's waiting events for its LimaCharlie, in one POST; the service says when again.
+    again_in = services.events_post(organization_id=organization_id)
+    services.events_follow_up(organization_id=organization_id, again_in=again_in)
+    return "done" if again_in is None else f"again in {again_in:.0f} s"
+
+
+@shared_task(name=APPROVAL_TIMEOUT_TASK)
+def approval_timeout(approval_id: int) -> str:
+    # An approval's timeout ran out (or the sweeper found it overdue): its choice wins unless answered.
+    return services.approval_timeout(approval_id=approval_id)

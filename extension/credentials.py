@@ -1,4 +1,5 @@
-"""The only module that talks to LimaCharlie's API: it reads the org's Twilio credential from Hive.
+"""The only module that talks to LimaCharlie's API: it reads the org's Twilio credential from Hive, and
+makes and removes the extension's webhook adapter (an installation key and a `cloud_sensor` record).
 
 The JWT it is given is valid only around the call: it is used once and never stored or logged.
 Error messages name the secret, never its value.
@@ -13,6 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+
+from deliveries.lchook import ADAPTER_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +198,152 @@ def _lc_error_code(exc: Exception) -> str | None:
     if isinstance(code, str):
         return code
     return "RECORD_NOT_FOUND" if "RECORD_NOT_FOUND" in str(exc) else None
+
+
+# --- the extension's webhook adapter (lc-extension's CreateExtensionAdapter / DeleteExtensionAdapter) ---
+
+EXTENSION_NAME = ADAPTER_NAME
+ADAPTER_TAGS = ["lc:system", f"ext:{EXTENSION_NAME}"]
+
+
+class AdapterError(Exception):
+    """Making or removing the adapter failed. The message names the step, never the JWT or the secret."""
+
+
+@dataclass(frozen=True)
+class AdapterMade:
+    installation_key: str
+    hooks_url: str  # https://<the organisation's hook domain>
+
+    def __repr__(self) -> str:
+        return f"AdapterMade(installation_key={self.installation_key!r}, hooks_url={self.hooks_url!r})"
+
+
+def adapter_ensure(*, oid: str, jwt: str, secret: str) -> AdapterMade:
+    """Make the organisation's webhook adapter whole, as the framework does and with its words: one
+    installation key tagged lc:system and ext:ext-twilio (the one the Hive record names is reused, others
+    of ours deleted), and the `cloud_sensor` record named after the extension, holding `secret`. Running
+    it again changes nothing but the record's secret, so it is safe on every subscribe and update."""
+    org = _organization(oid, jwt)
+    hooks = _step("read the organisation's URLs", lambda: org.get_urls().get("hooks", ""))
+    if not isinstance(hooks, str) or not hooks:
+        raise AdapterError("LimaCharlie gave no hook domain for the organisation")
+    named = _key_of(_recorded(org))
+    keys = _step("list the installation keys", org.get_installation_keys)
+    ours = [iid for iid, key in (keys or {}).items() if _is_ours(key)]
+    iid = named if named in ours else (ours[0] if ours else "")
+    if not iid:
+        made = _step(
+            "create the installation key",
+            lambda: org.create_installation_key(f"ext {EXTENSION_NAME} webhook adapter", tags=ADAPTER_TAGS),
+        )
+        iid = str((made or {}).get("iid", ""))
+        if not iid:
+            raise AdapterError("LimaCharlie created no installation key (no iid in its answer)")
+    _step("write the cloud_sensor record", lambda: _hive(org).set(_adapter_record(oid, iid, secret)))
+    for extra in ours:
+        if extra != iid:
+            _forgiving("delete a duplicate installation key", lambda extra=extra: org.delete_installation_key(extra))
+    hooks_url = hooks if hooks.startswith(("http://", "https://")) else f"https://{hooks}"
+    return AdapterMade(installation_key=iid, hooks_url=hooks_url.rstrip("/"))
+
+
+def adapter_present(*, oid: str, jwt: str, secret: str) -> bool:
+    """Whether the organisation still holds the adapter as made: its record, with this secret."""
+    record = _recorded(_organization(oid, jwt))
+    return bool(record) and record.get("secret") == secret and bool(_key_of(record))
+
+
+def adapter_delete(*, oid: str, jwt: str) -> None:
+    """Remove the adapter: the Hive record, then every installation key of ours. Already gone is done."""
+    org = _organization(oid, jwt)
+    _forgiving("delete the cloud_sensor record", lambda: _hive(org).delete(EXTENSION_NAME))
+    keys = _step("list the installation keys", org.get_installation_keys)
+    for iid, key in (keys or {}).items():
+        if _is_ours(key):
+            _forgiving("delete the installation key", lambda iid=iid: org.delete_installation_key(iid))
+
+
+def _adapter_record(oid: str, iid: str, secret: str) -> Any:
+    from limacharlie.sdk.hive import HiveRecord
+
+    options = {
+        "hostname": EXTENSION_NAME,
+        "identity": {"oid": oid, "installation_key": iid},
+        "platform": "json",
+        "sensor_seed_key": EXTENSION_NAME,
+        "mapping": {},
+    }
+    data = {"sensor_type": "webhook", "webhook": {"secret": secret, "client_options": options}}
+    return HiveRecord(name=EXTENSION_NAME, data=data, enabled=True, tags=list(ADAPTER_TAGS))
+
+
+def _is_ours(key: Any) -> bool:
+    tags = key.get("tags") if isinstance(key, dict) else None
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    return isinstance(tags, list) and f"ext:{EXTENSION_NAME}" in tags
+
+
+def _recorded(org: Any) -> dict[str, Any]:
+    """The existing Hive record's `webhook` block ({} when there is none)."""
+    try:
+        record = _hive(org).get(EXTENSION_NAME)
+    except Exception as exc:  # noqa: BLE001 - a missing record is the usual case; the rest fails below
+        if _lc_error_code(exc) == "RECORD_NOT_FOUND" or getattr(exc, "status_code", 0) == 404:
+            return {}
+        raise _failure("read the cloud_sensor record", exc) from None
+    data = record.data if isinstance(record.data, dict) else {}
+    webhook = data.get("webhook")
+    return webhook if isinstance(webhook, dict) else {}
+
+
+def _key_of(webhook: dict[str, Any]) -> str:
+    """The installation key a record's `webhook` block names ("" when none)."""
+    options = webhook.get("client_options") or {}
+    return str((options.get("identity") or {}).get("installation_key") or "")
+
+
+def _organization(oid: str, jwt: str) -> Any:
+    if not jwt:
+        raise AdapterError("the event carried no org JWT")
+    from limacharlie.client import Client
+    from limacharlie.sdk.organization import Organization
+
+    _sdk().ROOT_URL = settings.LC_API_URL
+    return Organization(_client_with_only_this_jwt(Client, oid=oid, jwt=jwt))
+
+
+def _hive(org: Any) -> Any:
+    from limacharlie.sdk.hive import Hive
+
+    return Hive(org, "cloud_sensor")
+
+
+def _step(what: str, call: Any) -> Any:
+    """One API call; a failure becomes AdapterError naming the step and the HTTP status only."""
+    try:
+        return call()
+    except AdapterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is logged by the caller and retried later
+        raise _failure(what, exc) from None
+
+
+def _forgiving(what: str, call: Any) -> None:
+    """A delete: what is already gone is deleted."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - see _step
+        if _lc_error_code(exc) == "RECORD_NOT_FOUND" or getattr(exc, "status_code", 0) == 404:
+            return
+        raise _failure(what, exc) from None
+
+
+def _failure(what: str, exc: Exception) -> AdapterError:
+    status = getattr(exc, "status_code", None)
+    code = _lc_error_code(exc)
+    if type(exc).__name__ in ("AuthenticationError", "PermissionDeniedError"):
+        code = "the event's JWT was refused, or the extension lacks the permission"
+    detail = ", ".join(p for p in (f"HTTP {status}" if status else "", code or "") if p) or type(exc).__name__
+    return AdapterError(f"could not {what} ({detail})")

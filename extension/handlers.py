@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from rest_framework import serializers
 
 from deliveries import services as delivery_services
 from deliveries.sms import InvalidNumber, ack_instruction, normalize_sender, parse_recipients, prepare_body
-from extension import credentials
+from extension import adapter, credentials, loop
 from extension.envelope import EnvelopeError, reply
 from extension.schema import (
     ACK_WITHIN_MAX_MINUTES,
@@ -95,6 +96,8 @@ class RunDataSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
     )
     escalate = serializers.ChoiceField(choices=ESCALATIONS, required=False, allow_blank=True, default="")
+    # `context` is also the serializer's own attribute; declared by name, DRF takes it as a field.
+    vars()["context"] = loop.ContextField(required=False, allow_null=True, default=None)
     # `from` is a Python keyword, so it is declared by name.
     vars()["from"] = StrictCharField(required=False, allow_blank=True, default="")
 
@@ -129,6 +132,7 @@ def _config(block: dict[str, Any], where: str) -> dict[str, Any]:
     for key in (CONFIG_ACK_BY_REPLY, CONFIG_ACK_NOTIFY_OTHERS):
         if config.get(key) is not None and _flag(config[key]) is None:
             raise EnvelopeError(f"{where}.config.{key} must be true or false")
+    loop.event_kinds(config, where)  # checked here; read by run
     return config
 
 
@@ -202,7 +206,8 @@ def event(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     name = block.get("event_name")
     if name not in ("subscribe", "unsubscribe", "update"):
         raise EnvelopeError("event.event_name must be subscribe, unsubscribe or update")
-    delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key)
+    if delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key):
+        adapter.sync(event_name=name, oid=org["oid"], jwt=org["jwt"])
     return 200, reply()
 
 
@@ -234,8 +239,10 @@ def conf_validation(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
 
 def request(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     action = block.get("action")
+    if action == "request_approval":
+        return run(block, envelope, approval=True)
     if action != "run":
-        raise EnvelopeError(f"request.action {action!r} is not supported: the only action is 'run'")
+        raise EnvelopeError(f"request.action {action!r} is not supported: the actions are 'run' and 'request_approval'")
     return run(block, envelope)
 
 
@@ -279,12 +286,13 @@ def _reference(data: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
     return credentials.choose_reference(data["secret"], configured), field
 
 
-def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
+def run(block: dict[str, Any], envelope: dict[str, Any], approval: bool = False) -> Reply:
     org = _validated(OrgSerializer, block.get("org"), "request.org")
     key = _required_key(envelope, "a run request")
 
     # 1. Validate everything the caller can fix before touching the database or LimaCharlie.
-    data = _validated(RunDataSerializer, block.get("data"), "request.data")
+    raw, plan = loop.approval_request(block.get("data"), _validated) if approval else (block.get("data"), None)
+    data = _validated(RunDataSerializer, raw, "request.data")
     config = _config(block, "request")
     inv_id = _inv_id(block)
     sender = _sender(data, config)
@@ -292,7 +300,8 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
     ack = _ack_plan(data, config, sender)
-    instruction = ack_instruction("XXX") if ack.codes else ""  # every code has the same length
+    ack = replace(ack, codes=False) if plan else ack  # an approval's code is its own (services.approvals)
+    instruction = loop.approval_suffix(plan) if plan else ack_instruction("XXX") if ack.codes else ""
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
     reference = _reference(data, config)
     remembered = _remembered(org["oid"], reference[0])
@@ -314,6 +323,9 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
         "recipients": recipients,
         "body": body,
         "ack": ack,
+        "context": data["context"],
+        "event_kinds": loop.event_kinds(config, "request"),
+        "approval": plan,
     }
     return _accept(fields, jwt=org["jwt"], reference=reference, remembered=remembered)
 

@@ -11,7 +11,22 @@ CONFIG_DEFAULT_FROM = "default_from"
 CONFIG_MESSAGING_SERVICE = "messaging_service_sid"
 CONFIG_ACK_BY_REPLY = "ack_by_reply"
 CONFIG_ACK_NOTIFY_OTHERS = "ack_notify_others"
+CONFIG_EVENTS = "events"
 ESCALATIONS = ("call", "next")
+# The kinds of event sent to the organisation's LimaCharlie (deliveries.services.events.KINDS).
+EVENT_KINDS = (
+    "delivered",
+    "undelivered",
+    "failed",
+    "acknowledged",
+    "escalated",
+    "unacknowledged",
+    "approved",
+    "denied",
+)
+CONTEXT_MAX_BYTES = 4096
+APPROVAL_CHOICES = ("approved", "denied")
+APPROVAL_MIN_TIMEOUT, APPROVAL_DEFAULT_TIMEOUT, APPROVAL_MAX_TIMEOUT = 60, 300, 86_400
 ACK_WITHIN_MAX_MINUTES = 1440
 
 # E.164 for LimaCharlie's forms (`filter.valid_re`; D&R rules are checked by the intake instead).
@@ -45,7 +60,8 @@ def extension_schema() -> dict[str, Any]:
                     "error": "The texts were not accepted.",
                 },
                 "response": _run_response(),
-            }
+            },
+            "request_approval": _approval_request(),
         },
         "required_events": ["subscribe", "unsubscribe", "update"],
     }
@@ -94,6 +110,16 @@ def _config_schema() -> dict[str, Any]:
                 "bool",
                 5,
                 default_value=False,
+            ),
+            CONFIG_EVENTS: _field(
+                "Events to LimaCharlie",
+                "Which outcomes come back into this organisation as events of the ext-twilio webhook adapter, "
+                "for D&R rules to act on (all but 'delivered' by default).",
+                "enum",
+                6,
+                is_list=True,
+                enum_values=list(EVENT_KINDS),
+                default_value=[kind for kind in EVENT_KINDS if kind != "delivered"],
             ),
         },
         "requirements": [],
@@ -150,9 +176,21 @@ def _run_parameters() -> dict[str, Any]:
                 6,
                 enum_values=list(ESCALATIONS),
             ),
+            "context": _context_field(7),
         },
         "requirements": [["body"], ["to"]],
     }
+
+
+def _context_field(index: int) -> dict[str, Any]:
+    return _field(
+        "Context",
+        "Optional. What the rule wants back in every event about this alert: an object or a string, e.g. "
+        "{sid: '{{ .routing.sid }}', detect_id: '{{ .detect_id }}', hostname: '{{ .routing.hostname }}', "
+        f"link: '{{{{ .link }}}}'}}. At most {CONTEXT_MAX_BYTES} bytes as JSON.",
+        "json",
+        index,
+    )
 
 
 def _run_response() -> dict[str, Any]:
@@ -180,4 +218,68 @@ def _run_response() -> dict[str, Any]:
             "next": _field("Next", "With escalate: next, the recipients still to try.", "string", 4, is_list=True),
         },
         "requirements": [],
+    }
+
+
+def _approval_request() -> dict[str, Any]:
+    """`request_approval`: ext-feedback's `request_simple_approval`, answered from a phone."""
+    run = _run_parameters()["fields"]
+    minutes = APPROVAL_DEFAULT_TIMEOUT // 60
+    fields = {
+        "question": _field(
+            "Question",
+            "What to ask, e.g. 'Isolate {{ .routing.hostname }} from the network?'. The text adds "
+            "'Reply CODE Y to approve or CODE N to deny.' and when the timeout decides.",
+            "string",
+            1,
+        ),
+        "from": {**run["from"], "display_index": 2},
+        "to": {**run["to"], "display_index": 3, "description": "Who may answer, in E.164 form."},
+        "approved_content": _field(
+            "Approved content", "Optional JSON carried into the 'approved' event, for the rule that acts.", "json", 4
+        ),
+        "denied_content": _field("Denied content", "Optional JSON carried into the 'denied' event.", "json", 5),
+        "timeout_seconds": _field(
+            "Timeout (seconds)",
+            f"Seconds before timeout_choice decides (at least {APPROVAL_MIN_TIMEOUT}; {minutes} minutes by default).",
+            "integer",
+            6,
+            default_value=APPROVAL_DEFAULT_TIMEOUT,
+            filter={"min": APPROVAL_MIN_TIMEOUT, "max": APPROVAL_MAX_TIMEOUT},
+        ),
+        "timeout_choice": _field(
+            "Timeout choice",
+            "What the timeout decides when nobody answers (denied by default).",
+            "enum",
+            7,
+            enum_values=list(APPROVAL_CHOICES),
+            default_value="denied",
+        ),
+        "secret": {**run["secret"], "display_index": 8},
+        "ack_within": {**run["ack_within"], "display_index": 9, "label": "Answer within (minutes)"},
+        "escalate": {
+            **run["escalate"],
+            "display_index": 10,
+            "description": "With ack_within: 'call' phones the same people (press 1 to approve, 2 to deny); "
+            "'next' asks the people in 'to' one after another.",
+        },
+        "context": _context_field(11),
+    }
+    return {
+        "is_user_facing": True,
+        "label": "Request approval by SMS or call",
+        "short_description": "Ask people by text (and call) to approve or deny, then act on the answer in a D&R rule.",
+        "long_description": (
+            "Texts the question to the people in 'to'; the first valid answer ('CODE Y' or 'CODE N', or 1 or 2 "
+            "on a call) decides, or the timeout does. The decision comes back into this organisation as an "
+            "'approved' or 'denied' event of the ext-twilio adapter, with its content and the context."
+        ),
+        "is_impersonated": False,
+        "parameters": {"fields": fields, "requirements": [["question"], ["to"]]},
+        "messages": {
+            "in_progress": "Asking...",
+            "success": "Asked: the answer comes back as an 'approved' or 'denied' event.",
+            "error": "The question was not sent.",
+        },
+        "response": None,
     }

@@ -78,7 +78,11 @@ def fake_lc(lc_server: FakeLimaCharlie, settings: Any) -> FakeLimaCharlie:
         lc_server.requests.clear()
         lc_server.failures.clear()
         lc_server.api_keys.clear()
+        lc_server.calls.clear()
+        lc_server.hook_posts.clear()
+        lc_server.hook_failures = 0
     settings.LC_API_URL = lc_server.url
+    settings.LC_HOOK_BASE_URL = lc_server.url  # the adapter's hook, as the worker has it
     return lc_server
 
 
@@ -273,6 +277,7 @@ def celery_worker_process(
         "DATABASE_URL": database_url,
         "TWILIO_API_BASE_URL": twilio_server.url,
         "LC_API_URL": lc_server.url,
+        "LC_HOOK_BASE_URL": lc_server.url,
         # Where calls send their keypress (<Gather action>) and status callbacks; the tests post
         # those to the test client, signed over this URL (tests/deliveries/test_escalation*.py).
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
@@ -324,6 +329,7 @@ def ensure_roles() -> None:
         apps, None
     )
     importlib.import_module("deliveries.migrations.0009_replies_acknowledgement_escalation").grant_views(apps)
+    importlib.import_module("deliveries.migrations.0016_loop_events_approvals").grant_views(apps)
 
 
 def make_user(role: str) -> Any:

@@ -24,6 +24,8 @@ if not os.environ.get("EXT_TWILIO_TEST_RUN"):
     os.environ["SEND_RETRY_BASE_SECONDS"] = "1"
     os.environ["SEND_RETRY_MAX_SECONDS"] = "2"
     os.environ["RECONCILE_GRACE_SECONDS"] = "1"
+    os.environ["LC_HOOK_RETRY_BASE_SECONDS"] = "1"
+    os.environ["LC_HOOK_RETRY_MAX_SECONDS"] = "2"
     # Each test reads the secret it set up; tests/extension/test_credential_cache.py turns the cache on.
     os.environ["CREDENTIAL_CACHE_SECONDS"] = "0"
     for name in ("TWILIO_EDGE", "TWILIO_REGION"):  # they would send the SDK past the fake

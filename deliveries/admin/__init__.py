@@ -7,8 +7,8 @@ writes go through deliveries.services.
 One module a page: base (what every page shares), filters (the delivery list's), deliveries (the
 list, the delivery page and the CSV export), resend (its confirmation pages), opt_outs, and records
 (attempts, status events, organisations, error reports), replies (inbound messages and escalation
-timers). Importing them here runs their
+timers), loop (events for LimaCharlie, webhook adapters, approvals). Importing them here runs their
 @admin.register.
 """
 
-from deliveries.admin import deliveries, opt_outs, records, replies  # noqa: F401
+from deliveries.admin import deliveries, loop, opt_outs, records, replies  # noqa: F401

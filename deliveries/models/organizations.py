@@ -77,6 +77,11 @@ class AlertRequest(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_requests")
     idempotency_key = models.CharField(max_length=255)
     reply = models.JSONField(help_text="The reply the first call got; a repeat gets it again.")
+    # What the rule passed to be echoed in every event about this alert (an object or a string).
+    context = models.JSONField(null=True, blank=True)
+    # The event kinds the organisation's configuration chose when the call came; None: the default
+    # (services.events).
+    event_kinds = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

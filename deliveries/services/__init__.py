@@ -16,6 +16,9 @@ call these (imported from this package) and nothing else writes.
     escalate       ack_within timers and their steps: a call, or the next recipient
     calls          an escalation's call placed at Twilio, or looked up after an ambiguous answer
     codes          acknowledgement codes
+    approvals      request_approval: the question, its answers by text or keypress, its timeout
+    events         the outbox of events for the organisation's LimaCharlie, and their posting
+    adapters       the organisation's webhook adapter as kept here (secret, hook URL, installation key)
 """
 
 from deliveries.services.accept import (
@@ -25,6 +28,8 @@ from deliveries.services.accept import (
     deliveries_accept,
 )
 from deliveries.services.acknowledge import alert_acknowledge
+from deliveries.services.adapters import adapter_failed, adapter_needed, adapter_ready, adapter_removed, adapter_secret
+from deliveries.services.approvals import ApprovalPlan, approval_timeout
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
@@ -36,6 +41,7 @@ from deliveries.services.desk import (
     resend_review,
 )
 from deliveries.services.escalate import AckPlan, escalation_fire
+from deliveries.services.events import events_follow_up, events_post
 from deliveries.services.inbound import InboundAnswer, WebhookResult, call_gather_record, inbound_message_record
 from deliveries.services.organizations import error_report_record, organization_record_event
 from deliveries.services.receipts import CallbackResult, opt_out_record, status_callback_record
@@ -45,11 +51,20 @@ from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summa
 
 __all__ = [
     "AckPlan",
+    "ApprovalPlan",
+    "approval_timeout",
+    "adapter_failed",
+    "adapter_needed",
+    "adapter_ready",
+    "adapter_removed",
+    "adapter_secret",
     "InboundAnswer",
     "WebhookResult",
     "alert_acknowledge",
     "call_gather_record",
     "escalation_fire",
+    "events_follow_up",
+    "events_post",
     "inbound_message_record",
     "Accepted",
     "CredentialGone",

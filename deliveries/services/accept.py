@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from deliveries.models import AlertRequest, Credential, Delivery, Organization
-from deliveries.services import escalate, queue
+from deliveries.services import approvals, escalate, queue
 from deliveries.services.credentials import credential_for
 from deliveries.sms import PreparedBody
 
@@ -53,6 +53,9 @@ def deliveries_accept(
     auth_token: str = "",
     credential_id: int | None = None,
     ack: escalate.AckPlan | None = None,
+    context: Any = None,
+    event_kinds: Sequence[str] | None = None,
+    approval: approvals.ApprovalPlan | None = None,
 ) -> Accepted:
     """Store the alert and one pending Delivery per recipient, bound to the credential the call brought
     (read from the Secrets Manager, or the stored one its secret resolved to lately, `credential_id`), in
@@ -74,12 +77,24 @@ def deliveries_accept(
                 )
                 for to in first
             ]
-            reply = _reply(deliveries, body) | ({"next": later} if later else {})
-            alert = AlertRequest.objects.create(organization=organization, idempotency_key=idempotency_key, reply=reply)
+            code = approvals.code_new(organization_id=organization.id, recipients=list(recipients)) if approval else ""
+            if approval is not None:  # the question, its code and its timeout, the same for everyone asked
+                for delivery in deliveries:
+                    delivery.body += approvals.instruction(approval, code)
+            reply = _reply(deliveries, body) | ({"next": later} if later else {}) | ({"code": code} if code else {})
+            alert = AlertRequest.objects.create(
+                organization=organization,
+                idempotency_key=idempotency_key,
+                reply=reply,
+                context=context,  # echoed in every event about the alert (services.events)
+                event_kinds=None if event_kinds is None else list(event_kinds),
+            )
             for delivery in deliveries:
                 delivery.alert = alert
             Delivery.objects.bulk_create(deliveries)
             escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
+            if approval is not None:
+                approvals.approval_open(alert=alert, plan=approval, code=code, now=now)  # its timeout on commit
             ids = [str(d.id) for d in deliveries]
             transaction.on_commit(lambda: queue.send(ids))
     except IntegrityError:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
-from deliveries.services import queue
+from deliveries.services import events, queue
 from deliveries.sms import prepare_body
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def alert_acknowledge(*, delivery: Delivery, by: str, channel: str) -> bool:
         mine = Delivery.objects.filter(id=delivery.id, acknowledged_at__isnull=True)
         if not mine.update(acknowledged_at=now, acknowledged_by=by, ack_channel=channel, updated_at=now):
             return False
+        events.record("acknowledged", delivery=delivery, **events.acknowledgement(delivery, by, channel, now))
         cancelled = _stop_escalation(delivery, now)
         notices = _notices(delivery, by, now) if delivery.notify_on_ack else []
         if notices:

@@ -8,7 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.urls import reverse
 
-from deliveries.models import Delivery
+from deliveries.models import Approval, Delivery
 from deliveries.twilio import client as twilio
 from deliveries.twilio import voice
 from deliveries.twilio.errors import Outcome
@@ -34,12 +34,17 @@ def call_post(delivery: Delivery) -> twilio.SendResult:
             twilio_message="No Twilio credential is stored for this delivery (its organisation unsubscribed).",
         )
     status_url, gather_url = callback_urls(delivery)
+    approval = Approval.objects.filter(alert_id=delivery.alert_id).first() if delivery.alert_id else None
+    if approval is not None:  # an approval's call asks its question: press 1 to approve, 2 to deny
+        twiml = voice.approval_twiml(question=approval.question, gather_url=gather_url)
+    else:
+        twiml = voice.call_twiml(alert_text=delivery.body, gather_url=gather_url)
     return voice.place_call(
         account_sid=credential.account_sid,
         auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        twiml=voice.call_twiml(alert_text=delivery.body, gather_url=gather_url),
+        twiml=twiml,
         status_callback=status_url,
     )
 

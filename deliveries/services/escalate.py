@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
-from deliveries.services import queue
+from deliveries.services import events, queue
 from deliveries.services.codes import ack_code_new
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def escalation_fire(*, timer_id: str) -> str:
         step, follow = _call(alert, now) if timer.action == Action.CALL else _next(alert, timer, now)
         timer.state, timer.fired_at, timer.result = State.FIRED, now, step
         timer.save(update_fields=["state", "fired_at", "result"])
+        events.escalation_fired(alert=alert, step=step, action=timer.action)  # escalated, or unacknowledged
         ids = [str(step.id)] if step else []
         transaction.on_commit(lambda: queue.send(ids))
         if follow:
@@ -170,7 +171,7 @@ def _next(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery |
         segments=alert.segments,
         ack_code=ack_code_new(organization_id=alert.organization_id, recipient=to) if alert.ack_code else "",
     )
-    if text is None or not remaining:
+    if text is None:
         return text, []
     follow = Escalation.objects.create(
         alert=text,

@@ -15,10 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Credential, Delivery, InboundMessage, OptOut, Organization, StatusEvent
+from deliveries.services import approvals
 from deliveries.services.acknowledge import alert_acknowledge
 from deliveries.services.codes import codes_in
 from deliveries.twilio.callbacks import InboundReport, messaging_twiml, parse_inbound_message, signature_valid
-from deliveries.twilio.voice import gather_answer
+from deliveries.twilio.voice import gather_answer, say_twiml
 
 logger = logging.getLogger(__name__)
 Meaning = InboundMessage.Meaning
@@ -77,8 +78,10 @@ def inbound_message_record(*, oid: str, url: str, params: dict[str, str], signat
             reply = ""
         elif report.keyword == "help":
             reply = HELP_REPLY
-        else:
-            reply = _acknowledge(org, message, report)
+        else:  # an approval's answer ("4K7 Y"), or else an acknowledgement
+            reply = approvals.approval_answer(
+                organization=org, message=message, from_number=report.from_number, body=report.body
+            ) or _acknowledge(org, message, report)
         message.reply = reply
         message.save(update_fields=["reply", "meaning", "acknowledged"])
     logger.info("inbound %s from %s for organisation %s", message.meaning, report.from_number, oid)
@@ -146,6 +149,9 @@ def call_gather_record(*, delivery_id: str, url: str, params: dict[str, str], si
     StatusEvent.objects.create(
         delivery=call, message_sid=params.get("CallSid", "")[:34], message_status=f"gather:{digits}", payload=params
     )
+    answered = approvals.approval_keypress(call=call, digits=digits)  # 1 or 2 on an approval's call
+    if answered is not None:
+        return InboundAnswer(WebhookResult.STORED, say_twiml(answered))
     acknowledged = digits == "1" and alert_acknowledge(delivery=call.escalates, by=call.to_number, channel="voice")
     already = digits == "1" and call.escalates.acknowledged_at is not None
     return InboundAnswer(WebhookResult.STORED, gather_answer(acknowledged or already))

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from deliveries import status as statuses
 from deliveries.models import Delivery, OptOut, StatusEvent
+from deliveries.services import events
 from deliveries.twilio.callbacks import StatusReport, parse_status_callback, signature_valid
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def _apply(delivery: Delivery, report: StatusReport) -> None:
     if report.status in statuses.FINAL:
         delivery.settled_at = now
     delivery.save()
+    events.delivery_settled(delivery)  # for LimaCharlie: delivered, undelivered, failed, unacknowledged
     if report.opted_out:
         opt_out_record(delivery=delivery)
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import metrics
-from deliveries.services import calls
+from deliveries.services import calls, events
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.send import SendDecision, claim, may_retry, post, record_result, retry_delay
 from deliveries.twilio import client as twilio
@@ -52,6 +52,8 @@ def delivery_reconcile(*, delivery_id: str) -> SendDecision:
             twilio_request_id=lookup.twilio_request_id,
             duration_ms=lookup.duration_ms,
         )
+        if decision is not None and decision.status == Status.FAILED:  # for LimaCharlie: failed, unacknowledged
+            events.delivery_settled(Delivery.objects.get(id=delivery.id))
         if decision is not None:
             return decision
         # at-least-once: not found means it was never created, so one more POST cannot double it.

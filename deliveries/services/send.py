@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery
 from deliveries.observability import logcontext, metrics
-from deliveries.services import calls, flood, queue
+from deliveries.services import calls, events, flood, queue
 from deliveries.services.attempts import attempt_finish, attempt_open
 from deliveries.services.credentials import credential_rejected
 from deliveries.services.receipts import opt_out_record
@@ -175,6 +175,8 @@ def record_result(delivery: Delivery, attempt: Attempt, result: twilio.SendResul
             twilio_request_id=result.twilio_request_id,
             duration_ms=result.duration_ms,
         )
+        if decision.status == Status.FAILED:  # for LimaCharlie, with the failure it records
+            events.delivery_settled(Delivery.objects.get(id=delivery.id))
         if result.twilio_code == OPTED_OUT_CODE:
             opt_out_record(delivery=delivery)
         if result.twilio_code == BAD_CREDENTIALS_CODE and delivery.credential_id:

@@ -20,7 +20,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from deliveries.models import Attempt, Credential, Delivery
-from deliveries.services import escalate, queue
+from deliveries.services import approvals, escalate, events, queue
 from deliveries.services.attempts import attempts_abandon
 from deliveries.sms import prepare_body
 
@@ -44,6 +44,8 @@ def deliveries_sweep() -> SweepReport:
     reconciles = _enqueue_due(Status.AMBIGUOUS, overdue, now, queue.reconcile, first=lost)
     requeued = _enqueue_due(Status.PENDING, overdue, now, queue.send)
     escalate.timers_sweep(now=now)  # escalation timers whose task was lost
+    events.events_sweep(now=now)  # events for LimaCharlie whose task was lost
+    approvals.approvals_sweep(now=now)  # approvals whose timeout task was lost
     report = SweepReport(requeued, len(lost), reconciles, flood_summaries_send(now=now))
     if report != SweepReport():
         logger.info("sweep: %s", report)

@@ -47,6 +47,21 @@ def call_twiml(*, alert_text: str, gather_url: str) -> str:
     )
 
 
+def approval_twiml(*, question: str, gather_url: str) -> str:
+    """An approval's call: the question, then "press 1 to approve, 2 to deny", inside the <Gather>."""
+    prompt = "Press 1 to approve, 2 to deny."
+    inner = f"<Say>ext-twilio asks for your approval. {escape(question[:SAY_MAX_CHARS])}</Say><Say>{prompt}</Say>"
+    gather = f'<Gather numDigits="1" timeout="{GATHER_SECONDS}" action={quoteattr(gather_url)} method="POST">'
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{gather}{inner}<Say>{prompt}</Say></Gather>'
+        "<Say>No answer recorded. Goodbye.</Say></Response>"
+    )
+
+
+def say_twiml(text: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(text)}</Say></Response>'
+
+
 def gather_answer(acknowledged: bool) -> str:
     said = "Acknowledged. Thank you." if acknowledged else "Not acknowledged. Goodbye."
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{said}</Say></Response>'

@@ -52,6 +52,7 @@ def _listed(response: Any) -> list[Delivery]:
 def test_the_roles_migration_creates_both_groups_with_their_permissions() -> None:
     perms = {g.name: sorted(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
     view = [
+        "view_approval",
         "view_attempt",
         "view_credential",
         "view_delivery",
@@ -60,7 +61,9 @@ def test_the_roles_migration_creates_both_groups_with_their_permissions() -> Non
         "view_inboundmessage",
         "view_optout",
         "view_organization",
+        "view_outboundevent",
         "view_statusevent",
+        "view_webhookadapter",
     ]
     assert perms == {"SOC lead": view, "Operator": sorted([*view, "resend_delivery", "clear_optout"])}
 

@@ -364,7 +364,7 @@ def test_an_unknown_action_is_a_permanent_error(intake: Intake, tenant: Tenant) 
         "version": 20221218,
         "data": {},
         "retriable": False,
-        "error": "request.action 'call' is not supported: the only action is 'run'",
+        "error": "request.action 'call' is not supported: the actions are 'run' and 'request_approval'",
     }
 
 
@@ -496,6 +496,7 @@ def test_the_schema_declares_every_run_parameter_a_rule_may_send(intake: Intake)
         "secret": "secret",
         "ack_within": "integer",
         "escalate": "enum",
+        "context": "json",
     }
     assert fields["to"]["is_list"] is True and fields["escalate"]["enum_values"] == ["call", "next"]
     assert run["parameters"]["requirements"] == [["body"], ["to"]]
@@ -507,6 +508,7 @@ def test_the_schema_declares_every_run_parameter_a_rule_may_send(intake: Intake)
         "messaging_service_sid",
         "ack_by_reply",
         "ack_notify_others",
+        "events",
     }
     assert data["required_events"] == ["subscribe", "unsubscribe", "update"]
     assert data["views"] == [{"name": "", "layout_type": "action", "default_requests": ["run"]}]
