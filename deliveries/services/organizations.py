@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from deliveries.models import (
     AlertRequest,
+    Approval,
     Attempt,
     Credential,
     Delivery,
@@ -19,7 +20,9 @@ from deliveries.models import (
     InboundMessage,
     OptOut,
     Organization,
+    OutboundEvent,
     StatusEvent,
+    WebhookAdapter,
 )
 from deliveries.services.credentials import credentials_erase, forget
 
@@ -84,6 +87,9 @@ def organization_erase(*, oid: str, confirm: bool) -> dict[str, int] | None:
         return None
     deliveries = Delivery.objects.filter(organization=org)
     kinds = [
+        ("events for LimaCharlie", OutboundEvent.objects.filter(organization=org)),
+        ("approvals", Approval.objects.filter(alert__organization=org)),
+        ("webhook adapters", WebhookAdapter.objects.filter(organization=org)),
         ("opt-outs", OptOut.objects.filter(organization=org)),
         ("escalation timers", Escalation.objects.filter(alert__organization=org)),
         ("inbound messages", InboundMessage.objects.filter(organization=org)),
