@@ -6,6 +6,7 @@ the <Gather> keypress, each signed as Twilio signs them. These are the issue's c
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,15 @@ from tests.fakes.twilio import FakeTwilio
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 SECOND, THIRD = "+15005550002", "+15005550003"
+CALLABLE = "+14155550101"
 QUICK = "0.05"  # ack_within in minutes (3 s): the same countdown path as 5 minutes
+
+
+@pytest.fixture
+def tenant(tenant: Tenant) -> Tenant:
+    """Calls ring ordinary phones only: the recipient is a fixed or mobile number in the sender's country
+    (the tenant's usual +1 500 number is a personal, forwarding number, which calls refuse)."""
+    return replace(tenant, recipient=CALLABLE)
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,8 @@ from deliveries.services.desk import (
     opt_out_clear,
     resend_review,
 )
+from deliveries.services.calls import call_number_refusal
+from deliveries.services.codes import LENGTH as ACK_CODE_LENGTH
 from deliveries.services.escalate import AckPlan, escalation_fire
 from deliveries.services.inbound import InboundAnswer, WebhookResult, call_gather_record, inbound_message_record
 from deliveries.services.organizations import error_report_record, organization_record_event
@@ -47,7 +49,9 @@ from deliveries.services.send import SendDecision, delivery_send, follow_up, ret
 from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summaries_send
 
 __all__ = [
+    "ACK_CODE_LENGTH",
     "AckPlan",
+    "call_number_refusal",
     "InboundAnswer",
     "WebhookResult",
     "alert_acknowledge",

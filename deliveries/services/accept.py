@@ -128,6 +128,7 @@ def deliveries_accept(
     body: PreparedBody,
     account_sid: str = "",
     auth_token: str = "",
+    from_secrets_manager: bool = False,
     credential_id: int | None = None,
     ack: escalate.AckPlan | None = None,
     organization_id: int | None = None,
@@ -140,7 +141,8 @@ def deliveries_accept(
     may no longer be used (erased, or refused by Twilio); read the secret again. `organization_id`:
     the organisation's row id when the caller has read it already (alert_request_seen); `seen`: that
     read, made with `credential_id` and every recipient (their codes are read only when the texts carry
-    codes)."""
+    codes). `from_secrets_manager`: the SID and token were read from the Secrets Manager with a JWT,
+    not pasted into the rule (credentials.credential_for)."""
     now = timezone.now()
     first, later = ack.split(recipients) if ack else (list(recipients), [])  # issue 11: `next`
     # On PostgreSQL, a call whose credential was remembered and that starts no escalation timer writes
@@ -166,7 +168,7 @@ def deliveries_accept(
                 usable, outstanding = _reads(org_id, credential_id, first, codes=bool(ack and ack.codes))
             if not usable:
                 raise CredentialGone()
-            bound = credential_id or _credential_stored(org_id, oid, account_sid, auth_token, now)
+            bound = credential_id or _credential_stored(org_id, oid, account_sid, auth_token, now, from_secrets_manager)
             common = {"organization_id": org_id, "credential_id": bound, "idempotency_key": idempotency_key}
             deliveries = [
                 Delivery(
@@ -233,10 +235,18 @@ def _reads(
     return bool(rows[0][0]), outstanding
 
 
-def _credential_stored(org_id: int, oid: str, account_sid: str, auth_token: str, now: datetime) -> int:
-    """The id of the credential the call brought from the Secrets Manager, found or stored."""
+def _credential_stored(
+    org_id: int, oid: str, account_sid: str, auth_token: str, now: datetime, from_secrets_manager: bool
+) -> int:
+    """The id of the credential the call brought (from the Secrets Manager, or inline), found or stored."""
     org = Organization(id=org_id, oid=oid)  # what credential_for needs: the row's key, and oid for its log
-    return credential_for(organization=org, account_sid=account_sid, auth_token=auth_token, now=now).id
+    return credential_for(
+        organization=org,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        now=now,
+        from_secrets_manager=from_secrets_manager,
+    ).id
 
 
 def _message(

@@ -145,7 +145,10 @@ def _account_busy() -> SendDecision:
 
 def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision | None:
     """Flood control, opt-outs and the per-account cap, decided under the organisation's lock."""
-    hold, why, account_busy = flood.hold_for(delivery, trigger, now)
+    hold, why = calls.call_hold(delivery)  # a call that must never ring: recorded, not placed
+    account_busy = False
+    if not hold:
+        hold, why, account_busy = flood.hold_for(delivery, trigger, now)
     if hold:
         Delivery.objects.filter(id=delivery.id).update(
             status=Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, due_at=None, updated_at=now

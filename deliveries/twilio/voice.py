@@ -90,8 +90,14 @@ def place_call(
     )
 
 
-def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: datetime) -> LookupResult:
-    """After an ambiguous answer: a call to `to` from `from_` created since the attempt started."""
+def find_call(
+    *, account_sid: str, auth_token: str, to: str, from_: str, since: datetime, proven: frozenset[str]
+) -> LookupResult:
+    """After an ambiguous answer: this step's call, if Twilio has it. To and From name a person, not a
+    step: another alert's call to the same person matches them too. So a call is found only when its SID
+    is `proven`, i.e. came in a status callback to this step's own URL (which carries our delivery id);
+    a call that matches To and From without that proof is reported as a failed look-up, so it is looked
+    for again later (by then its callback has usually come, and moved the delivery on by itself)."""
     http = http_client()
     started = time.monotonic()
     try:
@@ -112,8 +118,9 @@ def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: 
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
-    for call in calls:
-        if call.date_created is None or call.date_created >= since - timedelta(seconds=30):
+    recent = [c for c in calls if c.date_created is None or c.date_created >= since - timedelta(seconds=30)]
+    for call in recent:
+        if call.sid in proven:
             return LookupResult(
                 LookupOutcome.FOUND,
                 ms_since(started),
@@ -122,6 +129,15 @@ def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: 
                 http_status=200,
                 twilio_request_id=http.last_request_id,
             )
+    if recent:
+        return LookupResult(
+            LookupOutcome.FAILED,
+            ms_since(started),
+            http_status=200,
+            twilio_message=f"{len(recent)} call(s) to this number since the attempt, none proven this step's "
+            "(no status callback from it yet); looked for again later",
+            twilio_request_id=http.last_request_id,
+        )
     return LookupResult(
         LookupOutcome.NOT_FOUND, ms_since(started), http_status=200, twilio_request_id=http.last_request_id
     )
