@@ -89,7 +89,7 @@ class InboundMessageQuerySet(models.QuerySet["InboundMessage"]):
         if organization_id is not None:
             rows = rows.filter(organization_id=organization_id)
         locks = []
-        for org_id, number in rows.values_list("organization_id", "from_number").distinct():
+        for org_id, number in rows.order_by().values_list("organization_id", "from_number").distinct():
             until = self.code_lock_until(organization_id=org_id, number=number, now=now)
             if until is not None:
                 wrong = sum(

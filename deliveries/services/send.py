@@ -103,7 +103,9 @@ def _claim_at_once(delivery_id: str, trigger: str, now: datetime) -> tuple[Deliv
     (flood.sends_at_once, the SQL twin of flood.decide). `None` where the usual claim must decide (a
     hold to write, an operator's resend waiting, a summary): it locks and reads again."""
     capped = bool(settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT)
-    condition = flood.sends_at_once(capped=capped)
+    sends, sends_params = flood.sends_at_once(capped=capped)
+    # A call is decided by the usual claim, where calls.call_hold may hold it back: never at once.
+    condition = (f"{sends} AND channel = %s", [*sends_params, Delivery.Channel.SMS])
     deciding, deciding_params = attempts.opening_clauses(delivery_id, trigger, now, condition)
     reading, _ = sql.credential_joined(
         "(SELECT counts.*, (SELECT id FROM opened) AS attempt_id FROM counts) k", "(SELECT credential_id FROM me)", []
