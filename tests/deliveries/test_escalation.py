@@ -293,3 +293,28 @@ def test_a_yaml_list_of_recipients_is_accepted(intake: Intake, tenant: Tenant) -
 def test_next_with_a_single_recipient_times_nothing(intake: Intake, tenant: Tenant) -> None:
     _run(intake, tenant, ack_within="5", escalate="next")
     assert Escalation.objects.count() == 0 and Delivery.objects.count() == 1
+
+
+def test_a_long_timer_waits_in_hops_of_half_the_visibility_timeout_and_a_copy_adds_no_hop(
+    intake: Intake, tenant: Tenant, commit: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed: list[tuple[list[str], float | None]] = []
+    monkeypatch.setattr(
+        "deliveries.services.queue.escalate", lambda ids, countdown=None: armed.append((list(ids), countdown)) or 1
+    )
+    _run(intake, tenant, ack_within="1440", escalate="call")  # 24 hours
+    timer = Escalation.objects.get()
+    hop = settings.BROKER_VISIBILITY_TIMEOUT_SECONDS / 2
+    assert armed == [([str(timer.id)], hop)]
+    assert abs((timer.armed_until - timer.created_at).total_seconds() - hop) < 1
+
+    # A copy of the task that comes before the hop ends (put back by the broker) arms nothing.
+    assert commit(lambda: escalate_task.apply(args=(str(timer.id),))).get() == "early"
+    assert len(armed) == 1
+
+    # The hop's own task, at its end, arms the next hop from the row.
+    Escalation.objects.update(armed_until=timezone.now())
+    assert commit(lambda: escalate_task.apply(args=(str(timer.id),))).get() == "early"
+    timer.refresh_from_db()
+    assert armed[1] == ([str(timer.id)], hop) and timer.state == "waiting"
+    assert abs((timer.armed_until - timezone.now()).total_seconds() - hop) < 2
