@@ -131,7 +131,9 @@ INBOUND_ANSWER_DAYS = _int("INBOUND_ANSWER_DAYS", 30, 1, 365)
 INBOUND_ANSWERS_PER_HOUR = _int("INBOUND_ANSWERS_PER_HOUR", 5, 0, 1000)
 # The countries an escalation may call (ISO 3166 letters, comma-separated), "*" for any; empty: only
 # the country of the calling number itself. International calls are where toll fraud bills are.
-CALL_ALLOWED_COUNTRIES = [c.strip().upper() for c in env.str("CALL_ALLOWED_COUNTRIES", default="").split(",") if c.strip()]
+CALL_ALLOWED_COUNTRIES = [
+    c.strip().upper() for c in env.str("CALL_ALLOWED_COUNTRIES", default="").split(",") if c.strip()
+]
 if any(c != "*" and not re.fullmatch(r"[A-Z]{2}", c) for c in CALL_ALLOWED_COUNTRIES):
     raise ImproperlyConfigured(
         f"CALL_ALLOWED_COUNTRIES must be two-letter country codes separated by commas, or *, got {CALL_ALLOWED_COUNTRIES!r}"

@@ -15,7 +15,6 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deliveries import services

@@ -175,7 +175,7 @@ def _ack_plan(data: dict[str, Any], config: dict[str, Any], sender: str) -> deli
         )
     if escalate == "call" and not settings.PUBLIC_BASE_URL:
         raise EnvelopeError("escalate: call needs this service's PUBLIC_BASE_URL, for the keypress to reach it")
-    if escalate == "call" and minutes * 60 < settings.CALL_MIN_ACK_WITHIN_SECONDS:
+    if escalate == "call" and (minutes or 0) * 60 < settings.CALL_MIN_ACK_WITHIN_SECONDS:
         raise EnvelopeError(
             f"request.data.ack_within must be at least {settings.CALL_MIN_ACK_WITHIN_SECONDS / 60:g} minutes "
             "with escalate: call (a call is the step that costs)"

@@ -76,7 +76,8 @@ def test_a_timer_longer_than_the_visibility_timeout_is_never_put_back_and_fires_
     def step_sent() -> bool:
         nonlocal held_longest
         # When the worker took each message it holds (kombu's unacked index): how long it has held it.
-        taken = [score for _, score in server.zrange("unacked_index", 0, -1, withscores=True)]
+        entries: list[tuple[bytes, float]] = server.zrange("unacked_index", 0, -1, withscores=True)  # type: ignore[assignment]
+        taken = [score for _, score in entries]
         held_longest = max([held_longest, *(time.time() - t for t in taken)])
         return Delivery.objects.filter(to_number=SECOND, status="queued").exists()
 

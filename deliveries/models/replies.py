@@ -145,7 +145,9 @@ class InboundMessage(models.Model):
         constraints = [
             # Twilio's signature carries no time: without this a captured STOP could be replayed.
             models.UniqueConstraint(
-                fields=["organization", "message_sid"], condition=~Q(message_sid=""), name="inbound_once_per_message_sid"
+                fields=["organization", "message_sid"],
+                condition=~Q(message_sid=""),
+                name="inbound_once_per_message_sid",
             ),
         ]
 

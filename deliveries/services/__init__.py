@@ -28,6 +28,8 @@ from deliveries.services.accept import (
     deliveries_accept,
 )
 from deliveries.services.acknowledge import alert_acknowledge
+from deliveries.services.calls import call_number_refusal
+from deliveries.services.codes import LENGTH as ACK_CODE_LENGTH
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
@@ -38,8 +40,6 @@ from deliveries.services.desk import (
     opt_out_clear,
     resend_review,
 )
-from deliveries.services.calls import call_number_refusal
-from deliveries.services.codes import LENGTH as ACK_CODE_LENGTH
 from deliveries.services.escalate import AckPlan, escalation_fire
 from deliveries.services.inbound import InboundAnswer, WebhookResult, call_gather_record, inbound_message_record
 from deliveries.services.organizations import error_report_record, organization_record_event

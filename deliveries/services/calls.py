@@ -16,7 +16,6 @@ from deliveries.twilio import client as twilio
 from deliveries.twilio import voice
 from deliveries.twilio.errors import Outcome
 
-
 # What a call may ring: a person's own phone. Premium-rate, shared-cost, UAN and personal numbers (and
 # pagers, voicemail, toll-free lines and numbers of no known type) bill the caller, forward at the
 # caller's cost, or reach no person: an escalation is not a way to run up a bill (docs/security.md).

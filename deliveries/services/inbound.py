@@ -5,7 +5,7 @@ Twilio refused), stored whole for audit before anything acts on it, and acted on
 webhook with the same MessageSid (or a call's second keypress) is answered with nothing.
 
 A message is an opt-out (STOP and Twilio's other words, or OptOutType), an opt-in (START), a
-request for help, or a reply that acknowledges one alert by its code (services.codes_reply). HELP is
+request for help, or a reply that acknowledges one alert by its code (code_reply). HELP is
 always answered; other answers go only to numbers the organisation alerted lately, a few an hour."""
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from deliveries.models import Credential, Delivery, InboundMessage, OptOut, Organization, StatusEvent
+from deliveries.models.replies import CODE_LOCK_WINDOW
 from deliveries.observability import metrics
 from deliveries.services.acknowledge import alert_acknowledge
-from deliveries.services.codes import code_reply
+from deliveries.services.codes import MAX_CANDIDATES, codes_in
 from deliveries.twilio.callbacks import InboundReport, messaging_twiml, parse_inbound_message, signature_valid
 from deliveries.twilio.voice import gather_answer
 
@@ -187,6 +189,66 @@ def _tokens(org: Organization | None, account_sid: str) -> list[str]:
         return []
     rows = Credential.objects.trusted().filter(organization=org, account_sid=account_sid)
     return [c.auth_token for c in rows.order_by("-last_used_at")[:5]]
+
+
+# --- a reply that may hold a code (README "What a recipient sees": the exact answers) ------------------
+
+ACK_REPLY = "Acknowledged: {text}"
+ALREADY_REPLY = "ext-twilio: that alert was acknowledged already."
+NONE_OUTSTANDING = "ext-twilio: no alert is waiting for your acknowledgement."
+WAITING_REPLY = "ext-twilio: that is not the code of an alert waiting for you. Waiting: {codes}"
+TOO_MANY_REPLY = (
+    "ext-twilio: nothing acknowledged. Your reply holds {count} words that could be codes; reply with one code only."
+)
+LOCKED_REPLY = (
+    "ext-twilio: too many wrong codes from this number. Codes from it are refused until {until} UTC; "
+    "press 1 on the call, or ask your SOC to acknowledge on the desk."
+)
+
+
+def code_reply(*, organization: Organization, message: InboundMessage, now: datetime) -> str:
+    """Act on a reply that is not a keyword: acknowledge the sender's one alert whose code it holds, or
+    say why not. Sets the message's meaning (and its wrong codes, acknowledged alert); returns the answer.
+
+    A code is looked up among the sender's own waiting alerts only, so another person's code names
+    nothing. Guessing is bounded: at most MAX_CANDIDATES codes tried per reply, and after
+    CODE_LOCK_WRONG_CODES wrong ones within an hour the number's code replies are refused."""
+    codes = codes_in(message.body)
+    number = message.from_number
+    waiting = Delivery.objects.filter(organization=organization, to_number=number, acknowledged_at__isnull=True)
+    waiting = waiting.exclude(ack_code="")
+    if not codes:
+        message.meaning = Meaning.UNMATCHED
+        return _waiting_list(waiting)
+    lock = InboundMessage.objects.code_lock_until(organization_id=organization.id, number=number, now=now)
+    if lock is not None:
+        message.meaning = Meaning.CODE_LOCKED
+        metrics.code_lock("refused")
+        return ""  # the reply that locked it said so: once
+    if len(codes) > MAX_CANDIDATES:
+        message.meaning = Meaning.TOO_MANY_CODES
+        return TOO_MANY_REPLY.format(count=len(codes))
+    alert = waiting.filter(ack_code__in=codes).order_by("-created_at").first()
+    if alert is not None and alert_acknowledge(delivery=alert, by=number, channel="sms"):
+        message.meaning, message.acknowledged = Meaning.ACK, alert
+        return ACK_REPLY.format(text=alert.body[:80])
+    mine = Delivery.objects.filter(organization=organization, to_number=number, ack_code__in=codes)
+    if mine.filter(acknowledged_at__gte=now - CODE_LOCK_WINDOW).exists():
+        message.meaning = Meaning.ACK
+        return ALREADY_REPLY  # a second reply with the same code (or a race with the call): not a guess
+    message.meaning, message.wrong_codes = Meaning.WRONG_CODE, len(codes)
+    message.save(update_fields=["meaning", "wrong_codes"])
+    lock = InboundMessage.objects.code_lock_until(organization_id=organization.id, number=number, now=now)
+    if lock is not None:
+        metrics.code_lock("locked")
+        logger.warning("code replies from %s to organisation %s locked until %s", number, organization.oid, lock)
+        return LOCKED_REPLY.format(until=lock.strftime("%H:%M"))
+    return _waiting_list(waiting)
+
+
+def _waiting_list(waiting: QuerySet[Delivery]) -> str:
+    open_codes = [f"{d.ack_code} ({d.body[:30]})" for d in waiting.order_by("-created_at")[:3]]
+    return WAITING_REPLY.format(codes="; ".join(open_codes)) if open_codes else NONE_OUTSTANDING
 
 
 def call_gather_record(*, delivery_id: str, url: str, params: dict[str, str], signature: str) -> InboundAnswer:

@@ -40,7 +40,7 @@ def test_the_security_defaults() -> None:
         "CALL_MIN_ACK_WITHIN_SECONDS",
         "BROKER_VISIBILITY_TIMEOUT_SECONDS",
     )
-    clean = {name: "" for name in names}
+    clean = dict.fromkeys(names, "")
     result = _start(*names, **clean)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["5", "30", "5", "[]", "60", "600"]

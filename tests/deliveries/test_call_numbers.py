@@ -100,7 +100,10 @@ def test_a_call_step_to_a_number_no_longer_allowed_is_suppressed_and_never_place
 
     call = Delivery.objects.get(channel="voice")
     assert (call.status, call.hold) == ("suppressed", "call_refused")
-    assert call.status_reason == f"Call not placed: {FR_MOBILE} is in FR; calls may reach only US (CALL_ALLOWED_COUNTRIES)."
+    assert (
+        call.status_reason
+        == f"Call not placed: {FR_MOBILE} is in FR; calls may reach only US (CALL_ALLOWED_COUNTRIES)."
+    )
     assert Escalation.objects.get().state == "fired"
     assert fake_twilio.call_posts() == [] and call.attempts.count() == 0
     assert metrics.CALLS_REFUSED.labels(reason="country")._value.get() == before + 1

@@ -117,7 +117,9 @@ def test_a_lock_is_per_number(
     assert "Acknowledged: for the other" in _text(client, fake_twilio, tenant, theirs.ack_code, from_=other)
 
 
-def test_a_stranger_gets_help_but_no_other_answer(client: Any, tenant: Tenant, fake_twilio: FakeTwilio, alert: Delivery) -> None:
+def test_a_stranger_gets_help_but_no_other_answer(
+    client: Any, tenant: Tenant, fake_twilio: FakeTwilio, alert: Delivery
+) -> None:
     assert _text(client, fake_twilio, tenant, "who is this?", from_=STRANGER) == EMPTY
     assert _text(client, fake_twilio, tenant, alert.ack_code, from_=STRANGER) == EMPTY
     assert HELP_REPLY in _text(client, fake_twilio, tenant, "HELP", from_=STRANGER)

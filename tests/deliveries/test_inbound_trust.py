@@ -27,7 +27,9 @@ def public_url(settings: Any) -> None:
 def _inbound(client: Any, fake: FakeTwilio, tenant: Tenant, body: str, **extra: str) -> Any:
     fields = {"From": tenant.recipient, "To": tenant.sender, "Body": body, "AccountSid": tenant.account_sid, **extra}
     token = fields.pop("token", tenant.auth_token)
-    return post_webhook(client, fake.inbound_message(f"{PUBLIC_BASE_URL}/twilio/inbound/{tenant.oid}/", token, **fields))
+    return post_webhook(
+        client, fake.inbound_message(f"{PUBLIC_BASE_URL}/twilio/inbound/{tenant.oid}/", token, **fields)
+    )
 
 
 def test_a_credential_pasted_into_a_rule_never_verifies_an_inbound_text(
@@ -98,7 +100,9 @@ def test_a_replayed_stop_after_start_changes_nothing(client: Any, tenant: Tenant
     assert InboundMessage.objects.count() == 2
 
 
-def test_a_replayed_question_gets_nothing_back(client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio) -> None:
+def test_a_replayed_question_gets_nothing_back(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
     intake.run(tenant, body="Beaconing from wks-9")
     url = f"{PUBLIC_BASE_URL}/twilio/inbound/{tenant.oid}/"
     question = fake_twilio.inbound_message(
