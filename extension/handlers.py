@@ -175,11 +175,6 @@ def _ack_plan(data: dict[str, Any], config: dict[str, Any], sender: str) -> deli
         )
     if escalate == "call" and not settings.PUBLIC_BASE_URL:
         raise EnvelopeError("escalate: call needs this service's PUBLIC_BASE_URL, for the keypress to reach it")
-    if escalate == "call" and (minutes or 0) * 60 < settings.CALL_MIN_ACK_WITHIN_SECONDS:
-        raise EnvelopeError(
-            f"request.data.ack_within must be at least {settings.CALL_MIN_ACK_WITHIN_SECONDS / 60:g} minutes "
-            "with escalate: call (a call is the step that costs)"
-        )
     codes = _flag(config.get(CONFIG_ACK_BY_REPLY))
     return delivery_services.AckPlan(
         codes=True if codes is None else codes,
@@ -289,14 +284,6 @@ def _recipients(to: str) -> list[str]:
         raise EnvelopeError(f"request.data.to {exc}") from None
 
 
-def _callable(recipients: list[str], sender: str) -> None:
-    """With escalate: call, every recipient may be called: an ordinary phone in an allowed country."""
-    for to in recipients:
-        refusal = delivery_services.call_number_refusal(to=to, from_=sender)
-        if refusal:
-            raise EnvelopeError(f"request.data.to: {refusal}")
-
-
 def _inv_id(block: dict[str, Any]) -> str:
     inv_id = block.get("inv_id") or ""
     if not isinstance(inv_id, str):
@@ -329,8 +316,11 @@ def run(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
     ack = _ack_plan(data, config, sender)
-    if ack.escalate == "call":
-        _callable(recipients, sender)
+    refused = ack.escalate == "call" and delivery_services.call_request_refusal(
+        recipients, sender, ack.ack_within_seconds
+    )
+    if refused:
+        raise EnvelopeError(f"request.data.{refused}")  # e.g. a premium-rate number (docs/security.md)
     instruction = ack_instruction("X" * delivery_services.ACK_CODE_LENGTH) if ack.codes else ""  # all one length
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
     reference = _reference(data, config)
@@ -392,8 +382,7 @@ def _accept(
         **fields,
         account_sid=credential.account_sid,
         auth_token=credential.auth_token,
-        # Only a credential read with the JWT may later verify inbound texts (docs/security.md).
-        from_secrets_manager=not credentials.looks_resolved(name),
+        from_secrets_manager=not credentials.looks_resolved(name),  # only such a one checks inbound texts
     )
     # A value pasted in place of a secret name is never kept.
     if not credentials.looks_resolved(name) and accepted.credential_id is not None:

@@ -28,7 +28,7 @@ from deliveries.services.accept import (
     deliveries_accept,
 )
 from deliveries.services.acknowledge import alert_acknowledge
-from deliveries.services.calls import call_number_refusal
+from deliveries.services.calls import call_number_refusal, call_request_refusal
 from deliveries.services.codes import LENGTH as ACK_CODE_LENGTH
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
@@ -52,6 +52,7 @@ __all__ = [
     "ACK_CODE_LENGTH",
     "AckPlan",
     "call_number_refusal",
+    "call_request_refusal",
     "InboundAnswer",
     "WebhookResult",
     "alert_acknowledge",

@@ -3,6 +3,7 @@ answer. The send claim, attempts and status callbacks are the same as a text's (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import phonenumbers
@@ -38,6 +39,19 @@ def call_number_refusal(*, to: str, from_: str) -> str:
     phone (phonenumbers' number type) in a country CALL_ALLOWED_COUNTRIES allows (by default the
     calling number's own country only)."""
     return _refusal(to, from_)[1]
+
+
+def call_request_refusal(recipients: Sequence[str], from_: str, ack_within_seconds: int | None) -> str:
+    """Why a `run` call asking for `escalate: call` is refused, as "FIELD: why", or "": every recipient
+    an ordinary phone in an allowed country, and `ack_within` at least CALL_MIN_ACK_WITHIN_SECONDS."""
+    if (ack_within_seconds or 0) < settings.CALL_MIN_ACK_WITHIN_SECONDS:
+        minutes = settings.CALL_MIN_ACK_WITHIN_SECONDS / 60
+        return f"ack_within must be at least {minutes:g} minutes with escalate: call (a call is the step that costs)"
+    for to in recipients:
+        refusal = call_number_refusal(to=to, from_=from_)
+        if refusal:
+            return f"to: {refusal}"
+    return ""
 
 
 def _refusal(to: str, from_: str) -> tuple[str, str]:

@@ -129,15 +129,12 @@ def find_call(
                 http_status=200,
                 twilio_request_id=http.last_request_id,
             )
-    if recent:
-        return LookupResult(
-            LookupOutcome.FAILED,
-            ms_since(started),
-            http_status=200,
-            twilio_message=f"{len(recent)} call(s) to this number since the attempt, none proven this step's "
-            "(no status callback from it yet); looked for again later",
-            twilio_request_id=http.last_request_id,
-        )
+    unproven = f"{len(recent)} call(s) to this number since the attempt, none proven this step's (no status "
+    unproven += "callback from it yet); looked for again later"
     return LookupResult(
-        LookupOutcome.NOT_FOUND, ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+        LookupOutcome.FAILED if recent else LookupOutcome.NOT_FOUND,
+        ms_since(started),
+        http_status=200,
+        twilio_message=unproven if recent else "",
+        twilio_request_id=http.last_request_id,
     )
