@@ -28,18 +28,18 @@ def _codes_drawn(monkeypatch: pytest.MonkeyPatch, *codes_in_order: str) -> None:
 def test_a_new_code_is_never_one_the_recipient_still_has_outstanding(
     tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = make_delivery(tenant, ack_code="ABC")
-    _codes_drawn(monkeypatch, "ABC", "XYZ")
-    assert codes.ack_code_new(organization_id=held.organization_id, recipient=tenant.recipient) == "XYZ"
+    held = make_delivery(tenant, ack_code="ABCD")
+    _codes_drawn(monkeypatch, "ABCD", "XYZW")
+    assert codes.ack_code_new(organization_id=held.organization_id, recipient=tenant.recipient) == "XYZW"
 
 
 def test_a_code_acknowledged_or_held_elsewhere_is_free_again(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
-    acknowledged = make_delivery(tenant, ack_code="ABC", acknowledged_at=timezone.now())
-    make_delivery(tenant, ack_code="DEF", to_number="+15005550199")  # another recipient's
-    _codes_drawn(monkeypatch, "ABC", "DEF")
+    acknowledged = make_delivery(tenant, ack_code="ABCD", acknowledged_at=timezone.now())
+    make_delivery(tenant, ack_code="DEFG", to_number="+15005550199")  # another recipient's
+    _codes_drawn(monkeypatch, "ABCD", "DEFG")
     org_id = acknowledged.organization_id
-    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "ABC"
-    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEF"
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "ABCD"
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEFG"
 
 
 def test_a_remembered_credential_is_reused_only_while_it_is_the_organisations_unrefused_token(
@@ -173,9 +173,9 @@ def test_one_read_finds_every_recipients_outstanding_codes_and_checks_the_rememb
     from deliveries.services.escalate import AckPlan
 
     second = "+15005550199"
-    held = make_delivery(tenant, ack_code="ABC")
-    make_delivery(tenant, ack_code="DEF", to_number=second)
-    _codes_drawn(monkeypatch, "ABC", "DEF", "DEF", "GHJ")  # each recipient's own code is drawn first, then refused
+    held = make_delivery(tenant, ack_code="ABCD")
+    make_delivery(tenant, ack_code="DEFG", to_number=second)
+    _codes_drawn(monkeypatch, "ABCD", "DEFG", "DEFG", "GHJK")  # each recipient's own code is drawn first, then refused
 
     with CaptureQueriesContext(connection) as accepting:
         _accept(
@@ -188,7 +188,7 @@ def test_one_read_finds_every_recipients_outstanding_codes_and_checks_the_rememb
         )
 
     given = dict(Delivery.objects.filter(idempotency_key="k1").values_list("to_number", "ack_code"))
-    assert given == {tenant.recipient: "DEF", second: "GHJ"}
+    assert given == {tenant.recipient: "DEFG", second: "GHJK"}
     reads = [q["sql"] for q in accepting.captured_queries if q["sql"].startswith("SELECT")]
     assert len(reads) == 1
     assert "FROM deliveries_credential" in reads[0] and "ack_code" in reads[0]
@@ -243,10 +243,10 @@ def test_the_repeat_checks_read_also_checks_the_remembered_credential_and_reads_
     tenant: Tenant,
 ) -> None:
     second, third = "+15005550199", "+15005550198"
-    held = make_delivery(tenant, ack_code="ABC")
-    make_delivery(tenant, ack_code="DEF")
-    make_delivery(tenant, ack_code="GHJ", to_number=second)
-    make_delivery(tenant, ack_code="KMN", to_number=second, acknowledged_at=timezone.now())  # free again
+    held = make_delivery(tenant, ack_code="ABCD")
+    make_delivery(tenant, ack_code="DEFG")
+    make_delivery(tenant, ack_code="GHJK", to_number=second)
+    make_delivery(tenant, ack_code="KMNP", to_number=second, acknowledged_at=timezone.now())  # free again
     credential = held.credential
     other = Organization.objects.create(oid="00000000-0000-4000-8000-000000000000")
 
@@ -263,7 +263,7 @@ def test_the_repeat_checks_read_also_checks_the_remembered_credential_and_reads_
             organization_id=held.organization_id,
             reply=None,
             credential_usable=True,
-            outstanding={tenant.recipient: {"ABC", "DEF"}, second: {"GHJ"}},
+            outstanding={tenant.recipient: {"ABCD", "DEFG"}, second: {"GHJK"}},
         )
     assert len(reading.captured_queries) == 1
     assert alert_request_seen(oid=tenant.oid, idempotency_key="k1") == Seen(held.organization_id, None)
@@ -284,8 +284,8 @@ def test_what_the_callers_read_found_is_read_again_only_inside_a_transaction(
     from deliveries.services import queue
     from deliveries.services.escalate import AckPlan
 
-    held = make_delivery(tenant, ack_code="ABC")
-    _codes_drawn(monkeypatch, "ABC", "DEF")  # the recipient's own code is drawn first, then refused
+    held = make_delivery(tenant, ack_code="ABCD")
+    _codes_drawn(monkeypatch, "ABCD", "DEFG")  # the recipient's own code is drawn first, then refused
     seen = alert_request_seen(
         oid=tenant.oid, idempotency_key="k1", credential_id=held.credential_id, recipients=[tenant.recipient]
     )
@@ -308,7 +308,7 @@ def test_what_the_callers_read_found_is_read_again_only_inside_a_transaction(
         )
 
     stored = Delivery.objects.get(idempotency_key="k1")
-    assert stored.credential_id == held.credential_id and stored.ack_code == "DEF"
+    assert stored.credential_id == held.credential_id and stored.ack_code == "DEFG"
     if connection.vendor == "postgresql":  # no transaction: the caller's read a moment ago is as good
         assert statements == [("WITH", False), ("enqueued", False)]
     else:  # SQLite's reads are exact inside its transaction: the credential and codes are read there again
