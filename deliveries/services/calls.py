@@ -11,7 +11,7 @@ from django.conf import settings
 from django.urls import reverse
 from phonenumbers import PhoneNumberType
 
-from deliveries.models import Delivery
+from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
 from deliveries.twilio import client as twilio
 from deliveries.twilio import voice
@@ -122,9 +122,17 @@ def call_post(delivery: Delivery) -> twilio.SendResult:
         auth_token=credential.auth_token,
         to=delivery.to_number,
         from_=delivery.from_number,
-        twiml=voice.call_twiml(alert_text=delivery.body, gather_url=gather_url),
+        twiml=voice.call_twiml(alert_text=delivery.body, gather_url=gather_url, alerts=len(call_alerts(delivery))),
         status_callback=status_url,
     )
+
+
+def call_alerts(call: Delivery) -> list[Delivery]:
+    """The alerts one escalation call is about: the one it escalates, and those whose call timers it
+    fired too (services.escalate reads a person's alerts due a call out in one call)."""
+    timers = Escalation.objects.filter(result=call, action=Escalation.Action.CALL).exclude(alert=call.escalates_id)
+    joined = [t.alert for t in timers.select_related("alert").order_by("alert__created_at")]
+    return ([call.escalates] if call.escalates else []) + joined
 
 
 def call_find(delivery: Delivery, since: datetime) -> twilio.LookupResult:

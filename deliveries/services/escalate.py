@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 Action = Escalation.Action
 State = Escalation.State
 BATCH = 1000
+# A person's call timers due within this of each other ring one call, about at most CALL_MAX_ALERTS.
+CALL_TOGETHER = timedelta(seconds=60)
+CALL_MAX_ALERTS = 5
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def escalation_fire(*, timer_id: str) -> str:
             timer.state, timer.fired_at = State.CANCELLED, now
             timer.save(update_fields=["state", "fired_at"])
             return timer.state
-        step, follow = _call(alert, now) if timer.action == Action.CALL else _next(alert, timer, now)
+        step, follow = _call(alert, timer, now) if timer.action == Action.CALL else _next(alert, timer, now)
         timer.state, timer.fired_at, timer.result = State.FIRED, now, step
         timer.save(update_fields=["state", "fired_at", "result"])
         ids = [str(step.id)] if step and step.status == Delivery.Status.PENDING else []
@@ -172,8 +175,32 @@ def _step(alert: Delivery, now: datetime, **fields: object) -> Delivery | None:
         return None
 
 
-def _call(alert: Delivery, now: datetime) -> tuple[Delivery | None, list[str]]:
+def _also_due(alert: Delivery, timer: Escalation, now: datetime) -> list[Escalation]:
+    """The person's other alerts due a call now (or within CALL_TOGETHER): one call reads them all out
+    rather than ringing them once an alert. A timer another worker holds is left to it."""
+    others = Escalation.objects.filter(
+        action=Action.CALL,
+        state=sql.written(State.WAITING),
+        due_at__lte=now + CALL_TOGETHER,
+        alert__organization_id=alert.organization_id,
+        alert__to_number=alert.to_number,
+        alert__acknowledged_at__isnull=True,
+    ).exclude(id=timer.id)
+    locked = others.select_for_update(skip_locked=True, of=("self",)).select_related("alert")
+    return list(locked.order_by("due_at")[: CALL_MAX_ALERTS - 1])
+
+
+def _read_out(alerts: Sequence[Delivery]) -> str:
+    """What a call about several alerts says, each alert's text in its share of the time."""
+    share = 560 // len(alerts)
+    return " ".join(f"Alert {n}: {a.body[:share].rstrip()}." for n, a in enumerate(alerts, start=1))
+
+
+def _call(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery | None, list[str]]:
+    others = _also_due(alert, timer, now)
     fields: dict[str, object] = {"channel": Delivery.Channel.VOICE}
+    if others:
+        fields["body"] = _read_out([alert, *(t.alert for t in others)])
     hold, why = calls.call_hold(Delivery(to_number=alert.to_number, from_number=alert.from_number, **fields))
     if hold:  # never placed: recorded with its reason, as any step held back
         fields.update(status=Delivery.Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, due_at=None)
@@ -187,6 +214,8 @@ def _call(alert: Delivery, now: datetime) -> tuple[Delivery | None, list[str]]:
         segments=0,
         **fields,
     )
+    if call is not None and others:
+        Escalation.objects.filter(id__in=[t.id for t in others]).update(state=State.FIRED, fired_at=now, result=call)
     return call, []
 
 

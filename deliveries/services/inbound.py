@@ -25,6 +25,7 @@ from deliveries.models import Credential, Delivery, InboundMessage, OptOut, Orga
 from deliveries.models.replies import CODE_LOCK_WINDOW
 from deliveries.observability import metrics
 from deliveries.services.acknowledge import alert_acknowledge
+from deliveries.services.calls import call_alerts
 from deliveries.services.codes import MAX_CANDIDATES, codes_in
 from deliveries.twilio.callbacks import InboundReport, messaging_twiml, parse_inbound_message, signature_valid
 from deliveries.twilio.voice import gather_answer
@@ -281,6 +282,9 @@ def call_gather_record(*, delivery_id: str, url: str, params: dict[str, str], si
         metrics.webhook_duplicate("keypress")
         logger.info("keypress of call %s seen before: ignored", call_sid)
         return InboundAnswer(WebhookResult.DUPLICATE, messaging_twiml(""))
-    acknowledged = digits == "1" and alert_acknowledge(delivery=call.escalates, by=call.to_number, channel="voice")
-    already = digits == "1" and call.escalates.acknowledged_at is not None
-    return InboundAnswer(WebhookResult.STORED, gather_answer(acknowledged or already))
+    if digits != "1":
+        return InboundAnswer(WebhookResult.STORED, gather_answer(False))
+    # One call may read out several of the person's alerts: 1 acknowledges them all.
+    for alert in call_alerts(call):
+        alert_acknowledge(delivery=alert, by=call.to_number, channel="voice")
+    return InboundAnswer(WebhookResult.STORED, gather_answer(True))

@@ -34,12 +34,20 @@ SAY_MAX_CHARS = 600  # a call reads the alert out; the full text is on the desk 
 CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
-def call_twiml(*, alert_text: str, gather_url: str) -> str:
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def call_twiml(*, alert_text: str, gather_url: str, alerts: int = 1) -> str:
     """What the person hears (README "What a recipient hears"). The alert is said twice inside the
-    <Gather>, so a key pressed while it is read counts; no key means no acknowledgement."""
+    <Gather>, so a key pressed while it is read counts; no key means no acknowledgement. A call about
+    several alerts (`alerts`, its text reading each one out) acknowledges them all with one key."""
     said = alert_text[:SAY_MAX_CHARS]
-    prompt = "Press 1 to acknowledge this alert."
-    inner = f"<Say>ext-twilio security alert. {escape(said)}</Say><Say>{prompt}</Say>"
+    if alerts > 1:
+        prompt = f"Press 1 to acknowledge all {NUMBER_WORDS.get(alerts, str(alerts))}."
+        inner = f"<Say>ext-twilio: {alerts} security alerts waiting. {escape(said)}</Say><Say>{prompt}</Say>"
+    else:
+        prompt = "Press 1 to acknowledge this alert."
+        inner = f"<Say>ext-twilio security alert. {escape(said)}</Say><Say>{prompt}</Say>"
     gather = f'<Gather numDigits="1" timeout="{GATHER_SECONDS}" action={quoteattr(gather_url)} method="POST">'
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><Response>{gather}{inner}<Say>{prompt}</Say></Gather>'

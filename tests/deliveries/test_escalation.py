@@ -321,3 +321,34 @@ def test_a_long_timer_waits_in_hops_of_half_the_visibility_timeout_and_a_copy_ad
     timer.refresh_from_db()
     assert armed[1] == ([str(timer.id)], hop) and timer.state == "waiting"
     assert timer.armed_until is not None and abs((timer.armed_until - timezone.now()).total_seconds() - hop) < 2
+
+
+def test_one_call_reads_out_a_persons_alerts_due_together_and_one_key_acknowledges_them_all(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any
+) -> None:
+    for n in range(3):
+        _run(intake, tenant, body=f"alert {n}", ack_within="1", escalate="call")
+    _run(intake, tenant, body="later", ack_within="30", escalate="call")
+    later = Escalation.objects.get(alert__body="later")
+    Escalation.objects.exclude(id=later.id).update(due_at=timezone.now() - timedelta(seconds=1))
+
+    for timer_id in Escalation.objects.exclude(id=later.id).values_list("id", flat=True):
+        commit(lambda t=timer_id: escalate_task.apply(args=(str(t),)))
+
+    (call,) = Delivery.objects.filter(channel="voice")
+    (placed,) = fake_twilio.call_posts()
+    assert (
+        "<Say>ext-twilio: 3 security alerts waiting. Alert 1: alert 0. Alert 2: alert 1. Alert 3: alert 2."
+        in (placed["Twiml"])
+    )
+    assert "Press 1 to acknowledge all three." in placed["Twiml"]
+    fired = Escalation.objects.exclude(id=later.id)
+    assert set(fired.values_list("state", "result")) == {("fired", call.id)}
+    assert Escalation.objects.get(id=later.id).state == "waiting"  # not due yet: not read out
+
+    answer = post_webhook(client, fake_twilio.gather(fake_twilio.calls[0], "1", tenant.auth_token))
+
+    assert "Acknowledged. Thank you." in answer.content.decode()
+    acknowledged = Delivery.objects.filter(channel="sms", acknowledged_at__isnull=False)
+    assert sorted(acknowledged.values_list("body", "ack_channel")) == [(f"alert {n}", "voice") for n in range(3)]
+    assert Delivery.objects.get(body="later", channel="sms").acknowledged_at is None
