@@ -185,3 +185,22 @@ def test_a_lost_timer_is_fired_by_the_sweeper_and_an_ambiguous_call_is_never_pla
     ]
     time.sleep(2)
     assert len(fake_twilio.call_posts()) == 1 and Escalation.objects.get().state == "fired"
+
+
+def test_a_persons_alerts_due_a_call_together_ring_one_call_and_one_key_acknowledges_them_all(
+    celery_worker: Any, client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
+) -> None:
+    for body in ("Ransomware on fs-01", "Beaconing from wks-9"):
+        intake.run(tenant, body=body, ack_within=QUICK, escalate="call")
+
+    call = wait_for(lambda: Delivery.objects.filter(channel="voice", status="queued").first(), timeout=45)
+    wait_for(lambda: not Escalation.objects.filter(state="waiting").exists())
+    time.sleep(2)  # both timers' own tasks have run by now: a second call would have been placed
+    (placed,) = fake_twilio.call_posts()
+    assert "2 security alerts waiting" in placed["Twiml"] and "Press 1 to acknowledge all two." in placed["Twiml"]
+    assert set(Escalation.objects.values_list("state", "result")) == {("fired", call.id)}
+
+    answer = post_webhook(client, fake_twilio.gather(fake_twilio.calls[0], "1", tenant.auth_token))
+
+    assert "Acknowledged" in answer.content.decode()
+    assert Delivery.objects.filter(channel="sms", acknowledged_at__isnull=False, ack_channel="voice").count() == 2
