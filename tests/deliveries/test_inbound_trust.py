@@ -143,3 +143,27 @@ def test_a_replayed_status_callback_is_answered_and_changes_nothing(
     delivery.refresh_from_db()
     assert (delivery.status, delivery.settled_at) == ("undelivered", settled)
     assert StatusEvent.objects.count() == 1
+
+
+def test_a_keypress_on_a_call_made_with_a_pasted_credential_acknowledges_nothing(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import timedelta
+
+    from deliveries.models import Escalation
+    from deliveries.tasks import escalate
+
+    attacker_sid, attacker_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    fake_twilio.add_account(attacker_sid, attacker_token)
+    callee = "+14155550101"
+    inline = f"{attacker_sid}/{attacker_token}"
+    assert intake.run(tenant, to=callee, ack_within="1", escalate="call", secret=inline).status_code == 200
+    Escalation.objects.update(due_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        escalate.apply(args=(str(Escalation.objects.get().id),))
+    (played,) = fake_twilio.calls
+
+    response = post_webhook(client, fake_twilio.gather(played, "1", attacker_token))
+
+    assert response.status_code == 403
+    assert Delivery.objects.get(channel="sms").acknowledged_at is None and not StatusEvent.objects.exists()
