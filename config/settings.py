@@ -123,6 +123,31 @@ SEND_RETRY_MAX_SECONDS = _int("SEND_RETRY_MAX_SECONDS", 60, 1, 3600)
 SEND_DEADLINE_SECONDS = _int("SEND_DEADLINE_SECONDS", 900, 10, 36000)
 
 PUBLIC_BASE_URL = _url("PUBLIC_BASE_URL", "")
+if PUBLIC_BASE_URL and not PUBLIC_BASE_URL.startswith("https://") and not DEBUG:
+    # Twilio's signature covers the URL, not the channel: over plain HTTP anyone on the path reads the
+    # codes, keypresses and replies, and can replay them. Plain HTTP is for a laptop (DEBUG) only.
+    raise ImproperlyConfigured(
+        f"PUBLIC_BASE_URL must be an https:// URL (or set DEBUG=true on a development machine), got {PUBLIC_BASE_URL!r}"
+    )
+
+# --- acknowledgement you can trust (docs/security.md) ---------------------------------------------
+# Wrong codes from one number within an hour before its code replies are refused for the rest of it.
+CODE_LOCK_WRONG_CODES = _int("CODE_LOCK_WRONG_CODES", 5, 1, 100)
+# Answers other than HELP go only to numbers the organisation alerted within this many days, and at
+# most INBOUND_ANSWERS_PER_HOUR to one number: anything else is stored, not answered (SMS pumping).
+INBOUND_ANSWER_DAYS = _int("INBOUND_ANSWER_DAYS", 30, 1, 365)
+INBOUND_ANSWERS_PER_HOUR = _int("INBOUND_ANSWERS_PER_HOUR", 5, 0, 1000)
+# The countries an escalation may call (ISO 3166 letters, comma-separated), "*" for any; empty: only
+# the country of the calling number itself. International calls are where toll fraud bills are.
+CALL_ALLOWED_COUNTRIES = [
+    c.strip().upper() for c in env.str("CALL_ALLOWED_COUNTRIES", default="").split(",") if c.strip()
+]
+if any(c != "*" and not re.fullmatch(r"[A-Z]{2}", c) for c in CALL_ALLOWED_COUNTRIES):
+    raise ImproperlyConfigured(
+        f"CALL_ALLOWED_COUNTRIES must be two-letter country codes separated by commas, or *, got {CALL_ALLOWED_COUNTRIES!r}"
+    )
+# The shortest `ack_within` a rule may give with `escalate: call` (a call is the expensive step).
+CALL_MIN_ACK_WITHIN_SECONDS = _int("CALL_MIN_ACK_WITHIN_SECONDS", 60, 0, 3600)
 
 # --- nothing lost, nothing doubled ---------------------------------------------------------------
 AMBIGUOUS_POLICY = env.str("AMBIGUOUS_POLICY", default="at-least-once")
@@ -375,13 +400,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Enqueueing happens inside a web request: fail fast when the broker is down rather than hang
 # LimaCharlie's call (the delivery row is already committed and stays `pending`).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
+# Redis puts back a task a worker has held this long. Escalation timers never wait longer than half of
+# it in the broker (services/escalate.py), so a timer is never delivered twice.
+BROKER_VISIBILITY_TIMEOUT_SECONDS = _int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 600, 2, 86400)
 CELERY_BEAT_SCHEDULE = {"sweep": {"task": "deliveries.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged task (its worker was killed) is redelivered after this long. It must exceed
     # the longest retry countdown, or a scheduled retry would be delivered twice (harmless: the
     # claim stops the second, but wasteful). The sweeper covers the gap much sooner.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 3, "socket_timeout": 5}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 5,
+    }
 # The worker logs through Django's LOGGING (JSON, with the delivery's ids) rather than Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

@@ -15,13 +15,13 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deliveries import services
 
 logger = logging.getLogger(__name__)
 CALLBACK_MAX_BYTES = 65_536
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
 def _storable(text: str) -> bool:
@@ -93,7 +93,7 @@ _SIGNATURE = OpenApiParameter(
 
 _TWIML_RESPONSES = {
     200: OpenApiResponse(description="TwiML"),
-    400: OpenApiResponse(description="A form field holds a NUL or invalid text; nothing stored."),
+    400: OpenApiResponse(description="A form field holds a NUL or invalid text, or MessageSid (CallSid) is empty."),
     403: OpenApiResponse(description="Forged or unknown"),
     413: OpenApiResponse(description="A body over 64 KiB; nothing read or stored."),
 }
@@ -121,22 +121,25 @@ class StatusCallbackView(APIView):
             ),
         ],
         responses={
-            200: OpenApiResponse(description="Stored, or an unknown delivery id (so Twilio stops retrying)."),
+            200: OpenApiResponse(
+                description="Stored; or a status recorded before, or an unknown delivery id (so Twilio stops "
+                "retrying), which change nothing. An empty TwiML <Response/>."
+            ),
             400: OpenApiResponse(description="A form field holds a NUL or invalid text; nothing stored."),
             403: OpenApiResponse(description="Missing or invalid X-Twilio-Signature; nothing stored."),
             413: OpenApiResponse(description="A body over 64 KiB; nothing read or stored."),
         },
         tags=["twilio"],
     )
-    def post(self, request: Request, delivery_id: UUID) -> Response:
+    def post(self, request: Request, delivery_id: UUID) -> HttpResponse:
         refused = _refusal(request)
         if refused:
-            return Response(status=refused)
+            return HttpResponse(status=refused)
         result = services.status_callback_record(delivery_id=str(delivery_id), **_signed(request))
         if result == services.CallbackResult.FORGED:
-            return Response(status=403)
-        # An unknown id still answers 200, so that Twilio does not keep retrying it.
-        return Response(status=200)
+            return HttpResponse(status=403)
+        # An unknown id still answers 200, so that Twilio does not keep retrying it; a duplicate too.
+        return HttpResponse(EMPTY_TWIML, content_type="text/xml")
 
 
 class _TwimlWebhook(APIView):
@@ -152,7 +155,9 @@ class _TwimlWebhook(APIView):
         return HttpResponse(status=refused) if refused else None
 
     def _answer(self, answer: services.InboundAnswer) -> HttpResponse:
-        if answer.result != services.WebhookResult.STORED:
+        if answer.result == services.WebhookResult.REFUSED:
+            return HttpResponse(status=400)
+        if answer.result not in (services.WebhookResult.STORED, services.WebhookResult.DUPLICATE):
             return HttpResponse(status=403)
         return HttpResponse(answer.twiml, content_type="text/xml")
 
@@ -161,8 +166,9 @@ class InboundMessageView(_TwimlWebhook):
     @extend_schema(
         summary="Twilio inbound message (a number's or Messaging Service's webhook)",
         description="A person's text to the organisation's Twilio number. Checked with X-Twilio-Signature and "
-        "an Auth Token that organisation's alerts were sent with (for the AccountSid given); stored; STOP / START / HELP and acknowledgement codes are acted on. "
-        "Answers TwiML.",
+        "an Auth Token read from that organisation's Secrets Manager (for the AccountSid given; never one pasted "
+        "into a rule); `To` must be a sender of its alerts; stored; STOP / START / HELP and acknowledgement codes "
+        "are acted on, once per MessageSid (a repeat answers an empty <Response/>). Answers TwiML.",
         parameters=[_SIGNATURE],
         request={"application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
         responses=_TWIML_RESPONSES,

@@ -300,8 +300,14 @@ def run(block: dict[str, Any], envelope: dict[str, Any], approval: bool = False)
     if not data["body"].strip():
         raise EnvelopeError("request.data.body must be non-empty text")
     ack = _ack_plan(data, config, sender)
+    refused = ack.escalate == "call" and delivery_services.call_request_refusal(
+        recipients, sender, ack.ack_within_seconds
+    )
+    if refused:
+        raise EnvelopeError(f"request.data.{refused}")  # e.g. a premium-rate number (docs/security.md)
     ack = replace(ack, codes=False) if plan else ack  # an approval's code is its own (services.approvals)
-    instruction = loop.approval_suffix(plan) if plan else ack_instruction("XXX") if ack.codes else ""
+    code = "X" * delivery_services.ACK_CODE_LENGTH  # every code has the same length
+    instruction = loop.approval_suffix(plan) if plan else ack_instruction(code) if ack.codes else ""
     body = prepare_body(data["body"], settings.SMS_MAX_BODY_CHARS, suffix=instruction)
     reference = _reference(data, config)
     remembered = _remembered(org["oid"], reference[0])
@@ -356,7 +362,10 @@ def _accept(
     except credentials.CredentialError as exc:
         return _credential_failure(exc)
     accepted = delivery_services.deliveries_accept(
-        **fields, account_sid=credential.account_sid, auth_token=credential.auth_token
+        **fields,
+        account_sid=credential.account_sid,
+        auth_token=credential.auth_token,
+        from_secrets_manager=not credentials.looks_resolved(name),  # only such a one checks inbound texts
     )
     # A value pasted in place of a secret name is never kept.
     if not credentials.looks_resolved(name) and accepted.credential_id is not None:

@@ -132,7 +132,11 @@ def make_delivery(tenant: Tenant, **fields: Any) -> Any:
 
     org, _ = Organization.objects.get_or_create(oid=tenant.oid)
     credential = credential_for(
-        organization=org, account_sid=tenant.account_sid, auth_token=tenant.auth_token, now=org.created_at
+        organization=org,
+        account_sid=tenant.account_sid,
+        auth_token=tenant.auth_token,
+        now=org.created_at,
+        from_secrets_manager=True,  # as the intake stores the tenant's secret `twilio`
     )
     values: dict[str, Any] = {
         "organization": org,

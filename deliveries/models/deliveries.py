@@ -41,6 +41,7 @@ class Delivery(models.Model):
         ACKNOWLEDGED = "acknowledged", "The alert was acknowledged first"
         RECIPIENT_CALLS = "recipient_calls", "Recipient's call limit reached"
         ORG_CALLS = "org_calls", "Organisation's call limit reached"
+        CALL_REFUSED = "call_refused", "Not an ordinary phone, or a country calls may not reach"
 
     FLOOD_HOLDS = frozenset({Hold.DUPLICATE, Hold.RECIPIENT_LIMIT, Hold.ORG_LIMIT})
 
@@ -295,6 +296,18 @@ class StatusEvent(models.Model):
 
     class Meta:
         ordering = ["received_at", "id"]
+        constraints = [
+            # Each webhook acts once: Twilio's signature carries no time, so a captured callback could be
+            # replayed. A status is reported once per delivery; a call's keypress once per call.
+            models.UniqueConstraint(
+                fields=["delivery", "message_status"],
+                condition=~Q(message_status__startswith="gather:"),
+                name="status_event_once_per_status",
+            ),
+            models.UniqueConstraint(
+                fields=["message_sid"], condition=Q(message_status__startswith="gather:"), name="keypress_once_per_call"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_status} ({self.message_sid or 'no SID'})"

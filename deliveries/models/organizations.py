@@ -35,6 +35,12 @@ class CredentialQuerySet(models.QuerySet["Credential"]):
         refused it."""
         return self.filter(rejected_at__isnull=True).exclude(auth_token="")
 
+    def trusted(self) -> CredentialQuerySet:
+        """Usable credentials the service read from the organisation's Secrets Manager with its JWT: the
+        only ones that may vouch for a message a person sent (an inbound text). A credential pasted
+        into a rule proves only that the rule's author holds some Twilio account."""
+        return self.usable().filter(from_secrets_manager=True)
+
 
 class Credential(models.Model):
     """A Twilio credential (Account SID and Auth Token) as a `run` call brought it from the
@@ -52,6 +58,14 @@ class Credential(models.Model):
     last_used_at = models.DateTimeField(help_text="When a run call last brought it (to the minute).")
     # Twilio refused it (20003): calls that bring it again read the Secrets Manager again.
     rejected_at = models.DateTimeField(null=True, blank=True)
+    # Read from the organisation's Secrets Manager with a JWT at least once (rather than pasted inline
+    # into a rule as ACCOUNT_SID/TOKEN). Only such a credential checks inbound texts: an inline one
+    # sends its own call's messages and checks their callbacks, nothing else.
+    from_secrets_manager = models.BooleanField(
+        "read from the Secrets Manager",
+        default=False,
+        help_text="Read from the organisation's Secrets Manager (not pasted into a rule): may verify inbound texts.",
+    )
 
     objects = CredentialQuerySet.as_manager()
 

@@ -114,3 +114,42 @@ def acknowledged(channel: str, seconds: float) -> None:
 
 def escalated(kind: str) -> None:
     ESCALATIONS.labels(kind=kind).inc()
+
+
+CODE_LOCKS = Counter(
+    f"{PREFIX}_code_locks",
+    "Code replies refused after too many wrong codes from one number: `locked` once when a number's lock "
+    "begins, `refused` for each code reply refused while it lasts.",
+    ["event"],
+)
+WEBHOOK_DUPLICATES = Counter(
+    f"{PREFIX}_webhook_duplicates",
+    "Twilio webhooks received again (a retry or a replay) and answered without acting, by kind.",
+    ["kind"],
+)
+INBOUND_WITHHELD = Counter(
+    f"{PREFIX}_inbound_answers_withheld",
+    "Answers to inbound texts not sent, by reason (not_alerted, reply_limit).",
+    ["reason"],
+)
+CALLS_REFUSED = Counter(
+    f"{PREFIX}_calls_refused",
+    "Escalation calls never placed because the number is not an ordinary phone or its country is not allowed.",
+    ["reason"],
+)
+
+
+def code_lock(event: str) -> None:
+    CODE_LOCKS.labels(event=event).inc()
+
+
+def webhook_duplicate(kind: str) -> None:
+    WEBHOOK_DUPLICATES.labels(kind=kind).inc()
+
+
+def inbound_withheld(reason: str) -> None:
+    INBOUND_WITHHELD.labels(reason=reason).inc()
+
+
+def call_refused(reason: str) -> None:
+    CALLS_REFUSED.labels(reason=reason).inc()

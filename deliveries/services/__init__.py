@@ -30,6 +30,8 @@ from deliveries.services.accept import (
 from deliveries.services.acknowledge import alert_acknowledge
 from deliveries.services.adapters import adapter_failed, adapter_needed, adapter_ready, adapter_removed, adapter_secret
 from deliveries.services.approvals import ApprovalPlan, approval_timeout
+from deliveries.services.calls import call_number_refusal, call_request_refusal
+from deliveries.services.codes import LENGTH as ACK_CODE_LENGTH
 from deliveries.services.credentials import credentials_reencrypt, recall, remember
 from deliveries.services.desk import (
     Refused,
@@ -50,6 +52,7 @@ from deliveries.services.send import SendDecision, delivery_send, follow_up, ret
 from deliveries.services.sweep import SweepReport, deliveries_sweep, flood_summaries_send
 
 __all__ = [
+    "ACK_CODE_LENGTH",
     "AckPlan",
     "ApprovalPlan",
     "approval_timeout",
@@ -58,6 +61,8 @@ __all__ = [
     "adapter_ready",
     "adapter_removed",
     "adapter_secret",
+    "call_number_refusal",
+    "call_request_refusal",
     "InboundAnswer",
     "WebhookResult",
     "alert_acknowledge",

@@ -51,6 +51,7 @@ def deliveries_accept(
     body: PreparedBody,
     account_sid: str = "",
     auth_token: str = "",
+    from_secrets_manager: bool = False,
     credential_id: int | None = None,
     ack: escalate.AckPlan | None = None,
     context: Any = None,
@@ -60,13 +61,14 @@ def deliveries_accept(
     """Store the alert and one pending Delivery per recipient, bound to the credential the call brought
     (read from the Secrets Manager, or the stored one its secret resolved to lately, `credential_id`), in
     one transaction; enqueue their sends once it commits. A concurrent or replayed call with the same key
-    gets the first reply and creates nothing. CredentialGone: the remembered credential may not be used."""
+    gets the first reply and creates nothing. CredentialGone: the remembered credential may not be used.
+    `from_secrets_manager`: the SID and token were read with a JWT, not pasted into the rule."""
     now = timezone.now()
     first, later = ack.split(recipients) if ack else (list(recipients), [])
     try:
         with transaction.atomic():
             organization = Organization.objects.get_or_create(oid=oid)[0]
-            credential = _credential(organization, credential_id, account_sid, auth_token, now)
+            credential = _credential(organization, credential_id, account_sid, auth_token, now, from_secrets_manager)
             deliveries = [
                 Delivery(
                     organization=organization,
@@ -108,7 +110,12 @@ def deliveries_accept(
 
 
 def _credential(
-    organization: Organization, credential_id: int | None, account_sid: str, auth_token: str, now: datetime
+    organization: Organization,
+    credential_id: int | None,
+    account_sid: str,
+    auth_token: str,
+    now: datetime,
+    from_secrets_manager: bool,
 ) -> Credential:
     """The remembered credential, checked again in the accepting transaction, or the one the call
     brought from the Secrets Manager, found or stored."""
@@ -117,7 +124,13 @@ def _credential(
         if remembered is None:
             raise CredentialGone()
         return remembered
-    return credential_for(organization=organization, account_sid=account_sid, auth_token=auth_token, now=now)
+    return credential_for(
+        organization=organization,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        now=now,
+        from_secrets_manager=from_secrets_manager,
+    )
 
 
 def _message(

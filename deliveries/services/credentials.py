@@ -27,21 +27,36 @@ def fingerprint(account_sid: str, auth_token: str) -> str:
     return salted_hmac("ext-twilio.credential", f"{account_sid}/{auth_token}", algorithm="sha256").hexdigest()
 
 
-def credential_for(*, organization: Organization, account_sid: str, auth_token: str, now: datetime) -> Credential:
+def credential_for(
+    *, organization: Organization, account_sid: str, auth_token: str, now: datetime, from_secrets_manager: bool = False
+) -> Credential:
     """The organisation's row for this credential, stored (encrypted) the first time it is seen. Call it
-    inside the transaction that stores the deliveries it is bound to."""
+    inside the transaction that stores the deliveries it is bound to. `from_secrets_manager`: read from
+    the organisation's Secrets Manager with a JWT (not pasted inline into the rule); once true for a row
+    it stays true, since the organisation itself holds that credential."""
     credential, created = Credential.objects.get_or_create(
         organization=organization,
         fingerprint=fingerprint(account_sid, auth_token),
-        defaults={"account_sid": account_sid, "auth_token": auth_token, "last_used_at": now},
+        defaults={
+            "account_sid": account_sid,
+            "auth_token": auth_token,
+            "last_used_at": now,
+            "from_secrets_manager": from_secrets_manager,
+        },
     )
     if created:
         logger.info("new Twilio credential for org %s: account %s", organization.oid, account_sid)
         return credential
     # Fresh from the Secrets Manager: a token erased at unsubscribe comes back, a refusal is forgotten.
-    if not credential.auth_token or credential.rejected_at or now - credential.last_used_at >= LAST_USED_GRANULARITY:
+    if (
+        not credential.auth_token
+        or credential.rejected_at
+        or now - credential.last_used_at >= LAST_USED_GRANULARITY
+        or (from_secrets_manager and not credential.from_secrets_manager)
+    ):
         credential.auth_token, credential.rejected_at, credential.last_used_at = auth_token, None, now
-        credential.save(update_fields=["auth_token", "rejected_at", "last_used_at"])
+        credential.from_secrets_manager = credential.from_secrets_manager or from_secrets_manager
+        credential.save(update_fields=["auth_token", "rejected_at", "last_used_at", "from_secrets_manager"])
     return credential
 
 

@@ -1,8 +1,11 @@
 """Escalation, declared by the rule: `ack_within` (minutes to acknowledge) and `escalate`:
 `call` rings the same recipient, `next` texts the next recipient of `to`.
 
-Timers are Escalation rows and a Celery task with that countdown; the row is the truth, so a lost
-task only delays a step until the sweeper finds the overdue row. A timer fires at most once (a
+Timers are Escalation rows and a Celery task with a countdown; the row is the truth, so a lost
+task only delays a step until the sweeper finds the overdue row. No countdown is longer than half
+the broker's visibility timeout (timer_hop_seconds): Redis puts back a task a worker has held longer
+than that, so a 24-hour countdown would be delivered again every ten minutes. A task that comes
+before its timer is due re-arms it from the row for the next hop. A timer fires at most once (a
 conditional `waiting -> fired` under its row lock), and its step is a Delivery whose unique key
 (organisation, idempotency key, recipient) makes a second call or text for one step impossible.
 """
@@ -20,13 +23,16 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, Escalation
 from deliveries.observability import metrics
-from deliveries.services import events, queue
+from deliveries.services import calls, events, queue
 from deliveries.services.codes import ack_code_new
 
 logger = logging.getLogger(__name__)
 Action = Escalation.Action
 State = Escalation.State
 BATCH = 1000
+# A person's call timers due within this of each other ring one call, about at most CALL_MAX_ALERTS.
+CALL_TOGETHER = timedelta(seconds=60)
+CALL_MAX_ALERTS = 5
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequ
             ack_within_seconds=plan.ack_within_seconds,
             remaining=list(later) if plan.escalate == Action.NEXT else [],
             due_at=due,
+            armed_until=_hop_end(now, due),
         )
         for alert in alerts
     ]
@@ -86,8 +93,20 @@ def timers_plan(*, alerts: Sequence[Delivery], plan: AckPlan | None, later: Sequ
     return ids
 
 
+def timer_hop_seconds() -> float:
+    """The longest a timer's task waits in the broker: half the visibility timeout."""
+    return settings.BROKER_VISIBILITY_TIMEOUT_SECONDS / 2
+
+
+def _hop_end(now: datetime, due: datetime) -> datetime:
+    """When the task armed now comes: at `due`, or after one hop if that is sooner."""
+    return min(due, now + timedelta(seconds=timer_hop_seconds()))
+
+
 def timers_enqueue(timer_ids: Sequence[str], seconds: float) -> int:
-    return queue.escalate(timer_ids, countdown=seconds)
+    """Arm these timers, due in `seconds`: their task comes then, or after one hop (the row's
+    `armed_until`, set by whoever made or re-armed it) to arm them again."""
+    return queue.escalate(timer_ids, countdown=min(max(0.0, seconds), timer_hop_seconds()))
 
 
 def escalation_fire(*, timer_id: str) -> str:
@@ -98,7 +117,8 @@ def escalation_fire(*, timer_id: str) -> str:
         if timer is None or timer.state != State.WAITING:
             return timer.state if timer else "missing"
         if timer.due_at > now + timedelta(seconds=1):
-            return "early"  # a redelivered task ahead of time; its own countdown task comes later
+            _rearm(timer, now)
+            return "early"
         alert = Delivery.objects.select_related("organization").get(id=timer.alert_id)
         acknowledged = (
             alert.alert_id is not None
@@ -108,11 +128,11 @@ def escalation_fire(*, timer_id: str) -> str:
             timer.state, timer.fired_at = State.CANCELLED, now
             timer.save(update_fields=["state", "fired_at"])
             return timer.state
-        step, follow = _call(alert, now) if timer.action == Action.CALL else _next(alert, timer, now)
+        step, follow = _call(alert, timer, now) if timer.action == Action.CALL else _next(alert, timer, now)
         timer.state, timer.fired_at, timer.result = State.FIRED, now, step
         timer.save(update_fields=["state", "fired_at", "result"])
         events.escalation_fired(alert=alert, step=step, action=timer.action)  # escalated, or unacknowledged
-        ids = [str(step.id)] if step else []
+        ids = [str(step.id)] if step and step.status == Delivery.Status.PENDING else []
         transaction.on_commit(lambda: queue.send(ids))
         if follow:
             transaction.on_commit(lambda: timers_enqueue(follow, timer.ack_within_seconds))
@@ -122,39 +142,82 @@ def escalation_fire(*, timer_id: str) -> str:
     return timer.state
 
 
+def _rearm(timer: Escalation, now: datetime) -> None:
+    """A task before its timer is due. At the end of a hop it arms the next one from the row; before
+    that (a copy the broker put back, or a task run at once, as in eager tests) it does nothing, so a
+    timer never has two chains of tasks."""
+    if timer.armed_until is not None and now < timer.armed_until - timedelta(seconds=1):
+        return
+    timer.armed_until = _hop_end(now, timer.due_at)
+    timer.save(update_fields=["armed_until"])
+    left, timer_id = (timer.due_at - now).total_seconds(), str(timer.id)
+    transaction.on_commit(lambda: timers_enqueue([timer_id], left))
+
+
 def _step(alert: Delivery, now: datetime, **fields: object) -> Delivery | None:
     try:
         with transaction.atomic():  # a savepoint: the unique key refuses a second step
-            return Delivery.objects.create(
-                organization_id=alert.organization_id,
-                alert_id=alert.alert_id,
-                idempotency_key=alert.idempotency_key,
-                credential_id=alert.credential_id,  # the alert's own account, like everything it causes
-                ident=alert.ident,
-                inv_id=alert.inv_id,
-                from_number=alert.from_number,
-                body=alert.body,
-                original_length=alert.original_length,
-                truncated=alert.truncated,
-                escalates=alert,
-                notify_on_ack=alert.notify_on_ack,
-                due_at=now,
-                **fields,
-            )
+            values: dict[str, object] = {
+                "organization_id": alert.organization_id,
+                "alert_id": alert.alert_id,
+                "idempotency_key": alert.idempotency_key,
+                "credential_id": alert.credential_id,  # the alert's own account, like everything it causes
+                "ident": alert.ident,
+                "inv_id": alert.inv_id,
+                "from_number": alert.from_number,
+                "body": alert.body,
+                "original_length": alert.original_length,
+                "truncated": alert.truncated,
+                "escalates": alert,
+                "notify_on_ack": alert.notify_on_ack,
+                "due_at": now,
+            }
+            return Delivery.objects.create(**(values | fields))
     except IntegrityError:
         logger.warning("escalation step for delivery %s exists already; not made twice", alert.id)
         return None
 
 
-def _call(alert: Delivery, now: datetime) -> tuple[Delivery | None, list[str]]:
+def _also_due(alert: Delivery, timer: Escalation, now: datetime) -> list[Escalation]:
+    """The person's other alerts due a call now (or within CALL_TOGETHER): one call reads them all out
+    rather than ringing them once an alert. A timer another worker holds is left to it."""
+    others = Escalation.objects.filter(
+        action=Action.CALL,
+        state=State.WAITING,
+        due_at__lte=now + CALL_TOGETHER,
+        alert__organization_id=alert.organization_id,
+        alert__to_number=alert.to_number,
+        alert__acknowledged_at__isnull=True,
+    ).exclude(id=timer.id)
+    locked = others.select_for_update(skip_locked=True, of=("self",)).select_related("alert")
+    return list(locked.order_by("due_at")[: CALL_MAX_ALERTS - 1])
+
+
+def _read_out(alerts: Sequence[Delivery]) -> str:
+    """What a call about several alerts says, each alert's text in its share of the time."""
+    share = 560 // len(alerts)
+    return " ".join(f"Alert {n}: {a.body[:share].rstrip()}." for n, a in enumerate(alerts, start=1))
+
+
+def _call(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery | None, list[str]]:
+    others = _also_due(alert, timer, now)
+    fields: dict[str, object] = {"channel": Delivery.Channel.VOICE}
+    if others:
+        fields["body"] = _read_out([alert, *(t.alert for t in others)])
+    hold, why = calls.call_hold(Delivery(to_number=alert.to_number, from_number=alert.from_number, **fields))
+    if hold:  # never placed: recorded with its reason, as any step held back
+        fields.update(status=Delivery.Status.SUPPRESSED, hold=hold, status_reason=why, settled_at=now, due_at=None)
+        logger.warning("escalation call for delivery %s not placed: %s", alert.id, why)
     call = _step(
         alert,
         now,
         to_number=alert.to_number,
-        channel=Delivery.Channel.VOICE,
         encoding=Delivery.Encoding.GSM7,
         segments=0,
+        **fields,
     )
+    if call is not None and others:
+        Escalation.objects.filter(id__in=[t.id for t in others]).update(state=State.FIRED, fired_at=now, result=call)
     return call, []
 
 
@@ -173,12 +236,14 @@ def _next(alert: Delivery, timer: Escalation, now: datetime) -> tuple[Delivery |
     )
     if text is None:
         return text, []
+    due = now + timedelta(seconds=timer.ack_within_seconds)
     follow = Escalation.objects.create(
         alert=text,
         action=Action.NEXT,
         ack_within_seconds=timer.ack_within_seconds,
         remaining=remaining,
-        due_at=now + timedelta(seconds=timer.ack_within_seconds),
+        due_at=due,
+        armed_until=_hop_end(now, due),
     )
     return text, [str(follow.id)]
 

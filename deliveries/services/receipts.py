@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 import logging
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from deliveries import status as statuses
 from deliveries.models import Delivery, OptOut, StatusEvent
+from deliveries.observability import metrics
 from deliveries.services import events
 from deliveries.twilio.callbacks import StatusReport, parse_status_callback, signature_valid
 
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 class CallbackResult(enum.StrEnum):
     STORED = "stored"
+    DUPLICATE = "duplicate"  # this status of this delivery was recorded before: nothing changes
     UNKNOWN = "unknown"  # no such delivery, or nothing to check the signature with
     FORGED = "forged"
 
@@ -35,13 +37,20 @@ def status_callback_record(*, delivery_id: str, url: str, params: dict[str, str]
         return CallbackResult.FORGED
     report = parse_status_callback(params)
     with transaction.atomic():
-        StatusEvent.objects.create(
-            delivery=delivery,
-            message_sid=report.message_sid,
-            message_status=report.twilio_status,
-            error_code=report.error_code,
-            payload=params,
-        )
+        try:
+            with transaction.atomic():  # a savepoint: one event per status of a delivery
+                StatusEvent.objects.create(
+                    delivery=delivery,
+                    message_sid=report.message_sid,
+                    message_status=report.twilio_status,
+                    error_code=report.error_code,
+                    payload=params,
+                )
+        except IntegrityError:
+            # Twilio's retry, or a replay (its signature carries no time): acted on once already.
+            metrics.webhook_duplicate("status")
+            logger.info("status %r of delivery %s seen before: ignored", report.twilio_status, delivery_id)
+            return CallbackResult.DUPLICATE
         _apply(Delivery.objects.select_for_update().get(id=delivery.id), report)
     return CallbackResult.STORED
 

@@ -111,8 +111,10 @@ def _not_now(delivery: Delivery, from_status: str) -> SendDecision:
 
 
 def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision | None:
-    """The limits and opt-outs (flood.hold_for), decided under the organisation's lock."""
-    decision = flood.hold_for(delivery, trigger, now)
+    """Calls that must never ring, the limits and opt-outs (flood.hold_for), decided under the
+    organisation's lock."""
+    hold, why = calls.call_hold(delivery)  # a call that must never ring: recorded, not placed
+    decision = flood.Decision(hold, why) if hold else flood.hold_for(delivery, trigger, now)
     if decision.hold:
         Delivery.objects.filter(id=delivery.id).update(
             status=Status.SUPPRESSED,

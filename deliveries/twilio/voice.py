@@ -34,12 +34,20 @@ SAY_MAX_CHARS = 600  # a call reads the alert out; the full text is on the desk 
 CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
-def call_twiml(*, alert_text: str, gather_url: str) -> str:
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def call_twiml(*, alert_text: str, gather_url: str, alerts: int = 1) -> str:
     """What the person hears (README "What a recipient hears"). The alert is said twice inside the
-    <Gather>, so a key pressed while it is read counts; no key means no acknowledgement."""
+    <Gather>, so a key pressed while it is read counts; no key means no acknowledgement. A call about
+    several alerts (`alerts`, its text reading each one out) acknowledges them all with one key."""
     said = alert_text[:SAY_MAX_CHARS]
-    prompt = "Press 1 to acknowledge this alert."
-    inner = f"<Say>ext-twilio security alert. {escape(said)}</Say><Say>{prompt}</Say>"
+    if alerts > 1:
+        prompt = f"Press 1 to acknowledge all {NUMBER_WORDS.get(alerts, str(alerts))}."
+        inner = f"<Say>ext-twilio: {alerts} security alerts waiting. {escape(said)}</Say><Say>{prompt}</Say>"
+    else:
+        prompt = "Press 1 to acknowledge this alert."
+        inner = f"<Say>ext-twilio security alert. {escape(said)}</Say><Say>{prompt}</Say>"
     gather = f'<Gather numDigits="1" timeout="{GATHER_SECONDS}" action={quoteattr(gather_url)} method="POST">'
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><Response>{gather}{inner}<Say>{prompt}</Say></Gather>'
@@ -105,8 +113,14 @@ def place_call(
     )
 
 
-def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: datetime) -> LookupResult:
-    """After an ambiguous answer: a call to `to` from `from_` created since the attempt started."""
+def find_call(
+    *, account_sid: str, auth_token: str, to: str, from_: str, since: datetime, proven: frozenset[str]
+) -> LookupResult:
+    """After an ambiguous answer: this step's call, if Twilio has it. To and From name a person, not a
+    step: another alert's call to the same person matches them too. So a call is found only when its SID
+    is `proven`, i.e. came in a status callback to this step's own URL (which carries our delivery id);
+    a call that matches To and From without that proof is reported as a failed look-up, so it is looked
+    for again later (by then its callback has usually come, and moved the delivery on by itself)."""
     http = http_client()
     started = time.monotonic()
     try:
@@ -127,8 +141,9 @@ def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: 
             twilio_message=describe(exc),
             twilio_request_id=http.last_request_id,
         )
-    for call in calls:
-        if call.date_created is None or call.date_created >= since - timedelta(seconds=30):
+    recent = [c for c in calls if c.date_created is None or c.date_created >= since - timedelta(seconds=30)]
+    for call in recent:
+        if call.sid in proven:
             return LookupResult(
                 LookupOutcome.FOUND,
                 ms_since(started),
@@ -137,6 +152,12 @@ def find_call(*, account_sid: str, auth_token: str, to: str, from_: str, since: 
                 http_status=200,
                 twilio_request_id=http.last_request_id,
             )
+    unproven = f"{len(recent)} call(s) to this number since the attempt, none proven this step's (no status "
+    unproven += "callback from it yet); looked for again later"
     return LookupResult(
-        LookupOutcome.NOT_FOUND, ms_since(started), http_status=200, twilio_request_id=http.last_request_id
+        LookupOutcome.FAILED if recent else LookupOutcome.NOT_FOUND,
+        ms_since(started),
+        http_status=200,
+        twilio_message=unproven if recent else "",
+        twilio_request_id=http.last_request_id,
     )

@@ -74,7 +74,9 @@ def test_a_malformed_admin_path_stops_start_up() -> None:
 
 def test_cookies_are_secure_when_served_over_https_and_not_otherwise() -> None:
     https = _settings_of("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", PUBLIC_BASE_URL="https://sms.example.com")
-    http = _settings_of("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", PUBLIC_BASE_URL="http://127.0.0.1:8000")
+    http = _settings_of(  # plain HTTP starts only with DEBUG (a development machine)
+        "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", PUBLIC_BASE_URL="http://127.0.0.1:8000", DEBUG="true"
+    )
     assert https.stdout.split() == ["/admin/", "True", "True"], https.stderr
     assert http.stdout.split() == ["/admin/", "False", "False"], http.stderr
 

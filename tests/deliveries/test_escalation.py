@@ -4,6 +4,7 @@ hand (eager tasks; tests/test_escalation_worker.py runs them through a real work
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,12 +14,21 @@ from django.utils import timezone
 from deliveries import services
 from deliveries.models import Delivery, Escalation, StatusEvent
 from deliveries.tasks import escalate as escalate_task
+from deliveries.tasks import reconcile_delivery as reconcile_task
 from deliveries.tasks import sweep
 from tests.conftest import PUBLIC_BASE_URL, Intake, Tenant, post_webhook, run_block
 from tests.fakes.twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db
 SECOND, THIRD = "+15005550002", "+15005550003"
+CALLABLE = "+14155550101"
+
+
+@pytest.fixture
+def tenant(tenant: Tenant) -> Tenant:
+    """Calls ring ordinary phones only: the recipient is a fixed or mobile number in the sender's country
+    (the tenant's usual +1 500 number is a personal, forwarding number, which calls refuse)."""
+    return replace(tenant, recipient=CALLABLE)
 
 
 @pytest.fixture(autouse=True)
@@ -113,14 +123,29 @@ def test_a_keypress_acknowledges_the_alert_and_voicemail_never_does(
     assert call.status == "delivered" and alert.acknowledged_at is None
     assert list(call.status_events.values_list("message_status", flat=True)) == ["ringing", "in-progress", "completed"]
 
-    # A wrong key does not count; 1 does.
-    answer = post_webhook(client, fake_twilio.gather(played, "2", tenant.auth_token))
-    assert "Not acknowledged" in answer.content.decode()
     answer = post_webhook(client, fake_twilio.gather(played, "1", tenant.auth_token))
     assert answer.status_code == 200 and "<Say>Acknowledged. Thank you.</Say>" in answer.content.decode()
     alert.refresh_from_db()
     assert (alert.acknowledged_by, alert.ack_channel) == (tenant.recipient, "voice")
     assert StatusEvent.objects.filter(delivery=call, message_status="gather:1").count() == 1
+
+
+def test_a_wrong_key_acknowledges_nothing_and_a_call_takes_one_keypress(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any
+) -> None:
+    _run(intake, tenant, ack_within="1", escalate="call")
+    _time_is_up(commit)
+    played = fake_twilio.calls[0]
+
+    answer = post_webhook(client, fake_twilio.gather(played, "2", tenant.auth_token))
+    assert "Not acknowledged" in answer.content.decode()
+    # The call hung up after its one <Gather>: a second keypress for it is a replay, and changes nothing.
+    replayed = post_webhook(client, fake_twilio.gather(played, "1", tenant.auth_token))
+
+    assert replayed.status_code == 200
+    assert replayed.content.decode() == '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+    assert Delivery.objects.get(channel="sms").acknowledged_at is None
+    assert list(StatusEvent.objects.values_list("message_status", flat=True)) == ["gather:2"]
 
 
 def test_a_forged_keypress_gets_403(
@@ -163,15 +188,43 @@ def test_an_ambiguous_call_is_never_placed_twice(
     assert fake_twilio.lookups[-1]["To"] == tenant.recipient
 
 
-def test_an_ambiguous_call_that_exists_is_adopted(
-    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any
+def test_an_ambiguous_call_is_not_adopted_by_to_and_from_alone_but_by_its_own_callback(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any, settings: Any
 ) -> None:
     _run(intake, tenant, ack_within="1", escalate="call")
     fake_twilio.plan("create_then_500")
     _time_is_up(commit)
 
+    # A call to this person from this number exists, but so could another step's: nothing proves it is this one.
     call = Delivery.objects.get(channel="voice")
-    assert (call.status, call.twilio_sid) == ("queued", fake_twilio.calls[0]["sid"])
+    assert (call.status, call.twilio_sid) == ("ambiguous", "")
+    looks = call.attempts.filter(trigger="reconcile")  # eager tasks: every look-up at once, then an operator's
+    assert {a.outcome for a in looks} == {"reconcile_failed"} and looks.count() == settings.SEND_MAX_ATTEMPTS
+    assert all("none proven this step's" in a.twilio_message for a in looks)
+
+    # Its status callback comes to this step's own URL (our delivery id): that is the proof.
+    played = fake_twilio.calls[0]
+    assert post_webhook(client, fake_twilio.call_status(played, "ringing", tenant.auth_token)).status_code == 200
+    call.refresh_from_db()
+    assert (call.status, call.twilio_sid) == ("sent", played["sid"])
+    assert len(fake_twilio.call_posts()) == 1
+
+
+def test_an_ambiguous_call_whose_callback_came_first_is_adopted_on_reconcile(
+    intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any
+) -> None:
+    _run(intake, tenant, ack_within="1", escalate="call")
+    fake_twilio.plan("create_then_500")
+    _time_is_up(commit)
+    call = Delivery.objects.get(channel="voice")
+    played = fake_twilio.calls[0]
+    StatusEvent.objects.create(delivery=call, message_sid=played["sid"], message_status="initiated", payload={})
+
+    commit(lambda: reconcile_task.apply(args=(str(call.id),)))
+
+    call.refresh_from_db()
+    assert (call.status, call.twilio_sid) == ("queued", played["sid"])
+    assert call.attempts.filter(outcome="found_on_reconcile").count() == 1
     assert len(fake_twilio.call_posts()) == 1
 
 
@@ -240,3 +293,62 @@ def test_a_yaml_list_of_recipients_is_accepted(intake: Intake, tenant: Tenant) -
 def test_next_with_a_single_recipient_times_nothing(intake: Intake, tenant: Tenant) -> None:
     _run(intake, tenant, ack_within="5", escalate="next")
     assert Escalation.objects.count() == 0 and Delivery.objects.count() == 1
+
+
+def test_a_long_timer_waits_in_hops_of_half_the_visibility_timeout_and_a_copy_adds_no_hop(
+    intake: Intake, tenant: Tenant, commit: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed: list[tuple[list[str], float | None]] = []
+
+    def escalate(ids: list[str], countdown: float | None = None) -> int:
+        armed.append((list(ids), countdown))
+        return len(ids)
+
+    monkeypatch.setattr("deliveries.services.queue.escalate", escalate)
+    _run(intake, tenant, ack_within="1440", escalate="call")  # 24 hours
+    timer = Escalation.objects.get()
+    hop = settings.BROKER_VISIBILITY_TIMEOUT_SECONDS / 2
+    assert armed == [([str(timer.id)], hop)]
+    assert timer.armed_until is not None and abs((timer.armed_until - timer.created_at).total_seconds() - hop) < 1
+
+    # A copy of the task that comes before the hop ends (put back by the broker) arms nothing.
+    assert commit(lambda: escalate_task.apply(args=(str(timer.id),))).get() == "early"
+    assert len(armed) == 1
+
+    # The hop's own task, at its end, arms the next hop from the row.
+    Escalation.objects.update(armed_until=timezone.now())
+    assert commit(lambda: escalate_task.apply(args=(str(timer.id),))).get() == "early"
+    timer.refresh_from_db()
+    assert armed[1] == ([str(timer.id)], hop) and timer.state == "waiting"
+    assert timer.armed_until is not None and abs((timer.armed_until - timezone.now()).total_seconds() - hop) < 2
+
+
+def test_one_call_reads_out_a_persons_alerts_due_together_and_one_key_acknowledges_them_all(
+    client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio, commit: Any
+) -> None:
+    for n in range(3):
+        _run(intake, tenant, body=f"alert {n}", ack_within="1", escalate="call")
+    _run(intake, tenant, body="later", ack_within="30", escalate="call")
+    later = Escalation.objects.get(alert__body="later")
+    Escalation.objects.exclude(id=later.id).update(due_at=timezone.now() - timedelta(seconds=1))
+
+    for timer_id in Escalation.objects.exclude(id=later.id).values_list("id", flat=True):
+        commit(lambda t=timer_id: escalate_task.apply(args=(str(t),)))
+
+    (call,) = Delivery.objects.filter(channel="voice")
+    (placed,) = fake_twilio.call_posts()
+    assert (
+        "<Say>ext-twilio: 3 security alerts waiting. Alert 1: alert 0. Alert 2: alert 1. Alert 3: alert 2."
+        in (placed["Twiml"])
+    )
+    assert "Press 1 to acknowledge all three." in placed["Twiml"]
+    fired = Escalation.objects.exclude(id=later.id)
+    assert set(fired.values_list("state", "result")) == {("fired", call.id)}
+    assert Escalation.objects.get(id=later.id).state == "waiting"  # not due yet: not read out
+
+    answer = post_webhook(client, fake_twilio.gather(fake_twilio.calls[0], "1", tenant.auth_token))
+
+    assert "Acknowledged. Thank you." in answer.content.decode()
+    acknowledged = Delivery.objects.filter(channel="sms", acknowledged_at__isnull=False)
+    assert sorted(acknowledged.values_list("body", "ack_channel")) == [(f"alert {n}", "voice") for n in range(3)]
+    assert Delivery.objects.get(body="later", channel="sms").acknowledged_at is None

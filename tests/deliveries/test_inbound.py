@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from deliveries.models import Delivery, InboundMessage, OptOut
 from deliveries.services.inbound import HELP_REPLY
@@ -139,14 +140,17 @@ def test_a_reply_without_a_valid_code_lists_what_is_outstanding(
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and InboundMessage.objects.get().meaning == "unmatched"
     inbound(client, fake_twilio, tenant, alert.ack_code)
-    again = inbound(client, fake_twilio, tenant, alert.ack_code)
-    assert "no alert is waiting for your acknowledgement" in again.content.decode()
+    again = inbound(client, fake_twilio, tenant, alert.ack_code)  # a second reply, not a guess
+    assert "that alert was acknowledged already" in again.content.decode()
+    assert InboundMessage.objects.filter(wrong_codes__gt=0).count() == 0
 
 
 def test_another_recipients_code_acknowledges_nothing(
     client: Any, intake: Intake, tenant: Tenant, fake_twilio: FakeTwilio
 ) -> None:
     (theirs,) = alerts(intake, tenant, "Lateral movement", to=OTHER)
+    alerts(intake, tenant, "an alert to the replying number, since acknowledged", to=tenant.recipient)
+    Delivery.objects.filter(to_number=tenant.recipient).update(acknowledged_at=timezone.now())
 
     response = inbound(client, fake_twilio, tenant, theirs.ack_code)  # from tenant.recipient, not OTHER
 

@@ -44,7 +44,7 @@ def test_a_signed_run_request_creates_one_delivery_and_posts_exactly_once_to_twi
         },
     }
     # Acknowledgement by reply is on by default: the alert ends with its code.
-    assert len(delivery.ack_code) == 3
+    assert len(delivery.ack_code) == 4
     assert fake_twilio.posts() == [
         {
             "To": tenant.recipient,
