@@ -1,6 +1,6 @@
 """One settings module for every deployment, driven by environment variables.
 
-Every variable is listed in the README's settings table. Values are parsed strictly: a malformed
+Every variable is described in docs/configuration.md (a test checks it). Values are parsed strictly: a malformed
 value stops start-up with ImproperlyConfigured naming the variable. The process environment wins
 over the local `.env` file that `make run` writes. Secrets may also be given as a path in
 `<NAME>_FILE` (django-environ's FileAwareEnv), e.g. `LC_SHARED_SECRET_FILE=/run/secrets/lc`.

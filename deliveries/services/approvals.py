@@ -3,7 +3,7 @@
 
 The decision is claimed by a conditional update of the Approval row (`decided_at IS NULL`), so an
 answer and the timeout can never both win; whoever answers later is told who decided and when. Only
-the people asked can answer, with the approval's code: "4K7 Y" or "4K7 N" by text, 1 or 2 on a call.
+the people asked can answer, with the approval's code: "4K7Q Y" or "4K7Q N" by text, 1 or 2 on a call.
 A decision stops the alert's escalation (as an acknowledgement does) and is sent to LimaCharlie as an
 `approved` or `denied` event carrying its content and the rule's context."""
 
@@ -40,7 +40,7 @@ class ApprovalPlan:
 
 
 def instruction(plan: ApprovalPlan, code: str) -> str:
-    """What follows the question (README "What a recipient sees"), e.g. " Reply 4K7 Y to approve or 4K7 N
+    """What follows the question (docs/rules.md quotes it), e.g. " Reply 4K7Q Y to approve or 4K7Q N
     to deny. (Denied in 5 minutes without an answer.)"."""
     return (
         f" Reply {code} Y to approve or {code} N to deny. "
@@ -126,7 +126,7 @@ def _told(approval: Approval) -> str:
 
 
 def approval_answer(*, organization: Organization, message: InboundMessage, from_number: str, body: str) -> str:
-    """A text that answers an approval ("4K7 Y"): the reply to send, or "" when it answers none (then it
+    """A text that answers an approval ("4K7Q Y"): the reply to send, or "" when it answers none (then it
     is read as an acknowledgement). Only someone the approval was sent to can answer it."""
     words = set("".join(ch if ch.isalnum() else " " for ch in body.upper()).split())
     choice = Decision.APPROVED if words & YES else Decision.DENIED if words & NO else ""
