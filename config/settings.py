@@ -1,9 +1,8 @@
 """One settings module for every deployment, driven by environment variables.
 
-Every variable is described in docs/configuration.md (a test checks it). Values are parsed strictly: a malformed
-value stops start-up with ImproperlyConfigured naming the variable. The process environment wins
-over the local `.env` file that `make run` writes. Secrets may also be given as a path in
-`<NAME>_FILE` (django-environ's FileAwareEnv), e.g. `LC_SHARED_SECRET_FILE=/run/secrets/lc`.
+Every variable is described in docs/configuration.md. Values are parsed strictly (config/env.py): a
+malformed value stops start-up with ImproperlyConfigured naming the variable. The process environment
+wins over the local `.env` file that `make run` writes.
 """
 
 from __future__ import annotations
@@ -16,113 +15,56 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config import logs
+from config.env import env, flag, integer, mandatory, secret, url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded database and broker live here
+env.read_env(BASE_DIR / ".env", overwrite=False)  # the process environment wins over `.env`
 
-env = environ.FileAwareEnv()
-# overwrite=False: a variable already in the process environment is never replaced by `.env`.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-
-
-MIN_SECRET_CHARS = 32
-
-
-def _required(name: str) -> str:
-    value = env.str(name, default="").strip()
-    if not value:
-        raise ImproperlyConfigured(f"{name} is not set: run `make .env` to generate one, or export it.")
-    return value
-
-
-def _secret(name: str, *, required: bool) -> str:
-    """A key: white space around it is dropped (a `_FILE` usually ends in a newline, which would
-    otherwise be part of the key), and a short one is refused rather than used."""
-    value = _required(name) if required else env.str(name, default="").strip()
-    if value and len(value) < MIN_SECRET_CHARS:
-        raise ImproperlyConfigured(
-            f"{name} is shorter than {MIN_SECRET_CHARS} characters: generate a long random one "
-            "(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
-        )
-    return value
-
-
-def _int(name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw == "" and not os.environ.get(f"{name}_FILE"):
-        return default
-    try:
-        value = int(env.str(name).strip())
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
-
-
-def _url(name: str, default: str) -> str:
-    value = env.str(name, default=default).strip().rstrip("/")
-    if value and urlsplit(value).scheme not in {"http", "https"}:
-        raise ImproperlyConfigured(f"{name} must be an absolute http:// or https:// URL, got {value!r}")
-    return value
-
-
-SECRET_KEY = _secret("SECRET_KEY", required=True)
+SECRET_KEY = secret("SECRET_KEY", required=True)
 # Comma-separated Fernet keys: the first encrypts, all decrypt (add a new key in front to rotate).
-FIELD_ENCRYPTION_KEY = _required("FIELD_ENCRYPTION_KEY")
-DEBUG = _bool("DEBUG", False)
+FIELD_ENCRYPTION_KEY = mandatory("FIELD_ENCRYPTION_KEY")
+DEBUG = flag("DEBUG", False)
 
 # --- LimaCharlie -------------------------------------------------------------------------------
-LC_SHARED_SECRET = _secret("LC_SHARED_SECRET", required=False)
+LC_SHARED_SECRET = secret("LC_SHARED_SECRET", required=False)
 # During a rotation of the Shared Secret, the one LimaCharlie may still sign with: LimaCharlie never
 # retries a 401, so without it every alert between the two changes would be lost.
-LC_SHARED_SECRET_PREVIOUS = _secret("LC_SHARED_SECRET_PREVIOUS", required=False)
-LC_API_URL = _url("LC_API_URL", "https://api.limacharlie.io")
-LC_API_TIMEOUT_SECONDS = _int("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
+LC_SHARED_SECRET_PREVIOUS = secret("LC_SHARED_SECRET_PREVIOUS", required=False)
+LC_API_URL = url("LC_API_URL", "https://api.limacharlie.io")
+LC_API_TIMEOUT_SECONDS = integer("LC_API_TIMEOUT_SECONDS", 10, 1, 110)
 # How long a web process reuses a credential it read from the Secrets Manager for the same organisation
 # and secret before reading it again (0: read it on every call). See services/credentials.py.
-CREDENTIAL_CACHE_SECONDS = _int("CREDENTIAL_CACHE_SECONDS", 60, 0, 3600)
+CREDENTIAL_CACHE_SECONDS = integer("CREDENTIAL_CACHE_SECONDS", 60, 0, 3600)
 # The cap applies to the body *after* gunzip: gzip is checked before the signature, so an
 # unauthenticated caller could otherwise make us inflate a bomb.
-LC_MAX_BODY_BYTES = _int("LC_MAX_BODY_BYTES", 1_048_576, 1_024, 67_108_864)
+LC_MAX_BODY_BYTES = integer("LC_MAX_BODY_BYTES", 1_048_576, 1_024, 67_108_864)
 # Events for the organisation's LimaCharlie (its webhook adapter, deliveries/services/events.py). The
 # hook base replaces https://<the organisation's hook domain> when set (tests, private deployments).
-LC_HOOK_BASE_URL = _url("LC_HOOK_BASE_URL", "")
-LC_HOOK_TIMEOUT_SECONDS = _int("LC_HOOK_TIMEOUT_SECONDS", 10, 1, 60)
-LC_HOOK_RETRY_BASE_SECONDS = _int("LC_HOOK_RETRY_BASE_SECONDS", 5, 1, 3600)
-LC_HOOK_RETRY_MAX_SECONDS = _int("LC_HOOK_RETRY_MAX_SECONDS", 600, 1, 86400)
-LC_HOOK_BATCH = _int("LC_HOOK_BATCH", 500, 1, 10_000)
+LC_HOOK_BASE_URL = url("LC_HOOK_BASE_URL", "")
+LC_HOOK_TIMEOUT_SECONDS = integer("LC_HOOK_TIMEOUT_SECONDS", 10, 1, 60)
+LC_HOOK_RETRY_BASE_SECONDS = integer("LC_HOOK_RETRY_BASE_SECONDS", 5, 1, 3600)
+LC_HOOK_RETRY_MAX_SECONDS = integer("LC_HOOK_RETRY_MAX_SECONDS", 600, 1, 86400)
+LC_HOOK_BATCH = integer("LC_HOOK_BATCH", 500, 1, 10_000)
 # The limacharlie SDK must never read or write ~/.limacharlie on a server.
 os.environ["LC_EPHEMERAL_CREDS"] = "1"
 
 # --- Twilio and sending ------------------------------------------------------------------------
-TWILIO_API_BASE_URL = _url("TWILIO_API_BASE_URL", "")
-TWILIO_TIMEOUT_SECONDS = _int("TWILIO_TIMEOUT_SECONDS", 10, 1, 120)
-TWILIO_VALIDITY_PERIOD = _int("TWILIO_VALIDITY_PERIOD", 3600, 1, 36000)
-SMS_MAX_BODY_CHARS = _int("SMS_MAX_BODY_CHARS", 1600, 20, 1600)
-SMS_MAX_RECIPIENTS = _int("SMS_MAX_RECIPIENTS", 20, 1, 500)
-SEND_MAX_ATTEMPTS = _int("SEND_MAX_ATTEMPTS", 6, 1, 50)
-SEND_RETRY_BASE_SECONDS = _int("SEND_RETRY_BASE_SECONDS", 2, 1, 600)
-SEND_RETRY_MAX_SECONDS = _int("SEND_RETRY_MAX_SECONDS", 60, 1, 3600)
-SEND_DEADLINE_SECONDS = _int("SEND_DEADLINE_SECONDS", 900, 10, 36000)
+TWILIO_API_BASE_URL = url("TWILIO_API_BASE_URL", "")
+TWILIO_TIMEOUT_SECONDS = integer("TWILIO_TIMEOUT_SECONDS", 10, 1, 120)
+TWILIO_VALIDITY_PERIOD = integer("TWILIO_VALIDITY_PERIOD", 3600, 1, 36000)
+SMS_MAX_BODY_CHARS = integer("SMS_MAX_BODY_CHARS", 1600, 20, 1600)
+SMS_MAX_RECIPIENTS = integer("SMS_MAX_RECIPIENTS", 20, 1, 500)
+SEND_MAX_ATTEMPTS = integer("SEND_MAX_ATTEMPTS", 6, 1, 50)
+SEND_RETRY_BASE_SECONDS = integer("SEND_RETRY_BASE_SECONDS", 2, 1, 600)
+SEND_RETRY_MAX_SECONDS = integer("SEND_RETRY_MAX_SECONDS", 60, 1, 3600)
+SEND_DEADLINE_SECONDS = integer("SEND_DEADLINE_SECONDS", 900, 10, 36000)
 
-PUBLIC_BASE_URL = _url("PUBLIC_BASE_URL", "")
+PUBLIC_BASE_URL = url("PUBLIC_BASE_URL", "")
 if PUBLIC_BASE_URL and not PUBLIC_BASE_URL.startswith("https://") and not DEBUG:
     # Twilio's signature covers the URL, not the channel: over plain HTTP anyone on the path reads the
     # codes, keypresses and replies, and can replay them. Plain HTTP is for a laptop (DEBUG) only.
@@ -132,11 +74,11 @@ if PUBLIC_BASE_URL and not PUBLIC_BASE_URL.startswith("https://") and not DEBUG:
 
 # --- acknowledgement you can trust (docs/security.md) ---------------------------------------------
 # Wrong codes from one number within an hour before its code replies are refused for the rest of it.
-CODE_LOCK_WRONG_CODES = _int("CODE_LOCK_WRONG_CODES", 5, 1, 100)
+CODE_LOCK_WRONG_CODES = integer("CODE_LOCK_WRONG_CODES", 5, 1, 100)
 # Answers other than HELP go only to numbers the organisation alerted within this many days, and at
 # most INBOUND_ANSWERS_PER_HOUR to one number: anything else is stored, not answered (SMS pumping).
-INBOUND_ANSWER_DAYS = _int("INBOUND_ANSWER_DAYS", 30, 1, 365)
-INBOUND_ANSWERS_PER_HOUR = _int("INBOUND_ANSWERS_PER_HOUR", 5, 0, 1000)
+INBOUND_ANSWER_DAYS = integer("INBOUND_ANSWER_DAYS", 30, 1, 365)
+INBOUND_ANSWERS_PER_HOUR = integer("INBOUND_ANSWERS_PER_HOUR", 5, 0, 1000)
 # The countries an escalation may call (ISO 3166 letters, comma-separated), "*" for any; empty: only
 # the country of the calling number itself. International calls are where toll fraud bills are.
 CALL_ALLOWED_COUNTRIES = [
@@ -147,37 +89,37 @@ if any(c != "*" and not re.fullmatch(r"[A-Z]{2}", c) for c in CALL_ALLOWED_COUNT
         f"CALL_ALLOWED_COUNTRIES must be two-letter country codes separated by commas, or *, got {CALL_ALLOWED_COUNTRIES!r}"
     )
 # The shortest `ack_within` a rule may give with `escalate: call` (a call is the expensive step).
-CALL_MIN_ACK_WITHIN_SECONDS = _int("CALL_MIN_ACK_WITHIN_SECONDS", 60, 0, 3600)
+CALL_MIN_ACK_WITHIN_SECONDS = integer("CALL_MIN_ACK_WITHIN_SECONDS", 60, 0, 3600)
 
 # --- nothing lost, nothing doubled ---------------------------------------------------------------
 AMBIGUOUS_POLICY = env.str("AMBIGUOUS_POLICY", default="at-least-once")
 if AMBIGUOUS_POLICY not in {"at-least-once", "at-most-once"}:
     raise ImproperlyConfigured(f"AMBIGUOUS_POLICY must be at-least-once or at-most-once, got {AMBIGUOUS_POLICY!r}")
-RECONCILE_GRACE_SECONDS = _int("RECONCILE_GRACE_SECONDS", 30, 0, 3600)
-SWEEP_INTERVAL_SECONDS = _int("SWEEP_INTERVAL_SECONDS", 30, 1, 3600)
-SWEEP_PENDING_SECONDS = _int("SWEEP_PENDING_SECONDS", 120, 1, 86400)
-SWEEP_STUCK_SECONDS = _int("SWEEP_STUCK_SECONDS", 180, 5, 86400)
-FLOOD_WINDOW_SECONDS = _int("FLOOD_WINDOW_SECONDS", 3600, 1, 86400)
-FLOOD_RECIPIENT_LIMIT = _int("FLOOD_RECIPIENT_LIMIT", 20, 0, 1_000_000)
-FLOOD_ORG_LIMIT = _int("FLOOD_ORG_LIMIT", 1000, 0, 10_000_000)
-FLOOD_DUPLICATE_SECONDS = _int("FLOOD_DUPLICATE_SECONDS", 300, 0, 86400)
-TWILIO_MAX_CONCURRENT_PER_ACCOUNT = _int("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20, 0, 10_000)
+RECONCILE_GRACE_SECONDS = integer("RECONCILE_GRACE_SECONDS", 30, 0, 3600)
+SWEEP_INTERVAL_SECONDS = integer("SWEEP_INTERVAL_SECONDS", 30, 1, 3600)
+SWEEP_PENDING_SECONDS = integer("SWEEP_PENDING_SECONDS", 120, 1, 86400)
+SWEEP_STUCK_SECONDS = integer("SWEEP_STUCK_SECONDS", 180, 5, 86400)
+FLOOD_WINDOW_SECONDS = integer("FLOOD_WINDOW_SECONDS", 3600, 1, 86400)
+FLOOD_RECIPIENT_LIMIT = integer("FLOOD_RECIPIENT_LIMIT", 20, 0, 1_000_000)
+FLOOD_ORG_LIMIT = integer("FLOOD_ORG_LIMIT", 1000, 0, 10_000_000)
+FLOOD_DUPLICATE_SECONDS = integer("FLOOD_DUPLICATE_SECONDS", 300, 0, 86400)
+TWILIO_MAX_CONCURRENT_PER_ACCOUNT = integer("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20, 0, 10_000)
 # Calls' own limits (0: none). Per recipient, GoAlert's: carriers block a caller as spam for less.
-CALL_RECIPIENT_LIMIT_15_MINUTES = _int("CALL_RECIPIENT_LIMIT_15_MINUTES", 3, 0, 1000)
-CALL_RECIPIENT_LIMIT_HOUR = _int("CALL_RECIPIENT_LIMIT_HOUR", 7, 0, 1000)
-CALL_ORG_LIMIT_HOUR = _int("CALL_ORG_LIMIT_HOUR", 60, 0, 100_000)
+CALL_RECIPIENT_LIMIT_15_MINUTES = integer("CALL_RECIPIENT_LIMIT_15_MINUTES", 3, 0, 1000)
+CALL_RECIPIENT_LIMIT_HOUR = integer("CALL_RECIPIENT_LIMIT_HOUR", 7, 0, 1000)
+CALL_ORG_LIMIT_HOUR = integer("CALL_ORG_LIMIT_HOUR", 60, 0, 100_000)
 
 # --- The audit desk (Django admin) -------------------------------------------------------------
 ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip()
 if not re.fullmatch(r"(?:[A-Za-z0-9._~-]+/)+", ADMIN_URL):
     raise ImproperlyConfigured(f"ADMIN_URL must be a relative path ending in '/', e.g. 'desk/', got {ADMIN_URL!r}")
 # Most deliveries one resend may touch: a slip of the "select all" box must not text a thousand people.
-ADMIN_RESEND_MAX = _int("ADMIN_RESEND_MAX", 500, 1, 10_000)
+ADMIN_RESEND_MAX = integer("ADMIN_RESEND_MAX", 500, 1, 10_000)
 # Login lockout (django-axes): after this many failures for one username from one address, that
 # pair is locked out for AXES_COOLOFF_MINUTES. Keyed on the pair, so that an attacker guessing
 # from elsewhere cannot lock a SOC lead out of the desk during an incident.
-AXES_FAILURE_LIMIT = _int("AXES_FAILURE_LIMIT", 5, 1, 100)
-AXES_COOLOFF_TIME = timedelta(minutes=_int("AXES_COOLOFF_MINUTES", 15, 1, 10_080))
+AXES_FAILURE_LIMIT = integer("AXES_FAILURE_LIMIT", 5, 1, 100)
+AXES_COOLOFF_TIME = timedelta(minutes=integer("AXES_COOLOFF_MINUTES", 15, 1, 10_080))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
@@ -286,7 +228,7 @@ elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     # Fail a connection attempt in seconds, not after the OS gives up: /readyz and the intake must
     # answer while the database is unreachable. An explicit value in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
-DATABASES["default"]["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60, 0, 86_400)
+DATABASES["default"]["CONN_MAX_AGE"] = integer("DB_CONN_MAX_AGE", 60, 0, 86_400)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -402,7 +344,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 # Redis puts back a task a worker has held this long. Escalation timers never wait longer than half of
 # it in the broker (services/escalate.py), so a timer is never delivered twice.
-BROKER_VISIBILITY_TIMEOUT_SECONDS = _int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 600, 2, 86400)
+BROKER_VISIBILITY_TIMEOUT_SECONDS = integer("BROKER_VISIBILITY_TIMEOUT_SECONDS", 600, 2, 86400)
 CELERY_BEAT_SCHEDULE = {"sweep": {"task": "deliveries.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):

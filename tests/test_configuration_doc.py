@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
-# The settings' own readers (config/settings.py), and the methods of django-environ's `env` and os.environ.
-HELPERS = {"_required", "_secret", "_int", "_bool", "_url"}
+# The settings' own readers (config/env.py), and the methods of django-environ's `env` and os.environ.
+HELPERS = {"mandatory", "secret", "integer", "flag", "url"}
 METHODS = {"str", "int", "bool", "float", "list", "db", "url", "get"}
 RECEIVERS = {"env", "os.environ"}
 
@@ -55,7 +55,7 @@ def test_every_setting_the_settings_read_is_in_the_configuration_reference() -> 
 
 def test_it_finds_a_setting_in_each_way_the_settings_read_one() -> None:
     source = """
-A = _int("AN_INT", 1, 0, 2)
+A = integer("AN_INT", 1, 0, 2)
 B = env.str("A_STRING", default="")
 C = os.environ.get("FROM_ENVIRON", "")
 D = os.environ["BY_KEY"]
