@@ -85,7 +85,10 @@ def approval_open(*, alert: Any, plan: ApprovalPlan, code: str, now: datetime) -
         timeout_choice=plan.timeout_choice,
         due_at=now + timedelta(seconds=plan.timeout_seconds),
     )
-    transaction.on_commit(lambda: queue.approval_timeout([approval.pk], countdown=plan.timeout_seconds))
+    # A countdown longer than half the broker's visibility timeout would be redelivered while it waits
+    # (Redis): such a timeout is left to the sweeper, which decides every due approval on its pass.
+    if plan.timeout_seconds <= settings.BROKER_VISIBILITY_TIMEOUT_SECONDS / 2:
+        transaction.on_commit(lambda: queue.approval_timeout([approval.pk], countdown=plan.timeout_seconds))
     return approval
 
 
@@ -175,7 +178,7 @@ def approval_timeout(*, approval_id: int) -> str:
 
 
 def approvals_sweep(*, now: datetime) -> int:
-    """Approvals whose timeout task was lost: overdue by SWEEP_PENDING_SECONDS."""
-    overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
-    ids = list(Approval.objects.filter(decided_at__isnull=True, due_at__lt=overdue).values_list("pk", flat=True)[:1000])
+    """Approvals due and undecided: a timeout longer than a countdown may wait, or whose task was lost.
+    Decided within SWEEP_INTERVAL_SECONDS of their moment; the task and a sweep never both win."""
+    ids = list(Approval.objects.filter(decided_at__isnull=True, due_at__lte=now).values_list("pk", flat=True)[:1000])
     return queue.approval_timeout(ids) if ids else 0
