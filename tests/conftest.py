@@ -78,6 +78,7 @@ def fake_lc(lc_server: FakeLimaCharlie, settings: Any) -> FakeLimaCharlie:
         lc_server.requests.clear()
         lc_server.failures.clear()
         lc_server.api_keys.clear()
+        lc_server.names.clear()
     settings.LC_API_URL = lc_server.url
     return lc_server
 
@@ -324,6 +325,7 @@ def ensure_roles() -> None:
         apps, None
     )
     importlib.import_module("deliveries.migrations.0009_replies_acknowledgement_escalation").grant_views(apps)
+    importlib.import_module("deliveries.migrations.0015_desk_names_search_and_alert_page").grant(apps)
 
 
 def make_user(role: str) -> Any:

@@ -17,6 +17,10 @@ class Organization(models.Model):
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
     oid = models.CharField("LimaCharlie org id", max_length=64, unique=True)
+    # The name LimaCharlie gives it (read at subscribe and update), and the desk's own label, which
+    # wins where both exist: people know "Acme SOC", not a UUID.
+    name = models.CharField(max_length=200, blank=True)
+    label = models.CharField(max_length=200, blank=True)
     subscription = models.CharField(max_length=16, choices=Subscription.choices, default=Subscription.UNKNOWN)
     subscribed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
@@ -25,7 +29,12 @@ class Organization(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return self.oid
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        """The label, else LimaCharlie's name, else the org id."""
+        return self.label or self.name or self.oid
 
 
 class CredentialQuerySet(models.QuerySet["Credential"]):

@@ -60,3 +60,10 @@ def error_report_record(*, oid: str, error: str, idempotency_key: str = "") -> E
         report = ErrorReport.objects.create(oid=oid[:64], error=error)
     logger.warning("LimaCharlie error report for org %s: %s", oid or "-", error[:2000])
     return report
+
+
+def organization_name_record(*, oid: str, name: str) -> None:
+    """The organisation's name as LimaCharlie gives it (an event's org info). Blank names are ignored."""
+    name = name.strip()[:200]
+    if name:
+        Organization.objects.filter(oid=oid).exclude(name=name).update(name=name, updated_at=timezone.now())

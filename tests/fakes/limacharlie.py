@@ -1,4 +1,5 @@
-"""A fake of LimaCharlie's Hive secret API: it serves a secret only to that org's Bearer JWT.
+"""A fake of LimaCharlie's Hive secret API (and its organisation info, `GET /v1/orgs/{oid}`, the name):
+it serves them only to that org's Bearer JWT.
 
 Answers as ../shared/reference/limacharlie-extension-protocol.md describes: a missing record is
 HTTP 400 with `lc_error_code:RECORD_NOT_FOUND`, a wrong or expired JWT is 401.
@@ -23,6 +24,8 @@ class _Handler(QuietHandler):
             failure = self.fake.failures.pop(0) if self.fake.failures else None
         if failure:
             return self.send_json(failure, {"error": f"simulated failure {failure}"})
+        if len(parts) == 3 and parts[:2] == ["v1", "orgs"]:
+            return self._org_info(parts[2])
         # /v1/hive/secret/{oid}/{name}/data
         if len(parts) != 6 or parts[:3] != ["v1", "hive", "secret"] or parts[5] != "data":
             return self.send_json(404, {"error": "not found"})
@@ -33,6 +36,12 @@ class _Handler(QuietHandler):
         if value is None:
             return self.send_json(400, {"error": "lc_error_code:RECORD_NOT_FOUND - record not found"})
         self.send_json(200, {"data": {"secret": value}, "usr_mtd": {"enabled": True}, "sys_mtd": {"etag": "x"}})
+
+    def _org_info(self, oid: str) -> None:
+        """/v1/orgs/{oid}: the organisation's info (its name) to that org's JWT."""
+        if self.headers.get("Authorization") != f"Bearer {self.fake.jwts.get(oid)}":
+            return self.send_json(401, {"error": "unauthorized"})
+        self.send_json(200, {"oid": oid, "name": self.fake.names.get(oid, ""), "sensor_version": "4.33.0"})
 
     def do_POST(self) -> None:
         # LimaCharlie's JWT service (LC_JWT_URL): mints an org JWT for an API key. The service must
@@ -57,10 +66,15 @@ class FakeLimaCharlie(FakeServer):
         self.requests: list[tuple[str, str]] = []
         self.failures: list[int] = []
         self.api_keys: set[str] = set()
+        self.names: dict[str, str] = {}
 
     def add_org(self, oid: str, jwt: str) -> None:
         with self.lock:
             self.jwts[oid] = jwt
+
+    def set_name(self, oid: str, name: str) -> None:
+        with self.lock:
+            self.names[oid] = name
 
     def add_secret(self, oid: str, name: str, value: str) -> None:
         with self.lock:
