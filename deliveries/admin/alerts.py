@@ -15,15 +15,16 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from deliveries import selectors
-from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, yes_no
+from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, organisation, yes_no
+from deliveries.admin.filters import OrganisationFilter
 from deliveries.models import AlertRequest, Delivery
 
 
 @admin.register(AlertRequest)
 class AlertRequestAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "text", "acknowledged"]
+    list_display = ["created_at", organisation, "text", "acknowledged"]
     list_select_related = ["organization"]
-    list_filter = ["organization"]
+    list_filter = [("organization", OrganisationFilter)]
     search_fields = ["idempotency_key"]
     search_help_text = "The alert's text (a host, detection words), an investigation id, the rule or a number."
     paginator = CappedCountPaginator

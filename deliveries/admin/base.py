@@ -61,3 +61,9 @@ class CappedCountPaginator(Paginator):
         return min(n, self.CAP)
 
     capped = False
+
+
+@admin.display(description="organisation", ordering="organization")
+def organisation(obj: Any) -> str:
+    """A list column: the organisation by its label or name (the desk's spelling in the header)."""
+    return str(obj.organization.display_name)

@@ -12,7 +12,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.http.request import QueryDict
@@ -30,6 +30,7 @@ from deliveries.admin.filters import (
     ErrorCodeFilter,
     LastTriggerFilter,
     NeedsOperatorFilter,
+    OrganisationFilter,
     OutcomeClassFilter,
 )
 from deliveries.admin.resend import ResendMixin
@@ -63,6 +64,8 @@ def kind_words(delivery: Delivery) -> str:
 def ack_words(delivery: Delivery) -> str:
     waited = delivery.time_to_ack
     if waited is None:
+        if getattr(delivery, "alert_acknowledged", False):
+            return "by another"
         return "not yet" if delivery.ack_code and delivery.status == Delivery.Status.DELIVERED else "—"
     channel = "☎" if delivery.ack_channel == Delivery.Channel.VOICE else "✉"
     return f"{selectors.duration(waited)} {channel}"
@@ -77,7 +80,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
         NeedsOperatorFilter,
         AcknowledgedFilter,
         CreatedRangeFilter,
-        "organization",
+        ("organization", OrganisationFilter),
         "kind",
         "channel",
         ErrorCodeFilter,
@@ -98,9 +101,17 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
     actions = ["resend_selected"]
-    readonly_fields = ["alert_link", "why_words", "sends", "ack_words_page", "truncated_words", "notify_words"]
+    readonly_fields = [
+        "alert_link",
+        "organisation",
+        "why_words",
+        "sends",
+        "ack_words_page",
+        "truncated_words",
+        "notify_words",
+    ]
     fieldsets = [
-        (None, {"fields": ["alert_link", "organization", "to_number", "kind", "channel", "status", "why_words"]}),
+        (None, {"fields": ["alert_link", "organisation", "to_number", "kind", "channel", "status", "why_words"]}),
         ("Message", {"fields": ["body", "original_length", "truncated_words", "encoding", "segments"]}),
         (
             "Acknowledgement and escalation",
@@ -132,7 +143,10 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
         # The body can be 1,600 characters; the list shows its first sixty.
         queryset = super().get_queryset(request)
         if request.resolver_match and request.resolver_match.url_name == "deliveries_delivery_changelist":
-            return queryset.defer("body").annotate(text_start=Substr("body", 1, TEXT_CHARS + 1))
+            others = Delivery.objects.filter(alert_id=OuterRef("alert_id"), acknowledged_at__isnull=False)
+            return queryset.defer("body").annotate(
+                text_start=Substr("body", 1, TEXT_CHARS + 1), alert_acknowledged=Exists(others)
+            )
         return queryset
 
     def get_search_results(
@@ -185,7 +199,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     def ack(self, obj: Delivery) -> str:
         return ack_words(obj)
 
-    @admin.display(description="why")
+    @admin.display(description="why", empty_value="")
     def why(self, obj: Delivery) -> str:
         return selectors.why_in_words(obj)
 
@@ -197,6 +211,10 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
             return "— (a flood-control summary speaks for several alerts)"
         url = reverse("admin:deliveries_alertrequest_change", args=[obj.alert_id])
         return format_html('<a id="alert-link" href="{}">the whole alert: every recipient, call and reply</a>', url)
+
+    @admin.display(description="organisation")
+    def organisation(self, obj: Delivery) -> str:
+        return obj.organization.display_name
 
     @admin.display(description="why")
     def why_words(self, obj: Delivery) -> str:

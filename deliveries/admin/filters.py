@@ -189,3 +189,11 @@ class CreatedRangeFilter(admin.ListFilter):
         if end:
             return f"created up to {shown(end)}" + ("" if "T" in end or " " in end else " (inclusive)")
         return ""
+
+
+class OrganisationFilter(admin.RelatedFieldListFilter):
+    """The organisation filter, titled in the desk's spelling, listing organisations by name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "organisation"

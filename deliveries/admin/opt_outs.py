@@ -13,7 +13,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from deliveries import selectors, services
-from deliveries.admin.base import ReadOnlyAdmin, yes_no
+from deliveries.admin.base import ReadOnlyAdmin, organisation, yes_no
+from deliveries.admin.filters import OrganisationFilter
 from deliveries.models import OptOut
 
 
@@ -40,7 +41,7 @@ class ClearOptOutForm(forms.Form):
 class OptOutAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
-        "organization",
+        organisation,
         "recipient",
         "sender",
         "active",
@@ -48,7 +49,7 @@ class OptOutAdmin(ReadOnlyAdmin):
         "cleared_by",
         "cleared_reason",
     ]
-    list_filter = [OptOutStateFilter, "organization"]
+    list_filter = [OptOutStateFilter, ("organization", OrganisationFilter)]
     search_fields = ["recipient"]
     search_help_text = "A phone number in any common format."
     actions = ["clear_selected"]

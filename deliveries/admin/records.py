@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from deliveries import services
-from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, yes_no
+from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, organisation, yes_no
+from deliveries.admin.filters import OrganisationFilter
 from deliveries.models import Attempt, Credential, ErrorReport, Organization, StatusEvent
 
 
@@ -73,8 +74,8 @@ class OrganizationAdmin(ReadOnlyAdmin):
 
 @admin.register(Credential)
 class CredentialAdmin(ReadOnlyAdmin):
-    list_display = ["account_sid", "organization", "created_at", "last_used_at", "rejected_at", "stored"]
-    list_filter = ["organization"]
+    list_display = ["account_sid", organisation, "created_at", "last_used_at", "rejected_at", "stored"]
+    list_filter = [("organization", OrganisationFilter)]
     search_fields = ["account_sid"]
     # The Auth Token is never shown, not even encrypted; nor its fingerprint.
     exclude = ["auth_token", "fingerprint"]

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from deliveries import selectors
-from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin
+from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, organisation
 from deliveries.models import Delivery, Escalation, InboundMessage
 
 
@@ -23,7 +23,7 @@ def _delivery_link(delivery: Delivery | None) -> str:
 
 @admin.register(InboundMessage)
 class InboundMessageAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "organization", "from_number", "to_number", "meaning", "body", "acknowledged_link"]
+    list_display = ["received_at", organisation, "from_number", "to_number", "meaning", "body", "acknowledged_link"]
     list_filter = ["meaning"]
     list_select_related = ["organization", "acknowledged"]
     search_fields = ["from_number", "message_sid"]

@@ -72,6 +72,8 @@ class Migration(migrations.Migration):
             name="label",
             field=models.CharField(blank=True, max_length=200),
         ),
+        migrations.AlterModelOptions(name="organization", options={"verbose_name": "organisation"}),
+        migrations.AlterModelOptions(name="alertrequest", options={"verbose_name": "alert"}),
         TrigramExtension(),
         migrations.RunPython(create_search_index, drop_search_index),
         migrations.RunPython(grant, migrations.RunPython.noop),

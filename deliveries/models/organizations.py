@@ -28,6 +28,9 @@ class Organization(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "organisation"
+
     def __str__(self) -> str:
         return self.display_name
 
@@ -89,6 +92,7 @@ class AlertRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "alert"
         constraints = [
             models.UniqueConstraint(fields=["organization", "idempotency_key"], name="alert_request_once_per_key"),
         ]

@@ -80,8 +80,13 @@ def alert_page(*, alert: AlertRequest, newest_first: bool = False, now: datetime
         deliveries=deliveries,
         acknowledged=acked,
     )
-    page.timeline = sorted(_events(deliveries, timers), key=lambda e: e.at, reverse=newest_first)
+    events = sorted(_events(deliveries, timers), key=lambda e: (e.at, _ORDER.get(e.kind, 5)))
+    page.timeline = events[::-1] if newest_first else events
     return page
+
+
+# Within one second: the step before the call, the key before the acknowledgement it causes.
+_ORDER = {"step": 0, "hold": 1, "text": 2, "call": 2, "resend": 2, "status": 3, "key": 4, "reply": 4, "ack": 6}
 
 
 def _summary(acked: Delivery | None, alert: AlertRequest) -> str:
@@ -167,7 +172,8 @@ def _delivery_events(d: Delivery) -> list[Event]:
 
 def _attempt_event(a: Attempt, d: Delivery) -> Event:
     number, link = pretty_number(d.to_number), str(d.id)
-    outcome = a.get_outcome_display() if a.outcome else "in flight"
+    label = a.get_outcome_display() if a.outcome else "in flight"
+    outcome = label[:1].lower() + label[1:]
     if a.trigger == Attempt.Trigger.RECONCILE:
         return Event(
             a.started_at,
@@ -181,14 +187,14 @@ def _attempt_event(a: Attempt, d: Delivery) -> Event:
         )
     detail = f" (HTTP {a.http_status}, {a.duration_ms} ms)" if a.http_status and a.duration_ms is not None else ""
     said = "" if a.twilio_code else _network_words(a)
-    text = f"{_kind(d)}: {outcome.lower()}{detail}{said}"
+    text = f"{_kind(d)}: {outcome}{detail}{said}"
     kind = _kind(d)
     if a.trigger == Attempt.Trigger.RESEND:
         who = a.triggered_by.get_username() if a.triggered_by else "an operator"
-        text = f"resent by {who} (“{a.reason[:80]}”): {outcome.lower()}{detail}"
+        text = f"resent by {who} (“{a.reason[:80]}”): {outcome}{detail}"
         kind = "resend"
     elif a.trigger == Attempt.Trigger.RETRY:
-        text = f"{_kind(d)} retried: {outcome.lower()}{detail}"
+        text = f"{_kind(d)} retried: {outcome}{detail}"
     return Event(a.started_at, kind, "→", number, text, a.twilio_code, words.code_meaning(a.twilio_code), link)
 
 
