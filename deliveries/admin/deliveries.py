@@ -125,8 +125,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
                     "credential",
                     "twilio_sid",
                     "sends",
-                    "error_code",
-                    "error_message",
+                    "twilio_error",
                     "status_reason",
                     "sent_at",
                     "settled_at",
@@ -159,7 +158,7 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     @admin.display(description="when", ordering="created_at")
     def when(self, obj: Delivery) -> str:
         return format_html(
-            '<time datetime="{}" title="{} UTC">{}</time><span class="when-at">{}</span>',
+            '<time datetime="{}" title="{} UTC">{}</time> <span class="when-at">{}</span>',
             obj.created_at.isoformat(),
             obj.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             selectors.ago(obj.created_at, timezone.now()),
@@ -220,6 +219,12 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
     def why_words(self, obj: Delivery) -> str:
         return selectors.why_in_words(obj) or "—"
 
+    @admin.display(description="last error")
+    def twilio_error(self, obj: Delivery) -> str:
+        words = selectors.error_in_words(obj.error_code, obj.error_message) or "—"
+        said = obj.error_message if obj.error_code and obj.error_message else ""
+        return f"{words} (Twilio: “{said}”)" if said else words
+
     @admin.display(description="sends")
     def sends(self, obj: Delivery) -> str:
         facts = selectors.delivery_facts(delivery=obj)
@@ -257,7 +262,11 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra = {"can_export": self.has_export_permission(request), "export_query": request.GET.urlencode()}
+        extra = {
+            "title": "Deliveries",
+            "can_export": self.has_export_permission(request),
+            "export_query": request.GET.urlencode(),
+        }
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
     def change_view(
