@@ -16,7 +16,7 @@ from django.http import HttpRequest
 admin.site.site_header = "ext-twilio audit desk"
 admin.site.site_title = "ext-twilio audit desk"
 admin.site.index_title = "At a glance"
-admin.site.site_url = None  # type: ignore[assignment]
+admin.site.site_url = None
 
 
 def yes_no(value: bool) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import phonenumbers
 from django.utils import timezone
@@ -136,7 +137,8 @@ def _events(deliveries: list[Delivery], timers: list[Escalation]) -> list[Event]
         )
         for m in replies
     ]
-    events += [e for t in timers if (e := _timer_event(t, by_id)) is not None]
+    steps = (_timer_event(t, by_id) for t in timers)
+    events += [step for step in steps if step is not None]
     return events
 
 
@@ -229,7 +231,7 @@ def _status_event(e: StatusEvent, d: Delivery) -> Event:
     return Event(e.received_at, "status", "", number, said, e.error_code, words.code_meaning(e.error_code), link)
 
 
-def _timer_event(t: Escalation, by_id: dict[object, Delivery]) -> Event | None:
+def _timer_event(t: Escalation, by_id: dict[UUID, Delivery]) -> Event | None:
     d = by_id.get(t.alert_id)
     number = pretty_number(d.to_number) if d else ""
     within = words.duration(timedelta(seconds=t.ack_within_seconds))

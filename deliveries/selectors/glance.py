@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
@@ -194,7 +194,9 @@ def mtta(*, since: datetime) -> Mtta:
         lambda r: r[4] or "sms",
     )
     for row in rows:
-        waited = max(0.0, (row[6] - row[5]).total_seconds())
+        created: datetime = row[5]
+        acknowledged = cast(datetime, row[6])
+        waited = max(0.0, (acknowledged - created).total_seconds())
         for group, key in zip(groups, keys, strict=True):
             group[key(row)].append(waited)
     return Mtta(since, *(_rows(g) for g in groups))

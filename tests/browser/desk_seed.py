@@ -10,11 +10,20 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
-from deliveries.models import AlertRequest, Attempt, Delivery, Escalation, InboundMessage, Organization, StatusEvent
+from deliveries.models import (
+    AlertRequest,
+    Attempt,
+    Credential,
+    Delivery,
+    Escalation,
+    InboundMessage,
+    Organization,
+    StatusEvent,
+)
 from tests.conftest import Tenant, make_delivery
 
 ACME_LEAD = "+14155550141"
@@ -79,9 +88,49 @@ def _alert(tenant: Tenant, body: str, to: str, when: datetime, **fields: Any) ->
     return _at(d, when)
 
 
+def _same_alert(tenant: Tenant, text: Delivery, to: str, when: datetime, **fields: Any) -> Delivery:
+    """Another delivery of `text`'s alert (a second recipient, a call, a notice), created at `when`."""
+    fields.setdefault("status", "delivered")
+    fields.setdefault("twilio_sid", "SM" + secrets.token_hex(16))
+    d = make_delivery(
+        tenant,
+        body=fields.pop("body", text.body),
+        to_number=to,
+        alert=text.alert,
+        idempotency_key=text.idempotency_key,
+        ident=fields.pop("ident", text.ident),
+        inv_id=text.inv_id,
+        **fields,
+    )
+    return _at(d, when)
+
+
+def _call_with_keypress(tenant: Tenant, text: Delivery, called: datetime) -> datetime:
+    """The escalation's call to the text's recipient: it rings, is answered, 1 is pressed. Returns when."""
+    call = _same_alert(
+        tenant,
+        text,
+        text.to_number,
+        called,
+        channel="voice",
+        escalates=text,
+        segments=0,
+        twilio_sid="CA" + secrets.token_hex(16),
+    )
+    _attempt(call, 1, called + timedelta(seconds=1))
+    for seconds, status in ((2, "ringing"), (9, "in-progress"), (16, "gather:1"), (30, "completed")):
+        _status(call, called + timedelta(seconds=seconds), status)
+    timer = Escalation.objects.create(
+        alert=text, action="call", ack_within_seconds=300, due_at=called, state="fired", fired_at=called, result=call
+    )
+    Escalation.objects.filter(pk=timer.pk).update(created_at=text.created_at)
+    return called + timedelta(seconds=16)
+
+
 def _acked_by_call(tenant: Tenant, now: datetime) -> tuple[AlertRequest, Delivery]:
     """A text to two people, nobody replies, the lead is called after 5 minutes and presses 1."""
     start = now - timedelta(minutes=9)
+    sid = "SM" + secrets.token_hex(16)
     text = _alert(
         tenant,
         HOST_ALERT,
@@ -91,66 +140,27 @@ def _acked_by_call(tenant: Tenant, now: datetime) -> tuple[AlertRequest, Deliver
         inv_id="inv-7f3a21",
         ack_code="K7Q",
         status="delivered",
-        twilio_sid="SM" + secrets.token_hex(16),
+        twilio_sid=sid,
         sent_at=start,
         notify_on_ack=True,
     )
-    second = make_delivery(
-        tenant,
-        body=HOST_ALERT,
-        to_number=ACME_SECOND,
-        alert=text.alert,
-        idempotency_key=text.idempotency_key,
-        ident=text.ident,
-        inv_id=text.inv_id,
-        ack_code="M2P",
-        status="delivered",
-        twilio_sid="SM" + secrets.token_hex(16),
-    )
-    second = _at(second, start)
+    second = _same_alert(tenant, text, ACME_SECOND, start, ack_code="M2P")
     for d in (text, second):
         _attempt(d, 1, start + timedelta(seconds=1))
         _status(d, start + timedelta(seconds=3), "sent")
         _status(d, start + timedelta(seconds=6), "delivered")
-    called = start + timedelta(minutes=5)
-    call = make_delivery(
-        tenant,
-        body=HOST_ALERT,
-        to_number=ACME_LEAD,
-        channel="voice",
-        alert=text.alert,
-        idempotency_key=text.idempotency_key,
-        ident=text.ident,
-        inv_id=text.inv_id,
-        escalates=text,
-        status="delivered",
-        twilio_sid="CA" + secrets.token_hex(16),
-        segments=0,
-    )
-    call = _at(call, called)
-    _attempt(call, 1, called + timedelta(seconds=1))
-    _status(call, called + timedelta(seconds=2), "ringing")
-    _status(call, called + timedelta(seconds=9), "in-progress")
-    _status(call, called + timedelta(seconds=16), "gather:1")
-    _status(call, called + timedelta(seconds=30), "completed")
-    timer = Escalation.objects.create(
-        alert=text, action="call", ack_within_seconds=300, due_at=called, state="fired", fired_at=called, result=call
-    )
-    Escalation.objects.filter(pk=timer.pk).update(created_at=start)
-    acked_at = called + timedelta(seconds=16)
+    acked_at = _call_with_keypress(tenant, text, start + timedelta(minutes=5))
     Delivery.objects.filter(pk=text.pk).update(acknowledged_at=acked_at, acknowledged_by=ACME_LEAD, ack_channel="voice")
-    AlertRequest.objects.filter(pk=text.alert_id).update(created_at=start)
-    notice = make_delivery(
+    AlertRequest.objects.filter(pk=cast(int, text.alert_id)).update(created_at=start)
+    notice = _same_alert(
         tenant,
+        text,
+        ACME_SECOND,
+        acked_at + timedelta(seconds=1),
         kind="notice",
+        ident="ext-twilio acknowledgement",
         body=f"ext-twilio: acknowledged by {ACME_LEAD}: {HOST_ALERT[:60]}",
-        to_number=ACME_SECOND,
-        alert=text.alert,
-        idempotency_key=text.idempotency_key,
-        status="delivered",
-        twilio_sid="SM" + secrets.token_hex(16),
     )
-    notice = _at(notice, acked_at + timedelta(seconds=1))
     _attempt(notice, 1, acked_at + timedelta(seconds=2))
     text.refresh_from_db()
     assert text.alert is not None
@@ -187,6 +197,39 @@ def _acked_by_text(tenant: Tenant, now: datetime) -> Delivery:
     return text
 
 
+def _given_up(tenant: Tenant, now: datetime) -> Delivery:
+    """An ambiguous send, then six look-ups at Twilio that all failed: reconciliation gave up."""
+    ambiguous = _alert(
+        tenant,
+        "[CRIT] Mimikatz signature on hr-02",
+        ACME_LEAD,
+        now - timedelta(hours=5),
+        status="ambiguous",
+        error_message="urllib3.exceptions.ProtocolError",
+        attempt_count=7,
+        last_outcome="reconcile_failed",
+    )
+    _attempt(
+        ambiguous,
+        1,
+        ambiguous.created_at,
+        outcome="ambiguous",
+        http_status=None,
+        twilio_message="urllib3.exceptions.ProtocolError",
+    )
+    for n in range(2, 8):
+        _attempt(
+            ambiguous,
+            n,
+            ambiguous.created_at + timedelta(minutes=2 * n),
+            trigger="reconcile",
+            outcome="reconcile_failed",
+            http_status=None,
+            twilio_message="urllib3.exceptions.ProtocolError",
+        )
+    return ambiguous
+
+
 def _failures(tenant: Tenant, beta: Tenant, now: datetime) -> dict[str, Delivery]:
     failed = _alert(
         tenant,
@@ -219,34 +262,7 @@ def _failures(tenant: Tenant, beta: Tenant, now: datetime) -> dict[str, Delivery
         hold="recipient_limit",
         status_reason="Recipient's limit reached (20 an hour)",
     )
-    ambiguous = _alert(
-        tenant,
-        "[CRIT] Mimikatz signature on hr-02",
-        ACME_LEAD,
-        now - timedelta(hours=5),
-        status="ambiguous",
-        error_message="urllib3.exceptions.ProtocolError",
-        attempt_count=7,
-        last_outcome="reconcile_failed",
-    )
-    _attempt(
-        ambiguous,
-        1,
-        ambiguous.created_at,
-        outcome="ambiguous",
-        http_status=None,
-        twilio_message="urllib3.exceptions.ProtocolError",
-    )
-    for n in range(2, 8):
-        _attempt(
-            ambiguous,
-            n,
-            ambiguous.created_at + timedelta(minutes=2 * n),
-            trigger="reconcile",
-            outcome="reconcile_failed",
-            http_status=None,
-            twilio_message="urllib3.exceptions.ProtocolError",
-        )
+    ambiguous = _given_up(tenant, now)
     return {"failed": failed, "undelivered": undelivered, "held": held, "needs_operator": ambiguous}
 
 
@@ -271,7 +287,7 @@ def _escalating(tenant: Tenant, now: datetime) -> AlertRequest:
         remaining=[ACME_SECOND, ACME_LEAD],
         due_at=start + timedelta(seconds=300),
     )
-    AlertRequest.objects.filter(pk=text.alert_id).update(created_at=start)
+    AlertRequest.objects.filter(pk=cast(int, text.alert_id)).update(created_at=start)
     assert text.alert is not None
     return text.alert
 
@@ -288,7 +304,7 @@ def _refused_credential(beta: Tenant, now: datetime) -> Delivery:
     )
     _attempt(d, 1, d.created_at, outcome="permanent", http_status=401, twilio_code=20003)
     assert d.credential is not None
-    type(d.credential).objects.filter(pk=d.credential_id).update(rejected_at=d.created_at)
+    Credential.objects.filter(pk=cast(int, d.credential_id)).update(rejected_at=d.created_at)
     return d
 
 
