@@ -48,7 +48,7 @@ class AcknowledgedFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(acknowledged_at__isnull=False)
         if self.value() == "no":
-            return queryset.filter(acknowledged_at__isnull=True, status=Delivery.Status.DELIVERED).exclude(ack_code="")
+            return selectors.unacknowledged(queryset)
         return queryset
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -83,9 +83,16 @@ def deliveries_per_hour(*, since: datetime, until: datetime) -> HourlySeries:
     return series
 
 
-def unacknowledged() -> QuerySet[Delivery]:
-    """Alerts that reached a handset with a code and nobody acknowledged (the list's filter too)."""
-    return Delivery.objects.filter(acknowledged_at__isnull=True, status=Status.DELIVERED).exclude(ack_code="")
+def unacknowledged(queryset: QuerySet[Delivery] | None = None) -> QuerySet[Delivery]:
+    """Alert texts that reached a handset with a code, of alerts nobody acknowledged (the list's filter
+    too): the second recipient of an alert the first acknowledged is not waiting for anyone."""
+    acknowledged = Delivery.objects.filter(alert_id=OuterRef("alert_id"), acknowledged_at__isnull=False)
+    queryset = Delivery.objects.all() if queryset is None else queryset
+    return (
+        queryset.filter(acknowledged_at__isnull=True, status=Status.DELIVERED)
+        .exclude(ack_code="")
+        .exclude(Exists(acknowledged))
+    )
 
 
 def errors_since(since: datetime) -> list[ErrorRow]:

@@ -275,11 +275,11 @@ def _escalating(tenant: Tenant, now: datetime) -> AlertRequest:
         ACME_THIRD,
         start,
         ack_code="B8N",
-        status="sent",
+        status="delivered",
         twilio_sid="SM" + secrets.token_hex(16),
     )
     _attempt(text, 1, start + timedelta(seconds=1))
-    _status(text, start + timedelta(seconds=3), "sent")
+    _status(text, start + timedelta(seconds=3), "delivered")
     Escalation.objects.create(
         alert=text,
         action="next",

@@ -89,7 +89,8 @@ def test_the_index_counts_match_the_rows_they_link_to(page: Any, live_server: An
     assert page.inner_text("#glance-failed").split()[0] == "3"
     assert page.inner_text("#glance-held").split()[0] == "1"
     assert page.inner_text("#glance-needs-operator").split()[0] == "1"
-    # Delivered with a code, nobody acknowledged: the acknowledged alert's second recipient only.
+    # Delivered with a code, and nobody acknowledged its alert: the escalating one. The second recipient of
+    # the alert the lead acknowledged by call is not waiting for anyone.
     assert page.inner_text("#glance-unacknowledged").split()[0] == "1"
     errors = page.locator("#glance-errors tbody tr")
     assert errors.count() == 3

@@ -181,11 +181,22 @@ def test_the_counts_are_true_failed_means_failed_or_undelivered_and_unacknowledg
     for status in ("failed", "undelivered", "suppressed", "delivered"):
         make_delivery(tenant, status=status, ack_code="ABC", to_number=f"+1415555{len(status):04d}")
     make_delivery(tenant, status="failed", error_code=30007, to_number="+14155550999")
+    # An alert to two people that the first acknowledged: the second is not waiting for anyone.
+    first = make_delivery(tenant, status="delivered", ack_code="K7Q", to_number="+14155550777")
+    make_delivery(
+        tenant,
+        status="delivered",
+        ack_code="M2P",
+        to_number="+14155550778",
+        alert=first.alert,
+        idempotency_key=first.idempotency_key,
+    )
+    Delivery.objects.filter(pk=first.pk).update(acknowledged_at=timezone.now(), acknowledged_by=first.to_number)
     glance = selectors.at_a_glance()
     assert (glance.failed_24h, glance.held_24h, glance.unacknowledged) == (3, 1, 1)
     assert [(r.code, r.count) for r in glance.errors_24h] == [(None, 2), (30007, 1)]
     unacked = _as("soc_lead").get(reverse(CHANGELIST), {"acknowledged": "no"})
-    assert [d.status for d in unacked.context["cl"].result_list] == ["delivered"]
+    assert [d.to_number for d in unacked.context["cl"].result_list] == ["+14155550009"]
 
 
 def test_mtta_is_on_the_index_and_in_the_metrics(client: Any, tenant: Tenant) -> None:
