@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from deliveries import selectors
 from deliveries import status as statuses
-from deliveries.models import Attempt
+from deliveries.models import Attempt, Delivery
 from deliveries.selectors import HourlySeries
 
 register = template.Library()
@@ -118,3 +118,9 @@ def at_a_glance(context: template.Context) -> dict[str, Any]:
 @register.filter
 def duration(value: timedelta | None) -> str:
     return selectors.duration(value)
+
+
+@register.filter
+def why_words(delivery: Delivery) -> str:
+    """A delivery's hold, error or need of an operator, in words."""
+    return selectors.why_in_words(delivery)
