@@ -26,9 +26,6 @@ def yes_no(value: bool) -> str:
 class ReadOnlyAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # facet counts are a full count per filter choice
 
-    class Media:
-        css = {"all": ["deliveries/admin.css"]}
-
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
