@@ -200,6 +200,8 @@ class DeliveryAdmin(ResendMixin, ReadOnlyAdmin):
 
     @admin.display(description="why", empty_value="")
     def why(self, obj: Delivery) -> str:
+        if selectors.needs_operator(obj):
+            return "reconciliation gave up: check Twilio's console, then resend or leave it"
         return selectors.why_in_words(obj)
 
     # --- the delivery page's fields ---
