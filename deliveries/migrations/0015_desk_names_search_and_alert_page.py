@@ -24,6 +24,14 @@ SEARCH_INDEX = "delivery_search_trgm"
 SEARCH_EXPRESSION = "UPPER(body || ' ' || inv_id || ' ' || ident || ' ' || ack_code)"
 
 
+class TrigramExtensionKept(TrigramExtension):
+    """CREATE EXTENSION pg_trgm on PostgreSQL (nothing elsewhere). Migrating back leaves it installed:
+    other objects in the database may use it, and an unused extension costs nothing."""
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        return
+
+
 def create_search_index(apps: Any, schema_editor: Any) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
@@ -74,7 +82,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterModelOptions(name="organization", options={"verbose_name": "organisation"}),
         migrations.AlterModelOptions(name="alertrequest", options={"verbose_name": "alert"}),
-        TrigramExtension(),
+        TrigramExtensionKept(),
         migrations.RunPython(create_search_index, drop_search_index),
         migrations.RunPython(grant, migrations.RunPython.noop),
     ]

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
@@ -57,6 +58,26 @@ def test_the_list_search_box_finds_by_host_and_says_what_it_understands(tenant: 
     response = _as("soc_lead").get(reverse(CHANGELIST), {"q": "fs-01"})
     assert [d.pk for d in response.context["cl"].result_list] == [hit.pk]
     assert "a host, detection words" in response.content.decode()
+
+
+def test_the_text_search_reads_the_trigram_index_on_postgresql(tenant: Tenant) -> None:
+    """On PostgreSQL the search's expression is the one migration 0015 indexes, so the planner can use
+    it; SQLite has no such index and matches the same substring by scanning."""
+    hit = make_delivery(tenant, body=HOST_ALERT)
+    query = selectors.delivery_search(Delivery.objects.order_by(), "fs-01")
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, Delivery._meta.db_table)
+        if connection.vendor == "postgresql":
+            # Only bitmap scans allowed: the plan must then name the trigram index, or it cannot run the query.
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_indexscan = off")
+            sql, params = query.values("pk").query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "delivery_search_trgm" in indexes and "Bitmap Index Scan on delivery_search_trgm" in plan
+        else:
+            assert "delivery_search_trgm" not in indexes
+    assert list(query.values_list("pk", flat=True)) == [hit.pk]
 
 
 @pytest.mark.parametrize("typed", ["(415) 555-0141", "+1 415 555 0141", "0014155550141", "415.555.0141"])
