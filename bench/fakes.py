@@ -150,16 +150,24 @@ class BenchTwilio(fake_twilio.FakeTwilio):
             due, url, message = self.due.get()
             time.sleep(max(0.0, due - time.time()))
             for status in RECEIPT_STATUSES:
-                connection = connection or http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
-                ok = self._receipt(connection, url, message, status)
-                if not ok:
-                    connection.close()
-                    connection = None
+                ok = False
+                for _ in range(2):  # a kept-alive connection the server has closed meanwhile: once more, anew
+                    connection = connection or http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+                    answer = self._receipt(connection, url, message, status)
+                    if answer is None:
+                        connection.close()
+                        connection = None
+                        continue
+                    ok = answer == 200
+                    break
                 with self.lock:
                     self.receipts += ok
                     self.refused += not ok
 
-    def _receipt(self, connection: http.client.HTTPConnection, url: str, message: dict[str, Any], status: str) -> bool:
+    def _receipt(
+        self, connection: http.client.HTTPConnection, url: str, message: dict[str, Any], status: str
+    ) -> int | None:
+        """One status callback: the service's HTTP status, or None when the connection failed."""
         form = {
             "MessageSid": message["sid"],
             "SmsSid": message["sid"],
@@ -181,8 +189,8 @@ class BenchTwilio(fake_twilio.FakeTwilio):
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
-            return False
-        return response.status == 200
+            return None
+        return response.status
 
 
 def main(argv: list[str] | None = None) -> None:

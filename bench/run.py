@@ -9,7 +9,12 @@ it, on each backend:
 - `postgres`: DATABASE_URL = the PostgreSQL database ext_twilio_bench_e2e (dropped and created) and
   CELERY_BROKER_URL = Redis db 11 (flushed); PostgreSQL and Redis are started if they are not running.
 
-It prints a table and an OK or REGRESSION line per check (bench/report.py) and exits 1 on a regression.
+Each backend runs twice, from scratch: without events for LimaCharlie, then with them (`<backend>+events`:
+its organisations subscribed, so the service makes their webhook adapters through the fake LimaCharlie,
+LC_HOOK_BASE_URL at the fake's hook, and every event kind chosen, `delivered` included, so every alert
+makes one when Twilio reports its text delivered).
+
+It prints two tables and an OK or REGRESSION line per check (bench/report.py) and exits 1 on a regression.
 
 Environment: BENCH_ALERTS (2000), BENCH_BACKENDS (`embedded,postgres`), BENCH_RECORD=1 (write the run's
 rows into docs/benchmarks.md's recorded table), BENCH_VAR_DIR (var/bench: every process's log, and
