@@ -106,6 +106,7 @@ class _BenchTwilioHandler(fake_twilio._Handler):
             self.fake.count += 1
             self.fake.received.clear()
             self.fake.messages.clear()
+            self.fake.status_callbacks.clear()
 
     def do_GET(self) -> None:
         if self.path == "/_bench/stats":
@@ -168,24 +169,14 @@ class BenchTwilio(fake_twilio.FakeTwilio):
         self, connection: http.client.HTTPConnection, url: str, message: dict[str, Any], status: str
     ) -> int | None:
         """One status callback: the service's HTTP status, or None when the connection failed."""
-        form = {
-            "MessageSid": message["sid"],
-            "SmsSid": message["sid"],
-            "AccountSid": message["account_sid"],
-            "From": message["from"] or "",
-            "To": message["to"],
-            "MessageStatus": status,
-            "SmsStatus": status,
-            "ApiVersion": "2010-04-01",
-        }
-        hook = fake_twilio.signed(url, form, self.accounts[message["account_sid"]])
+        hook = self.message_status(message, status, self.accounts[message["account_sid"]], url)
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Twilio-Signature": hook.signature,
             "X-Forwarded-Proto": "https",
         }
         try:
-            connection.request("POST", hook.path, urlencode(form), headers)
+            connection.request("POST", hook.path, urlencode(hook.form), headers)
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
