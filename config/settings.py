@@ -65,9 +65,11 @@ SEND_RETRY_MAX_SECONDS = integer("SEND_RETRY_MAX_SECONDS", 60, 1, 3600)
 SEND_DEADLINE_SECONDS = integer("SEND_DEADLINE_SECONDS", 900, 10, 36000)
 
 PUBLIC_BASE_URL = url("PUBLIC_BASE_URL", "")
-if PUBLIC_BASE_URL and not PUBLIC_BASE_URL.startswith("https://") and not DEBUG:
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+if PUBLIC_BASE_URL.startswith("http://") and not DEBUG and urlsplit(PUBLIC_BASE_URL).hostname not in _LOOPBACK:
     # Twilio's signature covers the URL, not the channel: over plain HTTP anyone on the path reads the
-    # codes, keypresses and replies, and can replay them. Plain HTTP is for a laptop (DEBUG) only.
+    # codes, keypresses and replies, and can replay them. Plain HTTP is for a laptop (DEBUG) or for this
+    # machine's own loopback address (make demo), which nothing outside it can reach.
     raise ImproperlyConfigured(
         f"PUBLIC_BASE_URL must be an https:// URL (or set DEBUG=true on a development machine), got {PUBLIC_BASE_URL!r}"
     )

@@ -2,7 +2,7 @@
 
 FIELD_ENCRYPTION_KEY holds one or more comma-separated keys: the first encrypts, every key
 decrypts, so a key is rotated by putting a new one in front and re-saving the rows
-(see the README). A value is never logged or put in an exception message.
+(docs/deploy.md, "Rotating every secret"). A value is never logged or put in an exception message.
 """
 
 from __future__ import annotations

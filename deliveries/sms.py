@@ -116,7 +116,7 @@ def _shown(value: str) -> str:
 
 
 def ack_instruction(code: str) -> str:
-    """The line appended to an alert text that can be acknowledged (README "What a recipient sees")."""
+    """The line appended to an alert text that can be acknowledged (docs/recipients.md, "An alert text")."""
     return f"\nReply {code} to acknowledge"
 
 

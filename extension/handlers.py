@@ -91,7 +91,7 @@ class RunDataSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False, error_messages={"blank": "must be non-empty text"})
     to = RecipientsField()
     secret = StrictCharField(required=False, allow_blank=True, default="", max_length=4096)
-    # Issue 11: escalation. Rendered templates arrive as text, so a number may come as "5".
+    # Escalation. Rendered templates arrive as text, so a number may come as "5".
     ack_within = serializers.FloatField(
         required=False, allow_null=True, default=None, min_value=0.01, max_value=ACK_WITHIN_MAX_MINUTES
     )

@@ -58,11 +58,9 @@ def deliveries_accept(
     event_kinds: Sequence[str] | None = None,
     approval: approvals.ApprovalPlan | None = None,
 ) -> Accepted:
-    """Store the alert and one pending Delivery per recipient, bound to the credential the call brought
-    (read from the Secrets Manager, or the stored one its secret resolved to lately, `credential_id`), in
-    one transaction; enqueue their sends once it commits. A concurrent or replayed call with the same key
-    gets the first reply and creates nothing. CredentialGone: the remembered credential may not be used.
-    `from_secrets_manager`: the SID and token were read with a JWT, not pasted into the rule."""
+    """Store the alert and a pending Delivery per recipient, bound to the credential the call brought (or
+    the one its secret resolved to lately, `credential_id`: CredentialGone if it may not be used), in one
+    transaction; enqueue their sends on commit. A replayed key gets the first reply and creates nothing."""
     now = timezone.now()
     first, later = ack.split(recipients) if ack else (list(recipients), [])
     try:
@@ -79,26 +77,10 @@ def deliveries_accept(
                 )
                 for to in first
             ]
-            code = approvals.code_new(organization_id=organization.id, recipients=list(recipients)) if approval else ""
-            if approval is not None:  # the question, its code and its timeout, the same for everyone asked
-                for delivery in deliveries:
-                    delivery.body += approvals.instruction(approval, code)
+            code = _approval_asked(approval, organization.id, recipients, deliveries)
             reply = _reply(deliveries, body) | ({"next": later} if later else {}) | ({"code": code} if code else {})
-            alert = AlertRequest.objects.create(
-                organization=organization,
-                idempotency_key=idempotency_key,
-                reply=reply,
-                context=context,  # echoed in every event about the alert (services.events)
-                event_kinds=None if event_kinds is None else list(event_kinds),
-            )
-            for delivery in deliveries:
-                delivery.alert = alert
-            Delivery.objects.bulk_create(deliveries)
-            escalate.timers_plan(alerts=deliveries, plan=ack, later=later, now=now)  # enqueued on commit
-            if approval is not None:
-                approvals.approval_open(alert=alert, plan=approval, code=code, now=now)  # its timeout on commit
-            ids = [str(d.id) for d in deliveries]
-            transaction.on_commit(lambda: queue.send(ids))
+            alert = _alert(organization, idempotency_key, reply, context, event_kinds)
+            ids = _stored(alert, deliveries, ack, later, approval, code, now)
     except IntegrityError:
         # Another call with this key committed first (LimaCharlie retried while we were working).
         previous = alert_request_reply(oid=oid, idempotency_key=idempotency_key)
@@ -107,6 +89,49 @@ def deliveries_accept(
         return Accepted(previous, duplicate=True)
     logger.info("accepted %d deliveries for org %s key %s", len(ids), oid, idempotency_key)
     return Accepted(reply, duplicate=False, credential_id=credential.id)
+
+
+def _alert(
+    organization: Organization, key: str, reply: dict[str, Any], context: Any, event_kinds: Sequence[str] | None
+) -> AlertRequest:
+    """The alert, not saved yet; the rule's context is echoed in every event about it (services.events)."""
+    kinds = None if event_kinds is None else list(event_kinds)
+    return AlertRequest(organization=organization, idempotency_key=key, reply=reply, context=context, event_kinds=kinds)
+
+
+def _approval_asked(
+    approval: approvals.ApprovalPlan | None, organization_id: int, recipients: Sequence[str], texts: list[Delivery]
+) -> str:
+    """An approval's code, and its question's instruction added to each text ("" when it is no approval)."""
+    if approval is None:
+        return ""
+    code = approvals.code_new(organization_id=organization_id, recipients=list(recipients))
+    for text in texts:
+        text.body += approvals.instruction(approval, code)
+    return code
+
+
+def _stored(
+    alert: AlertRequest,
+    texts: list[Delivery],
+    ack: escalate.AckPlan | None,
+    later: Sequence[str],
+    approval: approvals.ApprovalPlan | None,
+    code: str,
+    now: datetime,
+) -> list[str]:
+    """The alert and its texts stored (the alert first: its unique key refuses a replay before anything
+    else is written), its timers and approval opened; their tasks enqueued once it commits."""
+    alert.save()
+    for text in texts:
+        text.alert = alert
+    Delivery.objects.bulk_create(texts)
+    escalate.timers_plan(alerts=texts, plan=ack, later=later, now=now)
+    if approval is not None:
+        approvals.approval_open(alert=alert, plan=approval, code=code, now=now)
+    ids = [str(d.id) for d in texts]
+    transaction.on_commit(lambda: queue.send(ids))
+    return ids
 
 
 def _credential(

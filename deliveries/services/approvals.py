@@ -3,7 +3,7 @@
 
 The decision is claimed by a conditional update of the Approval row (`decided_at IS NULL`), so an
 answer and the timeout can never both win; whoever answers later is told who decided and when. Only
-the people asked can answer, with the approval's code: "4K7 Y" or "4K7 N" by text, 1 or 2 on a call.
+the people asked can answer, with the approval's code: "4K7Q Y" or "4K7Q N" by text, 1 or 2 on a call.
 A decision stops the alert's escalation (as an acknowledgement does) and is sent to LimaCharlie as an
 `approved` or `denied` event carrying its content and the rule's context."""
 
@@ -40,7 +40,7 @@ class ApprovalPlan:
 
 
 def instruction(plan: ApprovalPlan, code: str) -> str:
-    """What follows the question (README "What a recipient sees"), e.g. " Reply 4K7 Y to approve or 4K7 N
+    """What follows the question (docs/rules.md quotes it), e.g. " Reply 4K7Q Y to approve or 4K7Q N
     to deny. (Denied in 5 minutes without an answer.)"."""
     return (
         f" Reply {code} Y to approve or {code} N to deny. "
@@ -85,7 +85,10 @@ def approval_open(*, alert: Any, plan: ApprovalPlan, code: str, now: datetime) -
         timeout_choice=plan.timeout_choice,
         due_at=now + timedelta(seconds=plan.timeout_seconds),
     )
-    transaction.on_commit(lambda: queue.approval_timeout([approval.pk], countdown=plan.timeout_seconds))
+    # A countdown longer than half the broker's visibility timeout would be redelivered while it waits
+    # (Redis): such a timeout is left to the sweeper, which decides every due approval on its pass.
+    if plan.timeout_seconds <= settings.BROKER_VISIBILITY_TIMEOUT_SECONDS / 2:
+        transaction.on_commit(lambda: queue.approval_timeout([approval.pk], countdown=plan.timeout_seconds))
     return approval
 
 
@@ -126,7 +129,7 @@ def _told(approval: Approval) -> str:
 
 
 def approval_answer(*, organization: Organization, message: InboundMessage, from_number: str, body: str) -> str:
-    """A text that answers an approval ("4K7 Y"): the reply to send, or "" when it answers none (then it
+    """A text that answers an approval ("4K7Q Y"): the reply to send, or "" when it answers none (then it
     is read as an acknowledgement). Only someone the approval was sent to can answer it."""
     words = set("".join(ch if ch.isalnum() else " " for ch in body.upper()).split())
     choice = Decision.APPROVED if words & YES else Decision.DENIED if words & NO else ""
@@ -175,7 +178,7 @@ def approval_timeout(*, approval_id: int) -> str:
 
 
 def approvals_sweep(*, now: datetime) -> int:
-    """Approvals whose timeout task was lost: overdue by SWEEP_PENDING_SECONDS."""
-    overdue = now - timedelta(seconds=settings.SWEEP_PENDING_SECONDS)
-    ids = list(Approval.objects.filter(decided_at__isnull=True, due_at__lt=overdue).values_list("pk", flat=True)[:1000])
+    """Approvals due and undecided: a timeout longer than a countdown may wait, or whose task was lost.
+    Decided within SWEEP_INTERVAL_SECONDS of their moment; the task and a sweep never both win."""
+    ids = list(Approval.objects.filter(decided_at__isnull=True, due_at__lte=now).values_list("pk", flat=True)[:1000])
     return queue.approval_timeout(ids) if ids else 0

@@ -46,7 +46,8 @@ def call_request_refusal(recipients: Sequence[str], from_: str, ack_within_secon
     an ordinary phone in an allowed country, and `ack_within` at least CALL_MIN_ACK_WITHIN_SECONDS."""
     if (ack_within_seconds or 0) < settings.CALL_MIN_ACK_WITHIN_SECONDS:
         minutes = settings.CALL_MIN_ACK_WITHIN_SECONDS / 60
-        return f"ack_within must be at least {minutes:g} minutes with escalate: call (a call is the step that costs)"
+        unit = "minute" if minutes == 1 else "minutes"
+        return f"ack_within must be at least {minutes:g} {unit} with escalate: call (a call is the step that costs)"
     for to in recipients:
         refusal = call_number_refusal(to=to, from_=from_)
         if refusal:

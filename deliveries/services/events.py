@@ -131,8 +131,8 @@ def acknowledgement(delivery: Delivery, by: str, channel: str, now: datetime) ->
 
 def escalation_fired(*, alert: Delivery, step: Delivery | None, action: str) -> None:
     """A timer fired: its step (a call placed, the next person texted) is `escalated`; a `next` that
-    ran out of people may leave the alert `unacknowledged`."""
-    if step is not None:
+    ran out of people, or a call held back (never placed), may leave the alert `unacknowledged`."""
+    if step is not None and step.status != Delivery.Status.SUPPRESSED:
         record(Kind.ESCALATED, delivery=step, action=action, escalated_from=alert.to_number)
     else:
         alert_unacknowledged(delivery=alert)

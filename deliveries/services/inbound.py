@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 Meaning = InboundMessage.Meaning
 Withheld = InboundMessage.Withheld
 
-# README "What a recipient sees": the exact answers.
+# docs/recipients.md quotes the exact answers.
 HELP_REPLY = (
     "ext-twilio security alerts from your organisation's LimaCharlie. Reply with an alert's code to "
     "acknowledge it. Reply STOP to stop these texts, START to resume."
@@ -193,7 +193,7 @@ def _tokens(org: Organization | None, account_sid: str) -> list[str]:
     return [c.auth_token for c in rows.order_by("-last_used_at")[:5]]
 
 
-# --- a reply that may hold a code (README "What a recipient sees": the exact answers) ------------------
+# --- a reply that may hold a code (docs/recipients.md quotes the exact answers) --------------------------
 
 ACK_REPLY = "Acknowledged: {text}"
 ALREADY_REPLY = "ext-twilio: that alert was acknowledged already."
@@ -233,7 +233,7 @@ def code_reply(*, organization: Organization, message: InboundMessage, now: date
     answered = approvals.approval_answer(
         organization=organization, message=message, from_number=number, body=message.body
     )
-    if answered:  # an approval's answer ("4K7 Y"), under the same protections as a code
+    if answered:  # an approval's answer ("4K7Q Y"), under the same protections as a code
         return answered
     alert = waiting.filter(ack_code__in=codes).order_by("-created_at").first()
     if alert is not None and alert_acknowledge(delivery=alert, by=number, channel="sms"):

@@ -126,6 +126,8 @@ def _held_back(delivery: Delivery, trigger: str, now: datetime) -> SendDecision 
         )
         metrics.held_back(decision.hold)
         logger.info("delivery %s held back: %s", delivery.id, decision.reason)
+        if delivery.channel == Delivery.Channel.VOICE:  # the escalation's call will not ring
+            events.alert_unacknowledged(delivery=delivery)
         return SendDecision(status=Status.SUPPRESSED)
     if decision.busy:
         # Stays pending; the task comes back shortly (the sweeper would too, past due_at).

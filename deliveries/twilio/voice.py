@@ -38,7 +38,7 @@ NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
 def call_twiml(*, alert_text: str, gather_url: str, alerts: int = 1) -> str:
-    """What the person hears (README "What a recipient hears"). The alert is said twice inside the
+    """What the person hears (docs/recipients.md, "A phone call"). The alert is said twice inside the
     <Gather>, so a key pressed while it is read counts; no key means no acknowledgement. A call about
     several alerts (`alerts`, its text reading each one out) acknowledges them all with one key."""
     said = alert_text[:SAY_MAX_CHARS]

@@ -1,7 +1,7 @@
 """Faults on a whole running stack (gunicorn, a Celery worker with beat, its own Redis, a database):
 every accepted request is delivered exactly once, whatever breaks in between.
 
-Short runs here; `make chaos` runs the load scenario at 10,000 requests (see the README)."""
+Short runs here; `make chaos` runs the load scenario at 10,000 requests (CONTRIBUTING.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The security settings: PUBLIC_BASE_URL must be https unless DEBUG, and the new limits are read
+"""The security settings: PUBLIC_BASE_URL must be https unless DEBUG or on loopback, and the new limits are read
 strictly, each refusal naming its variable."""
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ def test_plain_http_is_allowed_on_a_development_machine_with_debug() -> None:
     result = _start("PUBLIC_BASE_URL", PUBLIC_BASE_URL="http://127.0.0.1:8000", DEBUG="true")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["http://127.0.0.1:8000"]
+
+
+def test_plain_http_is_allowed_on_this_machine_s_own_loopback_address() -> None:
+    """`make demo` serves on 127.0.0.1, which nothing outside this machine can reach."""
+    result = _start("PUBLIC_BASE_URL", PUBLIC_BASE_URL="http://127.0.0.1:8100", DEBUG="false")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["http://127.0.0.1:8100"]
 
 
 def test_the_security_defaults() -> None:

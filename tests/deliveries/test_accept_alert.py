@@ -42,18 +42,18 @@ def _accept(tenant: Tenant, key: str, recipients: list[str] | None = None, **fie
 def test_a_new_code_is_never_one_the_recipient_still_has_outstanding(
     tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = make_delivery(tenant, ack_code="ABC")
-    _codes_drawn(monkeypatch, "ABC", "XYZ")
-    assert codes.ack_code_new(organization_id=held.organization_id, recipient=tenant.recipient) == "XYZ"
+    held = make_delivery(tenant, ack_code="ABCD")
+    _codes_drawn(monkeypatch, "ABCD", "WXYZ")
+    assert codes.ack_code_new(organization_id=held.organization_id, recipient=tenant.recipient) == "WXYZ"
 
 
 def test_a_code_acknowledged_or_held_elsewhere_is_free_again(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
-    acknowledged = make_delivery(tenant, ack_code="ABC", acknowledged_at=timezone.now())
-    make_delivery(tenant, ack_code="DEF", to_number="+15005550199")  # another recipient's
-    _codes_drawn(monkeypatch, "ABC", "DEF")
+    acknowledged = make_delivery(tenant, ack_code="ABCD", acknowledged_at=timezone.now())
+    make_delivery(tenant, ack_code="DEFG", to_number="+15005550199")  # another recipient's
+    _codes_drawn(monkeypatch, "ABCD", "DEFG")
     org_id = acknowledged.organization_id
-    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "ABC"
-    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEF"
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "ABCD"
+    assert codes.ack_code_new(organization_id=org_id, recipient=tenant.recipient) == "DEFG"
 
 
 def test_one_call_is_one_alert_holding_each_recipients_text(tenant: Tenant) -> None:

@@ -82,7 +82,7 @@ def test_ack_within_is_at_least_a_minute_for_a_call(intake: Intake, tenant: Tena
     too_soon = intake.run(tenant, to=US_PHONE, ack_within="0.5", escalate="call")
 
     assert too_soon.status_code == 400
-    assert too_soon.json()["error"].startswith("request.data.ack_within must be at least 1 minutes")
+    assert too_soon.json()["error"].startswith("request.data.ack_within must be at least 1 minute with")
     assert intake.run(tenant, to=US_PHONE, ack_within="0.5", escalate="next").status_code == 200
     assert intake.run(tenant, to=US_PHONE, ack_within="1", escalate="call").status_code == 200
 

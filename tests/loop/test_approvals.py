@@ -86,3 +86,39 @@ def test_the_schema_declares_request_approval_in_ext_feedbacks_words(intake: Int
         "success",
         "error",
     }
+
+
+def test_a_timeout_longer_than_a_countdown_may_wait_is_decided_by_the_sweeper_when_due(
+    intake: Intake, tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No countdown longer than half the broker's visibility timeout: Redis would redeliver it meanwhile."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deliveries.services import queue
+
+    armed: list[tuple[list[int], float | None]] = []
+    monkeypatch.setattr(queue, "approval_timeout", lambda ids, countdown=None: armed.append((ids, countdown)))
+    settings.BROKER_VISIBILITY_TIMEOUT_SECONDS = 600
+    assert _ask(intake, tenant, question="Isolate ws-180?", timeout_seconds=3600).status_code == 200
+    assert armed == []  # an hour: no task waits that long in the broker
+
+    approval = Approval.objects.get()
+    assert approvals.approvals_sweep(now=timezone.now()) == 0  # not due yet: nothing to decide
+    assert armed == [] and Approval.objects.get().decided_at is None
+    later = approval.due_at + timedelta(seconds=1)
+    approvals.approvals_sweep(now=later)
+    assert armed == [([approval.pk], None)]  # due: its timeout task, now
+
+
+def test_a_short_timeout_is_one_countdown(
+    intake: Intake, tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deliveries.services import queue
+
+    armed: list[tuple[list[int], float | None]] = []
+    monkeypatch.setattr(queue, "approval_timeout", lambda ids, countdown=None: armed.append((ids, countdown)))
+    assert _ask(intake, tenant, question="Isolate ws-180?", timeout_seconds=300).status_code == 200
+
+    assert armed == [([Approval.objects.get().pk], 300)]

@@ -125,3 +125,39 @@ def test_the_detection_link_is_the_detections_own_or_built_from_its_id() -> None
     )
     assert detection_url(oid=oid, context={"link": "https://evil.example/orgs/x"}) == ""
     assert detection_url(oid=oid, context="ws-180") == ""
+
+
+def test_a_call_held_back_by_its_limit_leaves_the_alert_unacknowledged_not_escalated(
+    tenant: Tenant, fake_twilio: Any, settings: Any
+) -> None:
+    """The event a SOC needs most must come also when the call never rang."""
+    from deliveries.models import Delivery
+
+    settings.CALL_RECIPIENT_LIMIT_15_MINUTES = 1
+    callable_number = "+14155550101"
+    earlier = make_delivery(tenant, to_number=callable_number, body="earlier", status="delivered")
+    make_delivery(
+        tenant,
+        to_number=callable_number,
+        body="earlier",
+        channel="voice",
+        escalates=earlier,
+        alert=earlier.alert,
+        status="delivered",
+        claimed_at=timezone.now(),
+        sent_at=timezone.now(),
+    )
+    alert = make_delivery(tenant, to_number=callable_number, body="Ransomware on fs-01", status="delivered")
+    call = make_delivery(
+        tenant, to_number=callable_number, body=alert.body, channel="voice", escalates=alert, alert=alert.alert
+    )
+
+    services.delivery_send(delivery_id=str(call.id))
+
+    call.refresh_from_db()
+    assert (call.status, call.hold) == ("suppressed", "recipient_calls")
+    assert list(OutboundEvent.objects.filter(alert_id=alert.alert_id).values_list("kind", flat=True)) == [
+        "unacknowledged"
+    ]
+    assert fake_twilio.call_posts() == []
+    assert Delivery.objects.filter(alert_id=alert.alert_id, channel="voice").count() == 1
