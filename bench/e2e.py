@@ -364,7 +364,7 @@ def _settled(system: System, urls: dict[str, str], accepted: int) -> bool:
     """Twilio has every message; the service has taken both status callbacks of each (when it asks for
     them) and, with events on, the hook has at least an event per alert."""
     if system.proc.poll() is not None:
-        raise RuntimeError(f"{system.proc.args} stopped with {system.proc.returncode} during the load; see its log")
+        raise RuntimeError(f"the system stopped with {system.proc.returncode} during the load; see its log")
     stats = http_get(urls["twilio"], "/_bench/stats")
     if stats["count"] < accepted or (system.receipts and stats["receipts"] + stats["refused"] < 2 * accepted):
         return False

@@ -42,7 +42,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str) -> Any:  # type: ignore[override]
         """The oldest message of `queue`. A rename is atomic: of the consumers that listed a file, one
         takes it and the others find it gone. (No processed copy is kept: the settings never ask.)"""
         wanted = f"{queue}.msg"

@@ -231,8 +231,9 @@ class FakeTwilio(FakeServer):
     def create(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
         now = datetime.now(UTC)
         service = form.get("MessagingServiceSid")
+        sid = "SM" + secrets.token_hex(16)
         message = {
-            "sid": "SM" + secrets.token_hex(16),
+            "sid": sid,
             "account_sid": account_sid,
             "to": form.get("To"),
             "from": None if service else form.get("From"),
@@ -252,7 +253,7 @@ class FakeTwilio(FakeServer):
         }
         with self.lock:
             self.messages.append(message)
-            self.status_callbacks[message["sid"]] = form.get("StatusCallback", "")
+            self.status_callbacks[sid] = form.get("StatusCallback", "")
         return message
 
     def posts(self) -> list[dict[str, str]]:
