@@ -176,6 +176,26 @@ def _read_hive_secret(*, oid: str, jwt: str, name: str) -> str:
     return value
 
 
+def organization_name(*, oid: str, jwt: str) -> str:
+    """The organisation's name from LimaCharlie (`GET /v1/orgs/{oid}`, the SDK's organisation info),
+    read with the call's JWT; "" when it cannot be read. Never raises: a name is a nicety, and the call
+    that asks for it must not fail for it."""
+    if not jwt:
+        return ""
+    try:
+        from limacharlie.client import Client
+        from limacharlie.sdk.organization import Organization
+
+        _sdk().ROOT_URL = settings.LC_API_URL
+        client = _client_with_only_this_jwt(Client, oid=oid, jwt=jwt)
+        info = Organization(client).get_info()
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the name unread, and is logged
+        logger.warning("could not read the name of org %s from LimaCharlie: %s", oid, type(exc).__name__)
+        return ""
+    name = info.get("name") if isinstance(info, dict) else None
+    return name.strip()[:200] if isinstance(name, str) else ""
+
+
 def _client_with_only_this_jwt(client_class: Any, *, oid: str, jwt: str) -> Any:
     """A Client that can act with the call's JWT and nothing else.
 

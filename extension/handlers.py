@@ -206,8 +206,14 @@ def event(block: dict[str, Any], envelope: dict[str, Any]) -> Reply:
     name = block.get("event_name")
     if name not in ("subscribe", "unsubscribe", "update"):
         raise EnvelopeError("event.event_name must be subscribe, unsubscribe or update")
-    if delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key):
+    recorded = delivery_services.organization_record_event(oid=org["oid"], event_name=name, idempotency_key=key)
+    if recorded is not None:
         adapter.sync(event_name=name, oid=org["oid"], jwt=org["jwt"])
+    if recorded is not None and name in ("subscribe", "update"):
+        # The desk shows organisations by name; reading it never fails the event.
+        delivery_services.organization_name_record(
+            oid=org["oid"], name=credentials.organization_name(oid=org["oid"], jwt=org["jwt"])
+        )
     return 200, reply()
 
 

@@ -96,33 +96,40 @@ def _config_schema() -> dict[str, Any]:
                 3,
                 placeholder="MG0123456789abcdef0123456789abcdef",
             ),
-            CONFIG_ACK_BY_REPLY: _field(
-                "Acknowledge by reply",
-                "Append 'Reply CODE to acknowledge' to every alert text (on by default). Wire the Twilio "
-                "number's incoming-message webhook to this service's /twilio/inbound/<org id>/ URL.",
-                "bool",
-                4,
-                default_value=True,
-            ),
-            CONFIG_ACK_NOTIFY_OTHERS: _field(
-                "Tell the others",
-                "When one recipient acknowledges, text the alert's other recipients 'acknowledged by ...'.",
-                "bool",
-                5,
-                default_value=False,
-            ),
-            CONFIG_EVENTS: _field(
-                "Events to LimaCharlie",
-                "Which outcomes come back into this organisation as events of the ext-twilio webhook adapter, "
-                "for D&R rules to act on (all but 'delivered' by default).",
-                "enum",
-                6,
-                is_list=True,
-                enum_values=list(EVENT_KINDS),
-                default_value=[kind for kind in EVENT_KINDS if kind != "delivered"],
-            ),
+            **_config_outcome_fields(),
         },
         "requirements": [],
+    }
+
+
+def _config_outcome_fields() -> dict[str, Any]:
+    """The configuration of what comes after a text: acknowledgement and events to LimaCharlie."""
+    return {
+        CONFIG_ACK_BY_REPLY: _field(
+            "Acknowledge by reply",
+            "Append 'Reply CODE to acknowledge' to every alert text (on by default). Wire the Twilio "
+            "number's incoming-message webhook to this service's /twilio/inbound/<org id>/ URL.",
+            "bool",
+            4,
+            default_value=True,
+        ),
+        CONFIG_ACK_NOTIFY_OTHERS: _field(
+            "Tell the others",
+            "When one recipient acknowledges, text the alert's other recipients 'acknowledged by ...'.",
+            "bool",
+            5,
+            default_value=False,
+        ),
+        CONFIG_EVENTS: _field(
+            "Events to LimaCharlie",
+            "Which outcomes come back into this organisation as events of the ext-twilio webhook adapter, "
+            "for D&R rules to act on (all but 'delivered' by default).",
+            "enum",
+            6,
+            is_list=True,
+            enum_values=list(EVENT_KINDS),
+            default_value=[kind for kind in EVENT_KINDS if kind != "delivered"],
+        ),
     }
 
 
@@ -161,24 +168,31 @@ def _run_parameters() -> dict[str, Any]:
                 "secret",
                 4,
             ),
-            "ack_within": _field(
-                "Acknowledge within (minutes)",
-                "Optional. Minutes a recipient has to acknowledge before 'escalate' happens.",
-                "integer",
-                5,
-                filter={"min": 1, "max": ACK_WITHIN_MAX_MINUTES},
-            ),
-            "escalate": _field(
-                "Escalate",
-                "With ack_within: 'call' phones the same recipient (press 1 to acknowledge); 'next' texts "
-                "the recipients in 'to' one after another instead of all at once.",
-                "enum",
-                6,
-                enum_values=list(ESCALATIONS),
-            ),
+            **_escalation_fields(),
             "context": _context_field(7),
         },
         "requirements": [["body"], ["to"]],
+    }
+
+
+def _escalation_fields() -> dict[str, Any]:
+    """What happens when nobody acknowledges in time."""
+    return {
+        "ack_within": _field(
+            "Acknowledge within (minutes)",
+            "Optional. Minutes a recipient has to acknowledge before 'escalate' happens.",
+            "integer",
+            5,
+            filter={"min": 1, "max": ACK_WITHIN_MAX_MINUTES},
+        ),
+        "escalate": _field(
+            "Escalate",
+            "With ack_within: 'call' phones the same recipient (press 1 to acknowledge); 'next' texts "
+            "the recipients in 'to' one after another instead of all at once.",
+            "enum",
+            6,
+            enum_values=list(ESCALATIONS),
+        ),
     }
 
 
@@ -221,8 +235,8 @@ def _run_response() -> dict[str, Any]:
     }
 
 
-def _approval_request() -> dict[str, Any]:
-    """`request_approval`: ext-feedback's `request_simple_approval`, answered from a phone."""
+def _approval_fields() -> dict[str, Any]:
+    """`request_approval`'s parameters: ext-feedback's vocabulary, and `run`'s where they are the same."""
     run = _run_parameters()["fields"]
     minutes = APPROVAL_DEFAULT_TIMEOUT // 60
     fields = {
@@ -265,6 +279,11 @@ def _approval_request() -> dict[str, Any]:
         },
         "context": _context_field(11),
     }
+    return fields
+
+
+def _approval_request() -> dict[str, Any]:
+    """`request_approval`: ext-feedback's `request_simple_approval`, answered from a phone."""
     return {
         "is_user_facing": True,
         "label": "Request approval by SMS or call",
@@ -275,7 +294,7 @@ def _approval_request() -> dict[str, Any]:
             "'approved' or 'denied' event of the ext-twilio adapter, with its content and the context."
         ),
         "is_impersonated": False,
-        "parameters": {"fields": fields, "requirements": [["question"], ["to"]]},
+        "parameters": {"fields": _approval_fields(), "requirements": [["question"], ["to"]]},
         "messages": {
             "in_progress": "Asking...",
             "success": "Asked: the answer comes back as an 'approved' or 'denied' event.",

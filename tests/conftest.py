@@ -81,6 +81,7 @@ def fake_lc(lc_server: FakeLimaCharlie, settings: Any) -> FakeLimaCharlie:
         lc_server.calls.clear()
         lc_server.hook_posts.clear()
         lc_server.hook_failures = 0
+        lc_server.names.clear()
     settings.LC_API_URL = lc_server.url
     settings.LC_HOOK_BASE_URL = lc_server.url  # the adapter's hook, as the worker has it
     return lc_server
@@ -334,6 +335,7 @@ def ensure_roles() -> None:
     )
     importlib.import_module("deliveries.migrations.0009_replies_acknowledgement_escalation").grant_views(apps)
     importlib.import_module("deliveries.migrations.0016_loop_events_approvals").grant_views(apps)
+    importlib.import_module("deliveries.migrations.0019_desk_names_search_and_alert_page").grant(apps)
 
 
 def make_user(role: str) -> Any:

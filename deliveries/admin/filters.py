@@ -1,4 +1,5 @@
-"""The delivery list's filters: outcome class, last trigger, Twilio error code, created between."""
+"""The delivery list's filters: needs an operator, acknowledged, outcome class, last trigger, Twilio
+error code, created between (dates or date-times, shown as they filter)."""
 
 from __future__ import annotations
 
@@ -33,20 +34,37 @@ class OutcomeClassFilter(admin.SimpleListFilter):
 
 
 class AcknowledgedFilter(admin.SimpleListFilter):
-    """Alerts someone acknowledged, and alerts with a code nobody has acknowledged yet (each one a
-    partial index in the list's order)."""
+    """Alerts someone acknowledged, and alerts that reached a handset with a code nobody has
+    acknowledged yet (each one a partial index in the list's order). An alert that never reached a
+    handset is a failure, not an unacknowledged alert."""
 
     title = "acknowledged"
     parameter_name = "acknowledged"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Acknowledged"), ("no", "Not acknowledged")]
+        return [("yes", "Acknowledged"), ("no", "Delivered, not acknowledged")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
         if self.value() == "yes":
             return queryset.filter(acknowledged_at__isnull=False)
         if self.value() == "no":
-            return queryset.filter(acknowledged_at__isnull=True).exclude(ack_code="")
+            return selectors.unacknowledged(queryset)
+        return queryset
+
+
+class NeedsOperatorFilter(admin.SimpleListFilter):
+    """Ambiguous deliveries whose reconciliation gave up: nothing more happens until an operator
+    decides (services.reconcile leaves them with nothing due)."""
+
+    title = "needs an operator"
+    parameter_name = "needs_operator"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Reconciliation gave up")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        if self.value() == "yes":
+            return queryset.filter(selectors.needs_operator_q())
         return queryset
 
 
@@ -132,10 +150,50 @@ class CreatedRangeFilter(admin.ListFilter):
     def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
         # One "choice": what the template's small GET form needs to keep the other filters.
         keep = {k: v for k, v in changelist.params.items() if k not in (self.FROM, self.TO, PAGE_VAR)}
+        start = str(self.used_parameters.get(self.FROM, ""))
+        end = str(self.used_parameters.get(self.TO, ""))
+        now = datetime.now(UTC)
         yield {
-            "from": self.used_parameters.get(self.FROM, ""),
-            "to": self.used_parameters.get(self.TO, ""),
+            "from": start,
+            "to": end,
             "hidden": sorted(keep.items()),
             "clear_url": changelist.get_query_string(remove=[self.FROM, self.TO]),
             "active": bool(self.used_parameters),
+            "showing": self._showing(start, end),
+            "quick": [
+                (
+                    label,
+                    changelist.get_query_string(
+                        {self.FROM: (now - ago).strftime("%Y-%m-%dT%H:%M")}, [self.TO, PAGE_VAR]
+                    ),
+                )
+                for label, ago in (
+                    ("last hour", timedelta(hours=1)),
+                    ("last 24 h", timedelta(hours=24)),
+                    ("last 7 days", timedelta(days=7)),
+                )
+            ],
         }
+
+    @staticmethod
+    def _showing(start: str, end: str) -> str:
+        """What the filter filters, in words: the date inputs cannot show a date-time bound."""
+
+        def shown(value: str) -> str:
+            return value.replace("T", " ") + (" UTC" if "T" in value or " " in value else "")
+
+        if start and end:
+            return f"created from {shown(start)} to {shown(end)}" + ("" if "T" in end or " " in end else " (inclusive)")
+        if start:
+            return f"created since {shown(start)}"
+        if end:
+            return f"created up to {shown(end)}" + ("" if "T" in end or " " in end else " (inclusive)")
+        return ""
+
+
+class OrganisationFilter(admin.RelatedFieldListFilter):
+    """The organisation filter, titled in the desk's spelling, listing organisations by name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "organisation"

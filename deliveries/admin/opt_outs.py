@@ -8,12 +8,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.models import AbstractBaseUser as User
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from deliveries import selectors, services
-from deliveries.admin.base import ReadOnlyAdmin
+from deliveries.admin.base import ReadOnlyAdmin, organisation, yes_no
+from deliveries.admin.filters import OrganisationFilter
 from deliveries.models import OptOut
 
 
@@ -40,7 +41,7 @@ class ClearOptOutForm(forms.Form):
 class OptOutAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
-        "organization",
+        organisation,
         "recipient",
         "sender",
         "active",
@@ -48,21 +49,22 @@ class OptOutAdmin(ReadOnlyAdmin):
         "cleared_by",
         "cleared_reason",
     ]
-    list_filter = [OptOutStateFilter, "organization"]
+    list_filter = [OptOutStateFilter, ("organization", OrganisationFilter)]
     search_fields = ["recipient"]
     search_help_text = "A phone number in any common format."
     actions = ["clear_selected"]
 
-    @admin.display(boolean=True)
-    def active(self, obj: OptOut) -> bool:
-        return obj.cleared_at is None
+    @admin.display(description="active")
+    def active(self, obj: OptOut) -> str:
+        return yes_no(obj.cleared_at is None)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[OptOut], search_term: str
     ) -> tuple[QuerySet[OptOut], bool]:
         if not search_term.strip():
             return queryset, False
-        return queryset.filter(recipient=selectors.as_e164(search_term) or search_term.strip()), False
+        number = selectors.number_q("recipient", search_term)
+        return queryset.filter(number if number is not None else Q(recipient=search_term.strip())), False
 
     def has_clear_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("deliveries.clear_optout")

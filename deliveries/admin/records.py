@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.contrib import admin
+from django.contrib.auth.models import AbstractBaseUser as User
+from django.db.models import Model
+from django.forms import ModelForm
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin
+from deliveries import services
+from deliveries.admin.base import CappedCountPaginator, ReadOnlyAdmin, organisation, yes_no
+from deliveries.admin.filters import OrganisationFilter
 from deliveries.models import Attempt, Credential, ErrorReport, Organization, StatusEvent
 
 
@@ -45,20 +53,38 @@ class StatusEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Organization)
 class OrganizationAdmin(ReadOnlyAdmin):
-    list_display = ["oid", "subscription", "subscribed_at", "unsubscribed_at", "last_event_at"]
+    """Read-only but for the label, the desk's own name for an organisation (it wins over
+    LimaCharlie's). Operators may set it; the change goes through services.organization_label_set."""
+
+    list_display = ["display_name", "name", "label", "oid", "subscription", "last_event_at"]
+    search_fields = ["oid", "name", "label"]
+    fields = ["label", "name", "oid", "subscription", "subscribed_at", "unsubscribed_at", "last_event_at"]
+    readonly_fields = ["name", "oid", "subscription", "subscribed_at", "unsubscribed_at", "last_event_at"]
+
+    @admin.display(description="organisation")
+    def display_name(self, obj: Organization) -> str:
+        return obj.display_name
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.has_perm("deliveries.change_organization")
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        services.organization_label_set(organization=obj, label=form.cleaned_data["label"], by=cast(User, request.user))
 
 
 @admin.register(Credential)
 class CredentialAdmin(ReadOnlyAdmin):
-    list_display = ["account_sid", "organization", "created_at", "last_used_at", "rejected_at", "stored"]
-    list_filter = ["organization"]
+    list_display = ["account_sid", organisation, "created_at", "last_used_at", "rejected_at", "stored"]
+    list_filter = [("organization", OrganisationFilter)]
     search_fields = ["account_sid"]
     # The Auth Token is never shown, not even encrypted; nor its fingerprint.
     exclude = ["auth_token", "fingerprint"]
 
-    @admin.display(boolean=True, description="token stored")
-    def stored(self, obj: Credential) -> bool:
-        return obj.usable
+    @admin.display(description="usable")
+    def stored(self, obj: Credential) -> str:
+        if obj.rejected_at:
+            return "No: Twilio refused it (20003)"
+        return yes_no(obj.usable)
 
 
 @admin.register(ErrorReport)

@@ -16,10 +16,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from deliveries import services
 from deliveries.models import Delivery
+from deliveries.selectors import plural
 
 
 class ResendForm(forms.Form):
@@ -27,7 +29,7 @@ class ResendForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         max_length=1000,
         strip=True,
-        help_text="Why these are sent again. Kept on each new attempt, with your name.",
+        help_text="Why it is sent again. Kept on each new attempt, with your name.",
     )
     unusual_confirmed = forms.BooleanField(required=False)
 
@@ -56,7 +58,7 @@ class ResendMixin(admin.ModelAdmin):
         """GET: the confirmation page for one delivery (the delivery page's button). POST: the
         confirmation form, carrying the ids, the reason and, when needed, the extra confirmation."""
         if not self.has_resend_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("Resending needs the Operator role.")
         ids, next_url = self._resend_request(request, object_id)
         if not all(_is_uuid(i) for i in ids):
             # A hand-made request (the desk only sends ids it listed): it was a 500 (ValidationError).
@@ -105,7 +107,8 @@ class ResendMixin(admin.ModelAdmin):
         self, request: HttpRequest, candidates: list[services.ResendCandidate], reason: str, unusual_confirmed: bool
     ) -> None:
         """Resend each candidate through the service; say how many went and why each other did not."""
-        resent, refused = 0, []
+        resent: list[Delivery] = []
+        refused = []
         for candidate in candidates:
             delivery = candidate.delivery
             try:
@@ -116,14 +119,28 @@ class ResendMixin(admin.ModelAdmin):
                     unusual_confirmed=unusual_confirmed,
                 )
             except services.Refused as exc:
-                refused.append(f"{delivery.to_number} ({delivery.id}): {exc}")
+                refused.append((delivery, str(exc)))
                 continue
-            resent += 1
+            resent.append(delivery)
             self.log_change(request, delivery, f"Resend requested: {reason}")
         if resent:
-            self.message_user(request, f"{resent} resent; the new attempts appear on each delivery.", messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, f"Not resent: {line}", messages.ERROR)
+            links = format_html_join(", ", '<a href="{}">{}</a>', ((_page(d), d.to_number) for d in resent))
+            self.message_user(
+                request,
+                format_html(
+                    "{} resent ({}); the new attempts appear on {}.",
+                    plural(len(resent), "delivery", "deliveries"),
+                    links,
+                    "its page" if len(resent) == 1 else "each page",
+                ),
+                messages.SUCCESS,
+            )
+        for delivery, why in refused:
+            self.message_user(
+                request,
+                format_html('Not resent: <a href="{}">{}</a>: {}.', _page(delivery), delivery.to_number, why),
+                messages.ERROR,
+            )
 
     def _resend_page(
         self,
@@ -149,6 +166,10 @@ class ResendMixin(admin.ModelAdmin):
             "action_url": reverse("admin:deliveries_delivery_resend"),
         }
         return TemplateResponse(request, "admin/deliveries/delivery/resend_confirmation.html", context)
+
+
+def _page(delivery: Delivery) -> str:
+    return reverse("admin:deliveries_delivery_change", args=[delivery.pk])
 
 
 def _is_uuid(value: str) -> bool:

@@ -17,6 +17,10 @@ class Organization(models.Model):
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
     oid = models.CharField("LimaCharlie org id", max_length=64, unique=True)
+    # The name LimaCharlie gives it (read at subscribe and update), and the desk's own label, which
+    # wins where both exist: people know "Acme SOC", not a UUID.
+    name = models.CharField(max_length=200, blank=True)
+    label = models.CharField(max_length=200, blank=True)
     subscription = models.CharField(max_length=16, choices=Subscription.choices, default=Subscription.UNKNOWN)
     subscribed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
@@ -24,8 +28,16 @@ class Organization(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "organisation"
+
     def __str__(self) -> str:
-        return self.oid
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        """The label, else LimaCharlie's name, else the org id."""
+        return self.label or self.name or self.oid
 
 
 class CredentialQuerySet(models.QuerySet["Credential"]):
@@ -99,6 +111,7 @@ class AlertRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "alert"
         constraints = [
             models.UniqueConstraint(fields=["organization", "idempotency_key"], name="alert_request_once_per_key"),
         ]

@@ -40,12 +40,13 @@ from deliveries.services.desk import (
     delivery_resend_refusal,
     delivery_resend_warning,
     opt_out_clear,
+    organization_label_set,
     resend_review,
 )
 from deliveries.services.escalate import AckPlan, escalation_fire
 from deliveries.services.events import events_follow_up, events_post
 from deliveries.services.inbound import InboundAnswer, WebhookResult, call_gather_record, inbound_message_record
-from deliveries.services.organizations import error_report_record, organization_record_event
+from deliveries.services.organizations import error_report_record, organization_name_record, organization_record_event
 from deliveries.services.receipts import CallbackResult, opt_out_record, status_callback_record
 from deliveries.services.reconcile import delivery_reconcile
 from deliveries.services.send import SendDecision, delivery_send, follow_up, retry_delay, status_callback_url
@@ -93,6 +94,8 @@ __all__ = [
     "follow_up",
     "opt_out_clear",
     "opt_out_record",
+    "organization_label_set",
+    "organization_name_record",
     "organization_record_event",
     "credentials_reencrypt",
     "resend_review",

@@ -1,5 +1,5 @@
-"""The audit desk's writes: resend a delivery, clear an opt-out; and the rules of a resend (when it
-cannot work, and when it is unusual enough to need an explicit confirmation)."""
+"""The audit desk's writes: resend a delivery, clear an opt-out, label an organisation; and the rules of
+a resend (when it cannot work, and when it is unusual enough to need an explicit confirmation)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from deliveries import status as statuses
 from deliveries.models import Delivery, OptOut, Organization
-from deliveries.selectors import active_opt_out, opted_out_pairs
+from deliveries.selectors import active_opt_out, alerts_acknowledged, opted_out_pairs
 from deliveries.services import queue
 
 if TYPE_CHECKING:
@@ -34,9 +34,16 @@ def delivery_resend_refusal(*, delivery: Delivery) -> str:
     """Why this delivery cannot be resent, or "" if it can."""
     org: Organization = delivery.organization
     if org.subscription == Organization.Subscription.UNSUBSCRIBED:
-        return f"organisation {org.oid} has unsubscribed from the extension"
-    if delivery.credential is None or not delivery.credential.usable:
-        return f"no Twilio credential is stored for organisation {org.oid}"
+        return f"organisation {org.display_name} has unsubscribed from the extension"
+    credential = delivery.credential
+    if credential is not None and credential.rejected_at is not None:
+        return (
+            f"Twilio refused its credential ({credential.account_sid}, error 20003: wrong Account SID or Auth Token) "
+            f"on {credential.rejected_at:%Y-%m-%d %H:%M} UTC; a resend would fail too. The organisation's next alert "
+            "reads the secret again"
+        )
+    if credential is None or not credential.usable:
+        return f"no Twilio credential is stored for organisation {org.display_name}"
     if delivery.status not in statuses.RESENDABLE:
         return f"it is {delivery.status}: a send is already on its way"
     return ""
@@ -65,17 +72,16 @@ class ResendCandidate:
     delivery: Delivery
     refusal: str  # why it cannot be resent; "" if it can
     warning: str  # why resending is unusual and needs the explicit confirmation; "" if not
+    acknowledged: str = ""  # who acknowledged the alert and when, if someone did
 
 
 def resend_review(*, ids: Iterable[str]) -> list[ResendCandidate]:
     """What a resend of these deliveries would do, one entry each, newest first, in two queries."""
     deliveries = list(
-        Delivery.objects.filter(id__in=list(ids))
-        .select_related("organization", "credential")
-        .defer("body")
-        .order_by("-created_at")
+        Delivery.objects.filter(id__in=list(ids)).select_related("organization", "credential").order_by("-created_at")
     )
     opted_out = opted_out_pairs(deliveries=deliveries)
+    acknowledged = alerts_acknowledged(deliveries=deliveries)
     return [
         ResendCandidate(
             delivery=d,
@@ -83,6 +89,7 @@ def resend_review(*, ids: Iterable[str]) -> list[ResendCandidate]:
             warning=delivery_resend_warning(
                 delivery=d, opt_out=(d.organization_id, d.from_number, d.to_number) in opted_out
             ),
+            acknowledged=acknowledged.get(d.alert_id, "") if d.alert_id else "",
         )
         for d in deliveries
     ]
@@ -147,3 +154,12 @@ def opt_out_clear(*, opt_out: OptOut, by: User, reason: str) -> OptOut:
     logger.info("opt-out %s (%s from %s) cleared by user %s", opt_out.id, opt_out.recipient, opt_out.sender, by.pk)
     opt_out.refresh_from_db()
     return opt_out
+
+
+def organization_label_set(*, organization: Organization, label: str, by: User) -> Organization:
+    """The desk's own name for an organisation (it wins over LimaCharlie's); "" removes it."""
+    label = label.strip()[:200]
+    Organization.objects.filter(id=organization.id).update(label=label, updated_at=timezone.now())
+    logger.info("organisation %s labelled %r by user %s", organization.oid, label, by.pk)
+    organization.refresh_from_db()
+    return organization

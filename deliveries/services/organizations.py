@@ -110,3 +110,10 @@ def organization_erase(*, oid: str, confirm: bool) -> dict[str, int] | None:
     forget(oid=oid)
     logger.warning("erased organisation %s: %s", oid, ", ".join(f"{n} {name}" for name, n in counts.items()))
     return counts
+
+
+def organization_name_record(*, oid: str, name: str) -> None:
+    """The organisation's name as LimaCharlie gives it (an event's org info). Blank names are ignored."""
+    name = name.strip()[:200]
+    if name:
+        Organization.objects.filter(oid=oid).exclude(name=name).update(name=name, updated_at=timezone.now())

@@ -1,19 +1,13 @@
-"""Both roles of the audit desk in a real headless Chromium (Debian's `chromium`, driven by
-Playwright for Python; `make test` installs it when missing, bin/ensure-chromium). The live server
-runs in this process with Celery eager, so a resend is sent to the fake Twilio before the
-confirmation's redirect answers.
-
-Screenshots of the list, the confirmation page and the delivery page are written to
-var/test/screenshots/, or to docs/screenshots/ (the README's) with UPDATE_SCREENSHOTS=1.
-"""
+"""Both roles of the audit desk in a real headless Chromium (tests/browser/conftest.py). The live
+server runs in this process with Celery eager, so a resend is sent to the fake Twilio before the
+confirmation's redirect answers. Screenshots go to var/test/screenshots/, or with UPDATE_SCREENSHOTS=1 to
+docs/screenshots/ (tests/browser/helpers.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import random
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,73 +17,11 @@ from django.utils import timezone
 
 from deliveries import services
 from deliveries.models import Attempt, Delivery
-from tests.conftest import DESK_PASSWORD, Tenant, make_delivery, make_user
+from tests.browser.helpers import log_in, shot
+from tests.conftest import Tenant, make_delivery, make_user
 from tests.fakes.twilio import FakeTwilio
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "var/test/screenshots")
-
-
-@pytest.fixture(scope="module")
-def browser(django_db_setup: Any) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as bin/ensure-chromium does)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop on this thread while the browser is open. The
-    # ORM calls the tests make between browser steps (and the flush after each) are still plain
-    # synchronous code, so Django's guard against the ORM in async code does not apply here.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1800, "height": 900}, accept_downloads=True)
-    # The admin's navigation sidebar, closed (its remembered state), so pages show their content.
-    context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
-def _shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def _log_in(page: Any, live_server: Any, user: Any) -> None:
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", DESK_PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#at-a-glance")
 
 
 def _assert_no_resend_anywhere(page: Any) -> None:
@@ -130,11 +62,10 @@ def test_an_operator_filters_to_failed_resends_two_with_a_reason_and_sees_the_ne
 ) -> None:
     failed, _ = _seed(tenant, fake_twilio)
     operator = make_user("operator")
-    _log_in(page, live_server, operator)
+    log_in(page, live_server, operator)
 
     page.click("a[href='/admin/deliveries/delivery/']")
     page.wait_for_selector("#result_list")
-    _shot(page, "delivery-list")
     page.locator("details[data-filter-title='status'] a", has_text="Failed").click()
     page.wait_for_url("**status__exact=failed**")
     rows = page.locator("#result_list tbody tr")
@@ -148,11 +79,14 @@ def test_an_operator_filters_to_failed_resends_two_with_a_reason_and_sees_the_ne
     page.wait_for_selector("#resend-form")
     assert page.locator("#resend-sendable tbody tr").count() == 2
     page.fill("textarea[name=reason]", "Numbers verified in the Twilio console after INC-4711")
-    _shot(page, "resend-confirmation")
+    assert "Detection: lateral movement from wks-2" in page.inner_text("#resend-sendable")
+    assert page.locator("#resend-sendable td.resend-acked").nth(0).inner_text() == "No"
+    shot(page, "resend-1440")
     page.click("#resend-submit")
 
     page.wait_for_selector("ul.messagelist li.success")
-    assert "2 resent" in page.inner_text("ul.messagelist")
+    message = page.inner_text("ul.messagelist li.success")
+    assert message.startswith("2 deliveries resent (") and page.locator("ul.messagelist li.success a").count() == 2
     assert "status__exact=failed" in page.url and page.locator("#result_list tbody tr").count() == 1
 
     resent = [failed[2], failed[1]]
@@ -171,7 +105,7 @@ def test_an_operator_filters_to_failed_resends_two_with_a_reason_and_sees_the_ne
     assert f"Resend by {operator.username}" in " ".join(second.split()) and "INC-4711" in second
     assert "Accepted by Twilio" in second
     assert page.locator("#resend-button").count() == 1
-    _shot(page, "delivery-page")
+    assert page.locator("a.historylink").count() == 0 and page.get_by_text("View site").count() == 0
 
 
 def test_a_soc_lead_finds_no_resend_and_downloads_a_csv_matching_the_filter(
@@ -179,7 +113,7 @@ def test_a_soc_lead_finds_no_resend_and_downloads_a_csv_matching_the_filter(
 ) -> None:
     failed, _ = _seed(tenant, fake_twilio)
     lead = make_user("soc_lead")
-    _log_in(page, live_server, lead)
+    log_in(page, live_server, lead)
 
     page.goto(f"{live_server.url}/admin/deliveries/delivery/")
     assert page.locator("select[name=action]").count() == 0 and page.locator("input.action-select").count() == 0
@@ -198,6 +132,9 @@ def test_a_soc_lead_finds_no_resend_and_downloads_a_csv_matching_the_filter(
     assert [(r["id"], r["to"], r["status"], r["error_code"]) for r in rows] == [
         (str(failed[1].pk), "+15005550101", "failed", "21211")
     ]
+    for column in ("acknowledged_at", "acknowledged_by", "acknowledged_channel", "channel", "kind", "hold_reason"):
+        assert column in rows[0]
+    assert (rows[0]["channel"], rows[0]["kind"], rows[0]["resend_operator"]) == ("sms", "alert", "")
 
     # Without the search: every failed delivery, and nothing else.
     page.goto(f"{live_server.url}/admin/deliveries/delivery/?status__exact=failed")
@@ -212,6 +149,7 @@ def test_a_soc_lead_finds_no_resend_and_downloads_a_csv_matching_the_filter(
     assert "resend" not in page.content().lower()
     refused = page.goto(f"{live_server.url}/admin/deliveries/delivery/{failed[0].pk}/resend/")
     assert refused is not None and refused.status == 403
+    assert page.inner_text("#forbidden-reason") == "Resending needs the Operator role."
     assert len(fake_twilio.posts()) == 5 and Attempt.objects.filter(trigger="resend").count() == 0
 
 
@@ -229,17 +167,17 @@ def test_the_index_charts_a_week_by_outcome_and_links_to_what_needs_attention(
             history.append(d)
     Delivery.objects.bulk_update(history, ["created_at"])
     waiting = [make_delivery(tenant, status="pending") for _ in range(2)]
-    _log_in(page, live_server, make_user("soc_lead"))
+    log_in(page, live_server, make_user("soc_lead"))
 
     assert page.locator("#at-a-glance svg.glance-chart").count() == 2
     assert page.locator("#at-a-glance svg.glance-chart").nth(1).locator("rect").count() > 168
     assert page.inner_text("#glance-waiting").split()[0] == "2"
-    _shot(page, "index-at-a-glance")
 
     failed_24h = Delivery.objects.filter(status="failed", created_at__gte=now - timedelta(hours=24)).count()
     assert page.inner_text("#glance-failed").split()[0] == str(failed_24h)
     page.click("#glance-failed")
-    page.wait_for_url("**status__exact=failed**")
+    page.wait_for_url("**status__in=failed**")
+    assert "created since" in page.inner_text("#created-range-showing")  # the filter says what it filters
     assert page.locator("#result_list tbody tr").count() == min(failed_24h, 50)
     page.goto(f"{live_server.url}/admin/")
     page.click("#glance-waiting")

@@ -43,7 +43,7 @@ def test_the_list_filters_acknowledged_and_not_and_shows_the_time_to_acknowledge
 
     assert listed("yes") == [acked.pk] and listed("no") == [waiting.pk]
     html = " ".join(client.get(reverse(CHANGELIST)).content.decode().split())
-    assert "2 min 05 s (Voice call)" in html and "not yet" in html
+    assert "2 min 5 s ☎" in html and "not yet" in html
 
 
 def test_the_delivery_page_timeline_shows_the_acknowledgement_and_the_escalation(tenant: Tenant) -> None:

@@ -1,5 +1,6 @@
 """A fake of LimaCharlie's API, at its paths, for what this service calls:
 
+- the organisation's info (`GET /v1/orgs/{oid}`, its name) to that org's Bearer JWT;
 - the Hive secret API: a secret only to that org's Bearer JWT; a missing record is HTTP 400 with
   `lc_error_code:RECORD_NOT_FOUND`, a wrong or expired JWT is 401;
 - what the extension's webhook adapter is made of: installation keys (`/v1/installationkeys/{oid}`),
@@ -50,6 +51,8 @@ class _Handler(QuietHandler):
         if parts[:2] == ["v1", "orgs"] and len(parts) == 4 and parts[3] == "url" and verb == "GET":
             return self.send_json(200, {"url": {"hooks": f"{parts[2][:8]}.hook.limacharlie.io", "webapp": "x"}})
         oid = parts[2] if len(parts) > 2 and parts[1] in ("installationkeys",) else (parts[3] if len(parts) > 3 else "")
+        if len(parts) == 3 and parts[:2] == ["v1", "orgs"] and verb == "GET":
+            return self._org_info(parts[2])
         if self.headers.get("Authorization") != f"Bearer {self.fake.jwts.get(oid)}":
             return self.send_json(401, {"error": "unauthorized"})
         if parts[1] == "installationkeys" and len(parts) == 3:
@@ -113,6 +116,12 @@ class _Handler(QuietHandler):
             self.fake.hook_events.setdefault(oid, []).extend(body if isinstance(body, list) else [body])
         self.send_json(200, {})
 
+    def _org_info(self, oid: str) -> None:
+        """/v1/orgs/{oid}: the organisation's info (its name) to that org's JWT."""
+        if self.headers.get("Authorization") != f"Bearer {self.fake.jwts.get(oid)}":
+            return self.send_json(401, {"error": "unauthorized"})
+        self.send_json(200, {"oid": oid, "name": self.fake.names.get(oid, ""), "sensor_version": "4.33.0"})
+
     def _jwt(self, form: dict[str, str]) -> None:
         # LimaCharlie's JWT service (LC_JWT_URL): mints an org JWT for an API key. The service must
         # never use it; it is here so a test can prove that.
@@ -150,10 +159,15 @@ class FakeLimaCharlie(FakeServer):
         self.hook_events: dict[str, list[dict[str, Any]]] = {}
         self.hook_posts: list[tuple[str, str]] = []
         self.hook_failures = 0
+        self.names: dict[str, str] = {}
 
     def add_org(self, oid: str, jwt: str) -> None:
         with self.lock:
             self.jwts[oid] = jwt
+
+    def set_name(self, oid: str, name: str) -> None:
+        with self.lock:
+            self.names[oid] = name
 
     def add_secret(self, oid: str, name: str, value: str) -> None:
         with self.lock:
