@@ -70,7 +70,8 @@ fuzz: install-dev
 		$(PY) -m pytest -q --hypothesis-show-statistics --timeout=7200 tests/extension/test_fuzz.py tests/adversarial
 
 # The service end to end against a synchronous lcextension baseline, on the embedded defaults and on
-# PostgreSQL + Redis, with CPU per message; prints OK or REGRESSION per check (docs/benchmarks.md).
+# PostgreSQL + Redis, with CPU per message, each also with events for LimaCharlie on (what they cost per
+# alert); prints OK or REGRESSION per check (docs/benchmarks.md).
 # Starts PostgreSQL and Redis if needed; its own database ext_twilio_bench_e2e, Redis db 11, var/bench/.
 # BENCH_RECORD=1 records the run's figures in docs/benchmarks.md.
 bench: install

@@ -2,6 +2,10 @@
 
 A system is either the service, started as `make run` starts it (`manage.py migrate`, then `bin/run`) with
 its own VAR_DIR and port, or the synchronous baseline (bench/baseline.py on gunicorn with 4 sync workers).
+The service's public URL is https://127.0.0.1:<port>, as behind a TLS proxy on the same machine: every
+call to it carries `X-Forwarded-Proto: https`, and Twilio's status callbacks reach it (bench/fakes.py).
+With events on, its organisations are subscribed first (bench/events.py) and LC_HOOK_BASE_URL is the fake
+LimaCharlie, whose hook counts the events it gets.
 The load: signed, gzipped `run` calls from keep-alive callers spread over up to 4 processes, from
 organisations that each have their own Twilio account, every alert to its own recipient, so no flood limit
 applies. The fake Twilio (bench/fakes.py) records when each POST arrived, by recipient.
@@ -9,7 +13,8 @@ applies. The fake Twilio (bench/fakes.py) records when each POST arrived, by rec
 Measured: end-to-end throughput (accepted alerts that reached Twilio ÷ the time from the first call to the
 last POST's arrival); the POSTs per recipient, read once the system's processes have ended, so that no later
 POST can still come; and the CPU seconds of the web (gunicorn) and worker (celery) processes over the same
-span, from /proc.
+span, from /proc; the span ends once Twilio has every message, the service has taken every status
+callback and, with events on, the hook has an event for every alert.
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.procs import cpu_by_kind, workers_started
+from extension.schema import EVENT_KINDS
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SENDER = "+15005550006"
-TICK = os.sysconf("SC_CLK_TCK")
+# Events on: every kind, `delivered` included, so that every alert makes one (its text's receipt).
+EVENTS_CONFIG = {"events": list(EVENT_KINDS)}
 
 
 @dataclass
@@ -56,7 +65,7 @@ def recipient(i: int) -> str:
     return f"+1500556{i:04d}"
 
 
-def envelope(org: Org, i: int) -> bytes:
+def envelope(org: Org, i: int, config: dict[str, Any]) -> bytes:
     body = {
         "version": 20221218,
         "idempotency_key": f"bench-{uuid.uuid4()}",
@@ -64,7 +73,7 @@ def envelope(org: Org, i: int) -> bytes:
             "org": {"oid": org.oid, "jwt": org.jwt, "ident": "dr-general/bench"},
             "action": "run",
             "data": {"body": f"Detection {i}: suspicious powershell on host-17", "from": SENDER, "to": recipient(i)},
-            "config": {},
+            "config": config,
             "inv_id": f"inv-{i}",
         },
     }
@@ -86,6 +95,7 @@ class Job(NamedTuple):
     alerts: list[int]
     threads: int
     deadline: float
+    config: dict[str, Any]  # the extension configuration each call carries
 
 
 def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
@@ -95,9 +105,8 @@ def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
             i = work.get_nowait()
         except queue.Empty:
             break
-        body = envelope(job.orgs[i % len(job.orgs)], i)
-        signature = hmac.new(job.secret.encode(), body, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "lc-ext-sig": signature}
+        body = envelope(job.orgs[i % len(job.orgs)], i, job.config)
+        headers = signed_headers(job.secret, body)
         sent = time.time()
         try:
             conn.request("POST", job.path, gzip.compress(body), headers)
@@ -110,6 +119,13 @@ def _caller(job: Job, work: queue.SimpleQueue[int], out: list[Call]) -> None:
             status = 0
         out.append((i, status, sent))
     conn.close()
+
+
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """LimaCharlie's signature of a body sent gzipped, through the TLS proxy (the baseline ignores its header)."""
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "lc-ext-sig": signature}
+    return {**headers, "X-Forwarded-Proto": "https"}
 
 
 def _caller_process(job: Job) -> list[Call]:
@@ -125,14 +141,17 @@ def _caller_process(job: Job) -> list[Call]:
     return [call for out in results for call in out]
 
 
-def drive(port: int, path: str, secret: str, orgs: list[Org], alerts: int, callers: int, seconds: float) -> list[Call]:
+def drive(
+    system: System, orgs: list[Org], alerts: int, callers: int, seconds: float, config: dict[str, Any]
+) -> list[Call]:
     """`alerts` calls from `callers` keep-alive connections in up to 4 processes (so that the load
     generator's own Python is not the bottleneck); stops early at `seconds`."""
     processes = max(1, min(callers, 4))
     per = [callers // processes + (1 if p < callers % processes else 0) for p in range(processes)]
     deadline = time.time() + seconds
     jobs = [
-        Job(port, path, secret, orgs, list(range(p, alerts, processes)), per[p], deadline) for p in range(processes)
+        Job(system.port, system.path, system.secret, orgs, list(range(p, alerts, processes)), per[p], deadline, config)
+        for p in range(processes)
     ]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_caller_process, jobs)
@@ -142,13 +161,16 @@ def drive(port: int, path: str, secret: str, orgs: list[Org], alerts: int, calle
 # --- processes -------------------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, quiet: bool = False) -> Any:
+    """The predicate's first true value; at the timeout, an error (or, `quiet`, its last value)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
+    if quiet:
+        return predicate()
     raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
@@ -171,57 +193,6 @@ def answers(port: int, path: str) -> bool:
         return status < 500
     except OSError:
         return False
-
-
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/pid/stat after the command name (field 3 onwards)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            kids.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    return kids
-
-
-def _kind(pid: int) -> str | None:
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    return "web" if b"gunicorn" in cmdline else "worker" if b"celery" in cmdline else None
-
-
-def cpu_by_kind(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system, its reaped children's included) of the processes under pid, by kind:
-    `web` (gunicorn) and `worker` (celery)."""
-    totals, kids, todo = {"web": 0.0, "worker": 0.0}, _children(), [pid]
-    while todo:
-        current = todo.pop()
-        todo.extend(kids.get(current, []))
-        try:
-            kind, fields = _kind(current), _stat(current)
-        except OSError:
-            continue
-        if kind:
-            totals[kind] += sum(int(fields[n]) for n in (11, 12, 13, 14)) / TICK
-    return totals
-
-
-def workers_started(pid: int) -> int:
-    """Celery workers under pid (bin/run): celery processes whose parent is not one (a worker's own
-    children, such as its beat, are not workers)."""
-    kids, todo, started = _children(), [(pid, False)], 0
-    while todo:
-        current, parent_is_celery = todo.pop()
-        try:
-            celery = _kind(current) == "worker"
-        except OSError:
-            continue
-        started += celery and not parent_is_celery
-        todo.extend((child, celery) for child in kids.get(current, []))
-    return started
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -256,6 +227,9 @@ class System:
     path: str
     secret: str
     stop_signal: int
+    receipts: bool = False  # asks Twilio for status callbacks
+    events: bool = False  # sends events to LimaCharlie's hook
+    config: dict[str, Any] = field(default_factory=dict)  # the extension configuration its calls carry
 
 
 def _refuse_a_dotenv_backend() -> None:
@@ -268,9 +242,9 @@ def _refuse_a_dotenv_backend() -> None:
         )
 
 
-def start_service(var_dir: Path, urls: dict[str, str], port: int, backend_env: dict[str, str]) -> System:
+def start_service(var_dir: Path, urls: dict[str, str], port: int, backend_env: dict[str, str], events: bool) -> System:
     """`make run` from an empty VAR_DIR: migrate, then bin/run; ready when every Celery worker it started
-    says so and the web answers."""
+    says so and the web answers. With `events`, the organisations' events go to the fake LimaCharlie's hook."""
     if not backend_env:
         _refuse_a_dotenv_backend()
     from cryptography.fernet import Fernet
@@ -288,6 +262,8 @@ def start_service(var_dir: Path, urls: dict[str, str], port: int, backend_env: d
             "VAR_DIR": str(var_dir),
             "PROMETHEUS_MULTIPROC_DIR": str(var_dir / "prometheus"),
             "PORT": str(port),
+            "PUBLIC_BASE_URL": f"https://127.0.0.1:{port}",
+            **({"LC_HOOK_BASE_URL": urls["limacharlie"]} if events else {}),
             **backend_env,
         }
     )
@@ -302,7 +278,8 @@ def start_service(var_dir: Path, urls: dict[str, str], port: int, backend_env: d
         workers = workers_started(proc.pid)
         return 0 < workers <= log.read_bytes().count(b" ready.") and answers(port, "/healthz")
 
-    return _started(System(proc, port, "/extension/", secret, signal.SIGINT), ready, f"bin/run (see {log})")
+    system = System(proc, port, "/extension/", secret, signal.SIGINT, True, events, EVENTS_CONFIG if events else {})
+    return _started(system, ready, f"bin/run (see {log})")
 
 
 def start_baseline(var_dir: Path, urls: dict[str, str], port: int) -> System:
@@ -341,24 +318,29 @@ class Measured:
     missing: int = 0
     doubled: int = 0
     unexpected: int = 0  # POSTs to a recipient whose call was not accepted
+    receipts: int = 0  # status callbacks the service answered 200
+    events: bool = False  # whether the run had events for LimaCharlie on
+    hook_posts: int = 0  # POSTs to the organisations' hook
+    hook_events: int = 0  # events they carried
+    events_once: int = 0  # accepted alerts with exactly one event at the hook
 
 
-def measure(name: str, system: System, orgs: list[Org], twilio_url: str, alerts: int, callers: int) -> Measured:
-    """Drive `alerts` calls at a started system, wait until Twilio has them all (bounded), stop the system,
-    then count what reached Twilio."""
-    http_get(twilio_url, "/_bench/reset")
+def measure(name: str, system: System, orgs: list[Org], urls: dict[str, str], alerts: int, callers: int) -> Measured:
+    """Drive `alerts` calls at a started system, wait until what they cause has happened (bounded), stop the
+    system, then count what reached Twilio (and the hook)."""
+    twilio = urls["twilio"]
+    http_get(twilio, "/_bench/reset")
+    http_get(urls["limacharlie"], "/_bench/hook/reset")
     drain = max(60.0, alerts / 5)
     try:
         cpu0, started = cpu_by_kind(system.proc.pid), time.time()
-        calls = drive(system.port, system.path, system.secret, orgs, alerts, callers, drain)
+        calls = drive(system, orgs, alerts, callers, drain, system.config)
         accepted = {recipient(i) for i, status, _ in calls if status == 200}
-        deadline = time.time() + drain
-        while http_get(twilio_url, "/_bench/stats")["count"] < len(accepted) and time.time() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: _settled(system, urls, len(accepted)), drain, "", quiet=True)
         cpu1 = cpu_by_kind(system.proc.pid)
     finally:
         stop_group(system.proc, system.stop_signal)
-    arrivals: dict[str, list[float]] = http_get(twilio_url, "/_bench/arrivals")
+    arrivals: dict[str, list[float]] = http_get(twilio, "/_bench/arrivals")
     result = Measured(name, alerts, len(accepted), posts={to: len(times) for to, times in arrivals.items()})
     result.once = sum(result.posts.get(to) == 1 for to in accepted)
     result.missing = sum(to not in result.posts for to in accepted)
@@ -370,4 +352,20 @@ def measure(name: str, system: System, orgs: list[Org], twilio_url: str, alerts:
     per_alert = 1000 / max(1, len(accepted))
     result.web_cpu_ms = (cpu1["web"] - cpu0["web"]) * per_alert
     result.worker_cpu_ms = (cpu1["worker"] - cpu0["worker"]) * per_alert
+    result.receipts = http_get(twilio, "/_bench/stats")["receipts"]
+    if system.events:
+        hook = http_get(urls["limacharlie"], "/_bench/hook")
+        result.events, result.hook_posts, result.hook_events = True, hook["posts"], hook["events"]
+        result.events_once = sum(hook["by_recipient"].get(to) == 1 for to in accepted)
     return result
+
+
+def _settled(system: System, urls: dict[str, str], accepted: int) -> bool:
+    """Twilio has every message; the service has taken both status callbacks of each (when it asks for
+    them) and, with events on, the hook has at least an event per alert."""
+    if system.proc.poll() is not None:
+        raise RuntimeError(f"the system stopped with {system.proc.returncode} during the load; see its log")
+    stats = http_get(urls["twilio"], "/_bench/stats")
+    if stats["count"] < accepted or (system.receipts and stats["receipts"] + stats["refused"] < 2 * accepted):
+        return False
+    return not system.events or http_get(urls["limacharlie"], "/_bench/hook")["events"] >= accepted

@@ -1,9 +1,10 @@
-"""`make bench`'s table and its checks: the service at least 3x the synchronous baseline end to end on every
-backend, CPU per message under twice the figure recorded in docs/benchmarks.md, and every alert at Twilio
-exactly once.
+"""`make bench`'s tables and its checks: the service at least 3x the synchronous baseline end to end on every
+backend, CPU per message under twice the figure recorded in docs/benchmarks.md, every alert at Twilio exactly
+once; and with events for LimaCharlie on, end to end at least nine tenths of the run without them, and every
+alert's event at the hook exactly once.
 
-The recorded figures are the table between BEGIN and END in docs/benchmarks.md, in the same format as the
-printed table; `BENCH_RECORD=1 make bench` rewrites it with the run's rows.
+The recorded figures are the two tables between BEGIN and END in docs/benchmarks.md, in the same format as the
+printed tables; `BENCH_RECORD=1 make bench` rewrites them with the run's rows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ HEADER = (
     "CPU ms/msg",
 )
 CPU_COLUMN = HEADER.index("CPU ms/msg")
+EVENTS_FLOOR = 0.9  # end to end with events, as a multiple of the same backend's run without them
+EVENTS_HEADER = (
+    "backend",
+    "alerts",
+    "alerts/s without events",
+    "alerts/s with events",
+    "with ÷ without",
+    "CPU ms/msg with events",
+    "events/alert",
+    "hook POSTs/alert",
+)
 
 
 @dataclass
@@ -49,22 +61,57 @@ class Row:
         return [self.backend, str(self.alerts), *(f"{n:.1f}" for n in figures)]
 
 
+@dataclass
+class EventsRow:
+    """A backend's run with events for LimaCharlie on, against its run without them."""
+
+    backend: str
+    alerts: int
+    without: float  # alerts/s end to end without events
+    service: float  # and with them
+    cpu_ms: float  # CPU ms per message with events, web and workers together
+    events: float  # events the hook received, per alert
+    posts: float  # POSTs to the hook, per alert
+
+    @property
+    def ratio(self) -> float:
+        return self.service / self.without if self.without else 0.0
+
+    def cells(self) -> list[str]:
+        figures = (f"{self.without:.1f}", f"{self.service:.1f}", f"{self.ratio:.2f}", f"{self.cpu_ms:.1f}")
+        return [self.backend, str(self.alerts), *figures, f"{self.events:.2f}", f"{self.posts:.3f}"]
+
+
 def _line(cells: list[str] | tuple[str, ...]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _table(header: tuple[str, ...], rows: list[list[str]]) -> str:
+    lines = [_line(header), "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + [_line(cells) for cells in rows])
+
+
 def table(rows: list[Row]) -> str:
-    lines = [_line(HEADER), "|---|" + "---:|" * (len(HEADER) - 1)]
-    return "\n".join(lines + [_line(row.cells()) for row in rows])
+    return _table(HEADER, [row.cells() for row in rows])
 
 
-def _recorded_lines(document: str) -> list[str]:
-    """The rows of the recorded table (its header and separator left out)."""
+def events_table(rows: list[EventsRow]) -> str:
+    return _table(EVENTS_HEADER, [row.cells() for row in rows])
+
+
+def _recorded_lines(document: str, header: tuple[str, ...] = HEADER) -> list[str]:
+    """The rows of the recorded table with this header (its header and separator left out)."""
     if BEGIN not in document or END not in document:
         return []
-    block = document.split(BEGIN, 1)[1].split(END, 1)[0]
-    rows = [line.strip() for line in block.splitlines() if line.strip().startswith("|")]
-    return [line for line in rows if not line.startswith(("| backend ", "|---"))]
+    block, rows, inside = document.split(BEGIN, 1)[1].split(END, 1)[0], [], False
+    for line in (line.strip() for line in block.splitlines()):
+        if line.startswith("|") and _cells(line) == list(header):
+            inside = True
+        elif not line.startswith("|"):
+            inside = False
+        elif inside and not line.startswith("|---"):
+            rows.append(line)
+    return rows
 
 
 def _cells(line: str) -> list[str]:
@@ -97,6 +144,26 @@ def checks(rows: list[Row], recorded: dict[str, float]) -> list[str]:
     return lines
 
 
+def events_checks(rows: list[EventsRow]) -> list[str]:
+    """An `OK: ...` or `REGRESSION: ...` line per backend: end to end with events on, at least EVENTS_FLOOR of
+    the run without them."""
+    lines = []
+    for row in rows:
+        verdict = "OK" if row.ratio >= EVENTS_FLOOR else "REGRESSION"
+        lines.append(
+            f"{verdict}: {row.backend}: with events {row.service:.1f} alerts/s end to end is {row.ratio:.2f}x "
+            f"the {row.without:.1f} without them (floor {EVENTS_FLOOR:g}x)"
+        )
+    return lines
+
+
+def events_check(system: str, alerts: int, once: int, received: int) -> str:
+    """Every alert's event (its text delivered) at the hook exactly once, and no other event."""
+    verdict = "OK" if once == alerts and received == alerts else "REGRESSION"
+    detail = "" if verdict == "OK" else f" ({received} events received in all)"
+    return f"{verdict}: {system}: {once} of {alerts} alerts with their event at the hook exactly once{detail}"
+
+
 def delivery_check(backend: str, alerts: int, once: int, missing: int, doubled: int, unexpected: int) -> str:
     """Every alert accepted and POSTed to Twilio exactly once."""
     verdict = "OK" if once == alerts and not unexpected else "REGRESSION"
@@ -104,12 +171,20 @@ def delivery_check(backend: str, alerts: int, once: int, missing: int, doubled: 
     return f"{verdict}: {backend}: {once} of {alerts} alerts at Twilio exactly once{detail}"
 
 
-def record(document: str, rows: list[Row], note: str) -> str:
-    """The document with its recorded table replaced by these rows; recorded backends not in them stay."""
+def _merged(document: str, header: tuple[str, ...], new_table: str, backends: set[str]) -> list[str]:
+    """A recorded table with the run's rows in place of its backends' (the others kept), by backend."""
+    kept = [line for line in _recorded_lines(document, header) if _cells(line)[0] not in backends]
+    head, separator, *new = new_table.splitlines()
+    return [head, separator, *sorted(kept + new, key=lambda line: _cells(line)[0])]
+
+
+def record(document: str, rows: list[Row], note: str, events_rows: list[EventsRow] | None = None) -> str:
+    """The document with its recorded tables replaced by these rows; recorded backends not in them stay."""
     if BEGIN not in document or END not in document:
         raise ValueError(f"no recorded table between {BEGIN} and {END}")
-    kept = [line for line in _recorded_lines(document) if _cells(line)[0] not in {row.backend for row in rows}]
-    header, separator, *new = table(rows).splitlines()
-    block = "\n".join([header, separator, *sorted(kept + new, key=lambda line: _cells(line)[0]), "", note])
+    events_rows = events_rows or []
+    main = _merged(document, HEADER, table(rows), {row.backend for row in rows})
+    events = _merged(document, EVENTS_HEADER, events_table(events_rows), {row.backend for row in events_rows})
+    block = "\n".join([*main, "", *events, "", note])
     head, rest = document.split(BEGIN, 1)
     return f"{head}{BEGIN}\n{block}\n{END}{rest.split(END, 1)[1]}"

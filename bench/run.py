@@ -9,7 +9,12 @@ it, on each backend:
 - `postgres`: DATABASE_URL = the PostgreSQL database ext_twilio_bench_e2e (dropped and created) and
   CELERY_BROKER_URL = Redis db 11 (flushed); PostgreSQL and Redis are started if they are not running.
 
-It prints a table and an OK or REGRESSION line per check (bench/report.py) and exits 1 on a regression.
+Each backend runs twice, from scratch: without events for LimaCharlie, then with them (`<backend>+events`:
+its organisations subscribed, so the service makes their webhook adapters through the fake LimaCharlie,
+LC_HOOK_BASE_URL at the fake's hook, and every event kind chosen, `delivered` included, so every alert
+makes one when Twilio reports its text delivered).
+
+It prints two tables and an OK or REGRESSION line per check (bench/report.py) and exits 1 on a regression.
 
 Environment: BENCH_ALERTS (2000), BENCH_BACKENDS (`embedded,postgres`), BENCH_RECORD=1 (write the run's
 rows into docs/benchmarks.md's recorded table), BENCH_VAR_DIR (var/bench: every process's log, and
@@ -29,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.e2e import PY, ROOT, Measured, Org, measure, start_baseline, start_service, stop_group, wait_until
+from bench.e2e import PY, ROOT, Measured, Org, System, measure, start_baseline, start_service, stop_group, wait_until
+from bench.events import subscribe
 
 VAR = Path(os.environ.get("BENCH_VAR_DIR", str(ROOT / "var" / "bench")))
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -37,6 +43,7 @@ BACKENDS = ("embedded", "postgres")
 CALLERS, ORGS, TWILIO_LATENCY_MS = 16, 20, 100
 DATABASE = "ext_twilio_bench_e2e"
 REDIS_URL = "redis://127.0.0.1:6379/11"
+EVENTS_SUFFIX = "+events"  # the name of a backend's run with events on
 
 
 def log(message: str) -> None:
@@ -91,30 +98,46 @@ def start_fakes(orgs: list[Org]) -> tuple[subprocess.Popen[bytes], dict[str, str
 
 
 def _logged(m: Measured) -> Measured:
+    events = f"; {m.hook_events} events in {m.hook_posts} POSTs to the hook" if m.events else ""
     log(
         f"{m.system}: {m.accepted} of {m.alerts} calls accepted, {m.once} at Twilio once, {m.rate:.1f} alerts/s "
-        f"end to end; CPU per message: web {m.web_cpu_ms:.1f} ms, worker {m.worker_cpu_ms:.1f} ms"
+        f"end to end; CPU per message: web {m.web_cpu_ms:.1f} ms, worker {m.worker_cpu_ms:.1f} ms{events}"
     )
     return m
 
 
-def run_all(alerts: int, backends: list[str]) -> tuple[Measured, list[Measured]]:
-    """The baseline, then the service on each backend, one at a time, against the same fakes."""
+def _service(backend: str, events: bool, orgs: list[Org], urls: dict[str, str], alerts: int) -> Measured:
+    """One run of the service from scratch on `backend`: with `events`, its organisations subscribed first."""
+    name = f"{backend}{EVENTS_SUFFIX if events else ''}"
+    log(f"{name}: migrate, bin/run, {'subscribe, ' if events else ''}{alerts} alerts from {CALLERS} callers")
+    env = fresh_postgres() if backend == "postgres" else {}
+    # A VAR_DIR of letters: the embedded database's URL is built from it.
+    system: System = start_service(VAR / name.replace(EVENTS_SUFFIX, "-events"), urls, free_port(), env, events)
+    if events:
+        try:
+            subscribe(system, orgs, urls["limacharlie"])
+        except BaseException:
+            stop_group(system.proc, system.stop_signal)
+            raise
+    return _logged(measure(name, system, orgs, urls, alerts, CALLERS))
+
+
+def run_all(alerts: int, backends: list[str]) -> tuple[Measured, list[Measured], list[Measured]]:
+    """The baseline, then the service on each backend without events and with them, one at a time, against
+    the same fakes."""
     orgs = [Org() for _ in range(ORGS)]
     fakes, urls = start_fakes(orgs)
     try:
         log(f"baseline: {alerts} alerts from {CALLERS} callers")
         system = start_baseline(VAR / "baseline", urls, free_port())
-        baseline = _logged(measure("baseline", system, orgs, urls["twilio"], alerts, CALLERS))
-        services = []
+        baseline = _logged(measure("baseline", system, orgs, urls, alerts, CALLERS))
+        services, with_events = [], []
         for backend in backends:
-            log(f"{backend}: migrate, bin/run, {alerts} alerts from {CALLERS} callers")
-            env = fresh_postgres() if backend == "postgres" else {}
-            system = start_service(VAR / backend, urls, free_port(), env)
-            services.append(_logged(measure(backend, system, orgs, urls["twilio"], alerts, CALLERS)))
+            services.append(_service(backend, False, orgs, urls, alerts))
+            with_events.append(_service(backend, True, orgs, urls, alerts))
     finally:
         stop_group(fakes, signal.SIGTERM)
-    return baseline, services
+    return baseline, services, with_events
 
 
 def machine(load_average: float) -> str:
@@ -135,21 +158,42 @@ def main() -> int:
     if "postgres" in backends:
         ensure_services()
     load_average = os.getloadavg()[0]
-    baseline, services = run_all(alerts, backends)
-    (VAR / "result.json").write_text(json.dumps([asdict(m) for m in (baseline, *services)], indent=1) + "\n")
+    baseline, services, with_events = run_all(alerts, backends)
+    measured = (baseline, *services, *with_events)
+    (VAR / "result.json").write_text(json.dumps([asdict(m) for m in measured], indent=1) + "\n")
 
     rows = [report.Row(m.system, alerts, m.rate, baseline.rate, m.web_cpu_ms, m.worker_cpu_ms) for m in services]
-    delivered = [report.delivery_check(m.system, alerts, m.once, m.missing, m.doubled, m.unexpected) for m in services]
+    events_rows = [_events_row(off, on) for off, on in zip(services, with_events, strict=True)]
+    delivered = [_delivered(m) for m in (*services, *with_events)]
+    delivered += [report.events_check(m.system, alerts, m.events_once, m.hook_events) for m in with_events]
     document = DOC.read_text() if DOC.exists() else ""
-    lines = delivered + report.checks(rows, report.recorded_cpu(document))
-    print(f"\n{report.table(rows)}\n\n" + "\n".join(lines), flush=True)
+    lines = delivered + report.checks(rows, report.recorded_cpu(document)) + report.events_checks(events_rows)
+    tables = f"{report.table(rows)}\n\n{report.events_table(events_rows)}"
+    print(f"\n{tables}\n\n" + "\n".join(lines), flush=True)
     if os.environ.get("BENCH_RECORD", "") not in ("", "0"):
         if any(line.startswith("REGRESSION") for line in delivered):
-            log(f"not recorded in {DOC}: not every alert reached Twilio exactly once")
+            log(f"not recorded in {DOC}: not every alert reached Twilio (or its event the hook) exactly once")
         else:
-            DOC.write_text(report.record(document, rows, machine(load_average)))
+            DOC.write_text(report.record(document, rows, machine(load_average), events_rows))
             log(f"recorded in {DOC}")
     return 1 if any(line.startswith("REGRESSION") for line in lines) else 0
+
+
+def _delivered(m: Measured) -> str:
+    return report.delivery_check(m.system, m.alerts, m.once, m.missing, m.doubled, m.unexpected)
+
+
+def _events_row(off: Measured, on: Measured) -> report.EventsRow:
+    per_alert = 1 / max(1, on.accepted)
+    return report.EventsRow(
+        backend=off.system,
+        alerts=on.alerts,
+        without=off.rate,
+        service=on.rate,
+        cpu_ms=on.web_cpu_ms + on.worker_cpu_ms,
+        events=on.hook_events * per_alert,
+        posts=on.hook_posts * per_alert,
+    )
 
 
 if __name__ == "__main__":

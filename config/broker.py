@@ -8,6 +8,10 @@
 2. A message is written aside and renamed into the folder (`_put`). Upstream creates the file under
    the name consumers list and then writes it, so a consumer can take it empty or half written, and
    the worker stops on the JSON.
+3. A consumer takes a message by renaming it within the folder (`_get`). Upstream moves it into the
+   system's temporary folder under the same name: from /dev/shm that is another filesystem, so the
+   move is a copy, and two workers taking one file at once write the same copy, one truncating it
+   while the other reads it empty; the worker stops on the JSON.
 
 docs/decisions/0001-embedded-broker.md records why, and the note offered upstream. Its folder is in
 memory where the machine has /dev/shm (config.settings). `CELERY_BROKER_URL` set to Redis or RabbitMQ
@@ -37,6 +41,27 @@ class Channel(filesystem.Channel):
             os.rename(f"{final}.writing", final)  # atomic: a listed file is complete
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: str) -> Any:  # type: ignore[override]
+        """The oldest message of `queue`. A rename is atomic: of the consumers that listed a file, one
+        takes it and the others find it gone. (No processed copy is kept: the settings never ask.)"""
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            taken = os.path.join(self.data_folder_in, f"{name}.{uuid.uuid4().hex}.taken")
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), taken)
+            except OSError:
+                continue  # another consumer took it
+            try:
+                with open(taken, "rb") as f:
+                    payload = f.read()
+                os.remove(taken)
+            except OSError as exc:
+                raise filesystem.ChannelError(f"Cannot read file {taken!r} from queue.") from exc
+            return filesystem.loads(filesystem.bytes_to_str(payload))
+        raise virtual.Empty()
 
 
 class Transport(filesystem.Transport):

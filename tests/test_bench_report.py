@@ -91,3 +91,45 @@ def test_recording_replaces_the_run_s_backends_and_keeps_the_rest_of_the_documen
     assert written.startswith(DOCUMENT.split(BEGIN)[0]) and written.endswith(DOCUMENT.split(END)[1])
     block = written.split(BEGIN)[1].split(END)[0]
     assert block.index("| embedded |") < block.index("| postgres |")
+
+
+def _events_row(backend: str = "embedded", without: float = 200.0, service: float = 190.0) -> report.EventsRow:
+    return report.EventsRow(backend, 2000, without, service, cpu_ms=9.0, events=1.0, posts=0.04)
+
+
+def test_it_says_regression_when_events_cost_more_than_a_tenth_of_the_throughput() -> None:
+    lines = report.events_checks([_events_row("embedded", service=179.9), _events_row("postgres", service=180.0)])
+
+    assert lines == [
+        "REGRESSION: embedded: with events 179.9 alerts/s end to end is 0.90x the 200.0 without them (floor 0.9x)",
+        "OK: postgres: with events 180.0 alerts/s end to end is 0.90x the 200.0 without them (floor 0.9x)",
+    ]
+
+
+def test_an_alert_whose_event_is_missing_or_doubled_at_the_hook_is_a_regression() -> None:
+    assert report.events_check("embedded+events", 2000, 2000, 2000) == (
+        "OK: embedded+events: 2000 of 2000 alerts with their event at the hook exactly once"
+    )
+    assert report.events_check("postgres+events", 2000, 1999, 2000) == (
+        "REGRESSION: postgres+events: 1999 of 2000 alerts with their event at the hook exactly once "
+        "(2000 events received in all)"
+    )
+    assert report.events_check("embedded+events", 2000, 2000, 2001).startswith("REGRESSION: ")
+
+
+def test_the_events_table_gives_each_backend_both_throughputs_their_ratio_cpu_and_batching() -> None:
+    lines = report.events_table([_events_row(service=185.0)]).splitlines()
+    assert lines[0] == "| " + " | ".join(report.EVENTS_HEADER) + " |"
+    assert lines[2] == "| embedded | 2000 | 200.0 | 185.0 | 0.93 | 9.0 | 1.00 | 0.040 |"
+
+
+def test_recording_writes_both_tables_and_reads_the_cpu_figures_from_the_first_only() -> None:
+    once = report.record(DOCUMENT, [_row("embedded", cpu=4.0)], "Recorded on 8 cores.", [_events_row("embedded")])
+    twice = report.record(once, [_row("postgres", cpu=7.0)], "Recorded again.", [_events_row("postgres")])
+
+    assert report.recorded_cpu(twice) == {"embedded": 4.0, "postgres": 7.0}
+    block = twice.split(BEGIN)[1].split(END)[0]
+    assert "| embedded | 2000 | 200.0 | 190.0 | 0.95 | 9.0 | 1.00 | 0.040 |" in block
+    assert "| postgres | 2000 | 200.0 | 190.0 | 0.95 | 9.0 | 1.00 | 0.040 |" in block
+    assert block.index("| " + " | ".join(report.EVENTS_HEADER)) > block.index("| postgres | 2000 | 240.0")
+    assert block.count("| embedded |") == 2 and "Recorded again." in block and "8 cores" not in block

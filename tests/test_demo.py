@@ -1,6 +1,7 @@
 """`make demo` on a machine with no account: bin/demo starts the service as `make run` does beside the
 fake LimaCharlie and Twilio, plays its story through the real endpoints, and (with --once) stops. Its
-outcomes are read from the demo's own database, in its own folder."""
+outcomes are read from the demo's own database, in its own folder, and what the fake LimaCharlie's hook
+received from the lines the demo prints for each event."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def test_the_demo_plays_its_story_in_its_own_folder_and_stops_everything(tmp_pat
 
     output = done.stdout.decode()
     assert done.returncode == 0, output + done.stderr.decode() + (var_dir / "run.log").read_text()
-    deliveries = "SELECT channel, to_number, status, hold, error_code, ack_channel FROM deliveries_delivery"
-    rows = _rows(var_dir / "db.sqlite3", deliveries)
+    asked = "alert_id IN (SELECT alert_id FROM deliveries_approval)"
+    columns = "channel, to_number, status, hold, error_code, ack_channel"
+    rows = _rows(var_dir / "db.sqlite3", f"SELECT {columns} FROM deliveries_delivery WHERE NOT coalesce({asked}, 0)")
     acknowledged = {(to, ack_channel) for (_, to, *_, ack_channel) in rows if ack_channel}
     assert acknowledged == {("+14155550100", "sms"), ("+14155550101", "voice")}
     assert [row[2:5] for row in rows if row[1] == "+14155550198"] == [("failed", "", 21211)]
@@ -41,7 +43,18 @@ def test_the_demo_plays_its_story_in_its_own_folder_and_stops_everything(tmp_pat
     assert carol[-1] == ("suppressed", "recipient_limit") and len(carol) == 4
     assert [row[:3] for row in rows if row[0] == "voice"] == [("voice", "+14155550101", "delivered")]
     replies = _rows(var_dir / "db.sqlite3", "SELECT from_number, meaning FROM deliveries_inboundmessage")
-    assert replies == [("+14155550100", "ack")]
+    assert sorted(replies) == [("+14155550100", "ack"), ("+14155550101", "ack")]  # Bob's is his approval
+
+    # The approval was decided by Bob's text, and its event reached LimaCharlie's hook exactly once.
+    approvals = _rows(var_dir / "db.sqlite3", "SELECT decision, decided_by, decided_channel FROM deliveries_approval")
+    assert approvals == [("approved", "+14155550101", "sms")]
+    questions = _rows(var_dir / "db.sqlite3", f"SELECT to_number, ack_channel FROM deliveries_delivery WHERE {asked}")
+    assert sorted((to, channel or "") for to, channel in questions) == [("+14155550100", ""), ("+14155550101", "sms")]
+    outbox = "SELECT kind, sent_at IS NOT NULL FROM deliveries_outboundevent WHERE kind = 'approved'"
+    assert _rows(var_dir / "db.sqlite3", outbox) == [("approved", 1)]
+    received = [line.split()[2:4] for line in output.splitlines() if line.startswith("  [LimaCharlie's hook] ")]
+    assert [event for event in received if event[0] == "approved"] == [["approved", "+14155550101"]]
+    assert sorted(kind for kind, _ in received) == ["acknowledged", "acknowledged", "approved", "escalated", "failed"]
 
     assert f"http://127.0.0.1:{port}/admin/" in output and "login: demo" in output
     assert "Stopping" in output

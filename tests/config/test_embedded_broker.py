@@ -4,6 +4,8 @@ machine has it, one folder per VAR_DIR, and a message taken by exactly one consu
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,39 @@ def test_a_message_being_written_is_not_taken(tmp_path: Path) -> None:
 
     assert message.payload == {"n": 7}
     assert os.listdir(tmp_path) == ["1_half.q.msg.writing"]
+
+
+def _drain(folder: Path, got: list[int]) -> None:
+    with _connection(folder) as connection:
+        queue = connection.SimpleQueue("q")
+        while True:
+            try:
+                message = queue.get(timeout=0.5)
+            except queue.Empty:
+                return
+            message.ack()
+            got.append(message.payload["n"])
+
+
+def test_workers_taking_from_one_folder_at_once_each_read_whole_messages_once(tmp_path: Path) -> None:
+    # In memory where the machine has it, as `make run` keeps it: another filesystem than the system's
+    # temporary folder, where upstream moved a message by copying it.
+    shared = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
+    folder = shared / f"ext-twilio-test-{os.getpid()}-{threading.get_ident()}"
+    folder.mkdir()
+    try:
+        with _connection(folder) as producer:
+            queue = producer.SimpleQueue("q")
+            for n in range(300):
+                queue.put({"n": n})
+        got: list[int] = []
+        workers = [threading.Thread(target=_drain, args=(folder, got)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+
+        assert sorted(got) == list(range(300))  # none lost, none twice, none read empty
+        assert os.listdir(folder) == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

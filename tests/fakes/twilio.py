@@ -17,6 +17,7 @@ TwiML they were given. What Twilio sends back to the service is built here too, 
 Twilio signs it (HMAC-SHA1 over the URL and the sorted form fields, keyed by the Auth Token):
 
     fake.inbound_message(url, token, From=..., To=..., Body="STOP")   # an incoming SMS webhook
+    fake.message_status(message, "delivered", token)                  # a message's status callback
     fake.call_status(call, "completed", token)                        # a call's status callback
     fake.gather(call, "1", token)                                     # the <Gather> action: a keypress
 Each returns a `Webhook` (path, form, signature) for the test to post.
@@ -196,6 +197,7 @@ class FakeTwilio(FakeServer):
         self.accounts: dict[str, str] = {}
         self.received: list[Received] = []
         self.messages: list[dict[str, Any]] = []
+        self.status_callbacks: dict[str, str] = {}  # message SID -> the StatusCallback it was created with
         self.calls: list[dict[str, Any]] = []
         self.plans: list[Plan] = []
         self.lookups: list[dict[str, str]] = []
@@ -229,8 +231,9 @@ class FakeTwilio(FakeServer):
     def create(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
         now = datetime.now(UTC)
         service = form.get("MessagingServiceSid")
+        sid = "SM" + secrets.token_hex(16)
         message = {
-            "sid": "SM" + secrets.token_hex(16),
+            "sid": sid,
             "account_sid": account_sid,
             "to": form.get("To"),
             "from": None if service else form.get("From"),
@@ -250,6 +253,7 @@ class FakeTwilio(FakeServer):
         }
         with self.lock:
             self.messages.append(message)
+            self.status_callbacks[sid] = form.get("StatusCallback", "")
         return message
 
     def posts(self) -> list[dict[str, str]]:
@@ -304,6 +308,23 @@ class FakeTwilio(FakeServer):
             **fields,
         }
         form["SmsSid"] = form["MessageSid"]
+        return signed(url, form, token)
+
+    def message_status(self, message: dict[str, Any], status: str, token: str, url: str = "") -> Webhook:
+        """A message's status callback (sent, delivered, ...), to the StatusCallback it was created with
+        (or `url`)."""
+        with self.lock:
+            url = url or self.status_callbacks.get(message["sid"], "")
+        form = {
+            "MessageSid": message["sid"],
+            "SmsSid": message["sid"],
+            "AccountSid": message["account_sid"],
+            "From": message["from"] or "",
+            "To": message["to"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "ApiVersion": "2010-04-01",
+        }
         return signed(url, form, token)
 
     def call_status(self, call: dict[str, Any], status: str, token: str, **extra: str) -> Webhook:
