@@ -1,4 +1,4 @@
-"""The embedded broker of `make run`: kombu's filesystem transport, with two changes.
+"""The embedded broker of `make run`: kombu's filesystem transport, with three changes.
 
 1. Acknowledgements run at once. A worker acknowledges a task after it ran (acks_late), and with a
    thread pool those acks are run by the worker's main loop between two calls to `drain_events`.
