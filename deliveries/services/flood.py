@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import Count, Q, QuerySet
 
 from deliveries.models import Attempt, Credential, Delivery, OptOut
 
@@ -74,16 +75,21 @@ def _counted(delivery: Delivery, since: datetime) -> QuerySet[Delivery]:
 def _text_limit(delivery: Delivery, now: datetime) -> tuple[str, str]:
     window, duplicate_seconds = settings.FLOOD_WINDOW_SECONDS, settings.FLOOD_DUPLICATE_SECONDS
     recipient_limit, org_limit = settings.FLOOD_RECIPIENT_LIMIT, settings.FLOOD_ORG_LIMIT
-    if duplicate_seconds:
+    in_window = now - timedelta(seconds=window)
+    recent = now - timedelta(seconds=duplicate_seconds)
+    mine = Q(to_number=delivery.to_number)
+    counts = _counted(delivery, min(in_window, recent)).aggregate(
         # A failed copy reached nobody: not a repeat.
-        recent = _counted(delivery, now - timedelta(seconds=duplicate_seconds)).exclude(status=Status.FAILED)
-        if recent.filter(to_number=delivery.to_number, body=delivery.body).exists():
-            return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
-    in_window = _counted(delivery, now - timedelta(seconds=window))
+        duplicates=Count("id", filter=mine & Q(claimed_at__gte=recent, body=delivery.body) & ~Q(status=Status.FAILED)),
+        to_recipient=Count("id", filter=mine & Q(claimed_at__gte=in_window)),
+        from_org=Count("id", filter=Q(claimed_at__gte=in_window)),
+    )
+    if duplicate_seconds and counts["duplicates"]:
+        return Hold.DUPLICATE, f"The same text went to this recipient less than {duplicate_seconds} s before."
     step = delivery.escalates_id is not None
-    if recipient_limit and not step and in_window.filter(to_number=delivery.to_number).count() >= recipient_limit:
+    if recipient_limit and not step and counts["to_recipient"] >= recipient_limit:
         return Hold.RECIPIENT_LIMIT, f"{recipient_limit} texts to this recipient within {window} s."
-    if org_limit and in_window.count() >= org_limit:
+    if org_limit and counts["from_org"] >= org_limit:
         return Hold.ORG_LIMIT, f"{org_limit} texts from this organisation within {window} s."
     return "", ""
 
@@ -122,9 +128,12 @@ def _account_busy(delivery: Delivery) -> bool:
     has no row locks; its write transactions already run one at a time). Twilio answers 429 beyond its
     own concurrency cap: waiting our turn costs nothing, a 429 costs a retry."""
     cap = settings.TWILIO_MAX_CONCURRENT_PER_ACCOUNT
-    if not cap or delivery.credential_id is None:
+    if not cap or delivery.credential is None:  # read after the claim's locks, and kept for its POST
         return False
-    account = Credential.objects.filter(id=delivery.credential_id).values_list("account_sid", flat=True).get()
-    Credential.objects.select_for_update(no_key=True).filter(account_sid=account).order_by("id").values("id").first()
+    account = delivery.credential.account_sid
+    if connection.features.has_select_for_update:
+        Credential.objects.select_for_update(no_key=True).filter(account_sid=account).order_by("id").values(
+            "id"
+        ).first()
     in_flight = Delivery.objects.filter(status=Status.SENDING, credential__account_sid=account)
     return in_flight.count() >= cap
