@@ -33,6 +33,7 @@ Status = Delivery.Status
 KINDS = tuple(k.value for k in Kind)
 DEFAULT_KINDS = tuple(k for k in KINDS if k != Kind.DELIVERED)
 SOURCE = "ext-twilio"
+BATCH_SECONDS = 1.0  # how long the first event of a quiet organisation waits for others to go with it
 ESCALATION_KINDS = frozenset({Kind.ACKNOWLEDGED, Kind.ESCALATED, Kind.UNACKNOWLEDGED})
 
 
@@ -68,8 +69,10 @@ def record(kind: str, *, delivery: Delivery | None = None, alert: AlertRequest |
     OutboundEvent.objects.create(
         organization_id=alert.organization_id, alert=alert, kind=kind, event_id=event_id, payload=payload, due_at=now
     )
+    # A moment's wait lets a storm of outcomes go in one POST: the first task to run posts every event of
+    # the organisation that is waiting, and the others find nothing left to post.
     organization_id = alert.organization_id
-    transaction.on_commit(lambda: queue.post_events([organization_id]))
+    transaction.on_commit(lambda: queue.post_events([organization_id], countdown=BATCH_SECONDS))
     return True
 
 
