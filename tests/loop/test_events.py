@@ -161,3 +161,27 @@ def test_a_call_held_back_by_its_limit_leaves_the_alert_unacknowledged_not_escal
     ]
     assert fake_twilio.call_posts() == []
     assert Delivery.objects.filter(alert_id=alert.alert_id, channel="voice").count() == 1
+
+
+def test_an_event_s_post_waits_a_moment_so_that_a_storm_goes_in_few_posts(
+    intake: Intake,
+    tenant: Tenant,
+    fake_lc: FakeLimaCharlie,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from deliveries.services import queue
+
+    subscribe(intake, tenant)
+    posts: list[tuple[list[int], float | None]] = []
+    monkeypatch.setattr(queue, "post_events", lambda ids, countdown=None: posts.append((ids, countdown)))
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            events.record("escalated", delivery=make_delivery(tenant))
+    organization_id = OutboundEvent.objects.values_list("organization_id", flat=True).first()
+
+    assert posts == [([organization_id], events.BATCH_SECONDS)] * 3 and events.BATCH_SECONDS > 0
+    assert events.events_post(organization_id=organization_id) is None  # the first task posts all three
+    assert [e["kind"] for e in fake_lc.events(tenant.oid)] == ["escalated"] * 3 and len(fake_lc.hook_posts) == 1
+    assert events.events_post(organization_id=organization_id) is None  # the others find nothing to post
+    assert len(fake_lc.hook_posts) == 1
