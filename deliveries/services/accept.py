@@ -36,8 +36,8 @@ class CredentialGone(Exception):
 def alert_request_reply(*, oid: str, idempotency_key: str) -> dict[str, Any] | None:
     """The reply a previous call with this key got, or None. Read before any credential fetch, so a
     replayed or retried call costs no LimaCharlie round trip."""
-    found = AlertRequest.objects.filter(organization__oid=oid, idempotency_key=idempotency_key).first()
-    return None if found is None else found.reply
+    found = AlertRequest.objects.filter(organization__oid=oid, idempotency_key=idempotency_key)
+    return next(iter(found.values_list("reply", flat=True)), None)  # the key is unique per organisation
 
 
 def deliveries_accept(
@@ -145,10 +145,10 @@ def _credential(
     """The remembered credential, checked again in the accepting transaction, or the one the call
     brought from the Secrets Manager, found or stored."""
     if credential_id is not None:
-        remembered = Credential.objects.usable().filter(id=credential_id, organization=organization).first()
-        if remembered is None:
-            raise CredentialGone()
-        return remembered
+        try:
+            return Credential.objects.usable().get(id=credential_id, organization=organization)
+        except Credential.DoesNotExist:
+            raise CredentialGone() from None
     return credential_for(
         organization=organization,
         account_sid=account_sid,

@@ -57,7 +57,7 @@ def attempt_finish(
     one transaction. False when the claim was no longer ours (a status callback moved the row meanwhile:
     it wins) and the delivery was left as it was. `finished_at IS NULL` makes finishing a once-only
     operation: an attempt is never rewritten."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # a part of the caller's transaction, if it has one
         Attempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(
             finished_at=now, outcome=outcome, **fields
         )

@@ -95,11 +95,12 @@ def _recipient(delivery: Delivery | None) -> dict[str, Any]:
 
 def delivery_settled(delivery: Delivery) -> None:
     """A delivery reached a final status (a receipt, or a failed send): a text's delivered, undelivered
-    or failed; a call's failure; and when it was the alert's last hope, unacknowledged."""
+    or failed; a call's failure; and when it was the alert's last hope, unacknowledged. `delivery` is
+    as its caller just read it, its alert too (a status callback reads them together)."""
     if delivery.status not in statuses.FINAL or delivery.status == Status.SUPPRESSED:
         return
     if delivery.channel == Delivery.Channel.SMS or delivery.status == Status.FAILED:
-        record(delivery.status, delivery=delivery, error_message=delivery.error_message[:300])
+        record(delivery.status, delivery=delivery, alert=delivery.alert, error_message=delivery.error_message[:300])
     if delivery.escalates_id is not None and delivery.channel == Delivery.Channel.VOICE:
         alert_unacknowledged(delivery=delivery)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deliveries import status as statuses
@@ -27,31 +27,37 @@ class CallbackResult(enum.StrEnum):
 def status_callback_record(*, delivery_id: str, url: str, params: dict[str, str], signature: str) -> CallbackResult:
     """Store a Twilio status callback and move the delivery's status forward (never backward:
     callbacks arrive out of order and more than once, and a final status is final)."""
-    # Checked with the token of the credential this delivery was sent with, never another.
-    delivery = Delivery.objects.select_related("credential").filter(id=delivery_id).first()
-    if delivery is None or delivery.credential is None or not delivery.credential.usable:
-        logger.warning("status callback for unknown delivery %s (or no credential to check it)", delivery_id)
-        return CallbackResult.UNKNOWN
-    if not signature_valid(auth_token=delivery.credential.auth_token, url=url, params=params, signature=signature):
-        logger.warning("status callback for delivery %s with an invalid X-Twilio-Signature", delivery_id)
-        return CallbackResult.FORGED
-    report = parse_status_callback(params)
     with transaction.atomic():
+        # The row lock makes "seen before?" and the write one step: Twilio's retries of one status
+        # wait for each other. Checked with the token of the credential this delivery was sent with.
         try:
-            with transaction.atomic():  # a savepoint: one event per status of a delivery
-                StatusEvent.objects.create(
-                    delivery=delivery,
-                    message_sid=report.message_sid,
-                    message_status=report.twilio_status,
-                    error_code=report.error_code,
-                    payload=params,
-                )
-        except IntegrityError:
+            delivery = (
+                Delivery.objects.select_related("credential", "alert")
+                .select_for_update(of=("self",))
+                .get(id=delivery_id)
+            )
+        except Delivery.DoesNotExist:
+            delivery = None
+        if delivery is None or delivery.credential is None or not delivery.credential.usable:
+            logger.warning("status callback for unknown delivery %s (or no credential to check it)", delivery_id)
+            return CallbackResult.UNKNOWN
+        if not signature_valid(auth_token=delivery.credential.auth_token, url=url, params=params, signature=signature):
+            logger.warning("status callback for delivery %s with an invalid X-Twilio-Signature", delivery_id)
+            return CallbackResult.FORGED
+        report = parse_status_callback(params)
+        if StatusEvent.objects.filter(delivery=delivery, message_status=report.twilio_status).exists():
             # Twilio's retry, or a replay (its signature carries no time): acted on once already.
             metrics.webhook_duplicate("status")
             logger.info("status %r of delivery %s seen before: ignored", report.twilio_status, delivery_id)
             return CallbackResult.DUPLICATE
-        _apply(Delivery.objects.select_for_update().get(id=delivery.id), report)
+        StatusEvent.objects.create(
+            delivery=delivery,
+            message_sid=report.message_sid,
+            message_status=report.twilio_status,
+            error_code=report.error_code,
+            payload=params,
+        )
+        _apply(delivery, report)
     return CallbackResult.STORED
 
 
@@ -63,11 +69,14 @@ def _apply(delivery: Delivery, report: StatusReport) -> None:
     # The callback proves the message exists: adopt its SID even if the worker died before saving it.
     delivery.twilio_sid = delivery.twilio_sid or report.message_sid
     delivery.sent_at = delivery.sent_at or now
+    changed = ["status", "updated_at", "due_at", "twilio_sid", "sent_at"]
     if report.error_code is not None:
         delivery.error_code, delivery.error_message = report.error_code, report.error_meaning
+        changed += ["error_code", "error_message"]
     if report.status in statuses.FINAL:
         delivery.settled_at = now
-    delivery.save()
+        changed.append("settled_at")
+    delivery.save(update_fields=changed)
     events.delivery_settled(delivery)  # for LimaCharlie: delivered, undelivered, failed, unacknowledged
     if report.opted_out:
         opt_out_record(delivery=delivery)
